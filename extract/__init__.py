@@ -1,0 +1,1 @@
+"""Extract: land IBKR Flex statements and Wealthfolio snapshots raw in DuckDB."""

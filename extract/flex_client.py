@@ -1,0 +1,745 @@
+"""IBKR Flex Web Service client: SendRequest, then poll GetStatement (contracts/ibkr-flex.md §2).
+
+Our own httpx client rather than `ibflex.client`: that one re-sends HTTP errors in a
+tight loop, gives up after ~25 s, never retries 1001 and rejects envelopes whose
+timestamp zone is not EST/EDT (contract §2.4). Policy here (contract §2.6):
+
+* step 1 (SendRequest) retries transient codes a few times, 1018 after >= throttle;
+* step 2 (GetStatement) polls 1019/1009/1001/1004-1008/1021 with capped exponential
+  backoff until the deadline, backs off >= throttle on 1018, restarts once on 1017;
+* everything else fails fast with a message that says what to do;
+* HTTP 5xx/429/timeouts/connection errors: bounded retries, each one after a sleep.
+
+The token travels in the query string, so no URL with its query ever reaches a
+message, and httpx's own request log lines are scrubbed (see `_RedactTokenFilter`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from xml.etree.ElementTree import Element, ParseError
+
+import httpx
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+
+from flexsync import __version__
+from flexsync.config import Secret, Settings
+from flexsync.errors import ConfigurationError, FlexServiceError
+from flexsync.logs import register_secret, scrub
+
+log = logging.getLogger(__name__)
+
+USER_AGENT: Final = (
+    f"flexsync/{__version__} Python/{sys.version_info.major}.{sys.version_info.minor}"
+)
+SEND: Final = "SendRequest"
+GET: Final = "GetStatement"
+
+# Codes IBKR answers while the statement is not ready (or it is briefly unable to serve it).
+POLL_CODES: Final = frozenset(
+    {"1001", "1004", "1005", "1006", "1007", "1008", "1009", "1019", "1021"}
+)
+THROTTLED: Final = "1018"
+REFERENCE_INVALID: Final = "1017"
+TOKEN_CODES: Final = frozenset({"1012", "1015"})
+
+_HOW_TO_ROTATE = (
+    "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
+    "-> Flex Web Service Configuration) and update the secret IBKR_FLEX_TOKEN "
+    "(Vault secret/broker-sync, synced to broker-sync-secrets)"
+)
+# What to do about each fatal code; the IBKR message text is shown as well.
+_HINTS: Final[dict[str, str]] = {
+    "1003": "the statement is not available: check the Flex query's period and that the "
+    "account has data for it",
+    "1010": "legacy Flex queries are no longer supported: create an Activity Flex Query in "
+    "Client Portal and set IBKR_FLEX_QUERY_ID to its id",
+    "1011": "the IBKR service account is inactive: check the account's status in Client Portal",
+    "1012": "the Flex token has expired: " + _HOW_TO_ROTATE,
+    "1013": "IP restriction: this host's public IP is not allowed to use the Flex token; "
+    "add it to the token's allowed IPs in Flex Web Service Configuration (or lift the "
+    "restriction)",
+    "1014": "the Flex query is invalid: check IBKR_FLEX_QUERY_ID (the numeric id of the "
+    "Activity Flex Query in Client Portal) and that the query still exists",
+    "1015": "the Flex token is invalid: check that IBKR_FLEX_TOKEN holds the current token, "
+    "or " + _HOW_TO_ROTATE,
+    "1016": "the account is invalid: check the Flex query's account selection and that the "
+    "account is open",
+    "1017": "IBKR rejected the reference code again after a fresh SendRequest; try later",
+    "1020": "IBKR could not validate the request: check IBKR_FLEX_TOKEN and "
+    "IBKR_FLEX_QUERY_ID",
+}
+
+_BOM: Final = b"\xef\xbb\xbf"
+_RETRY_AFTER_CAP: Final = 120.0  # never let a server park the nightly job for long
+_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class FlexClientError(FlexServiceError):
+    """Base of this module's errors; `.code` is the IBKR error code when one is known."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FlexResponseError(FlexClientError):
+    """IBKR answered with an error code (`<ErrorCode>` in a FlexStatementResponse)."""
+
+    def __init__(self, code: str, message: str, *, step: str = "", hint: str = "") -> None:
+        self.ibkr_message = message
+        self.step = step
+        text = f"IBKR Flex error {code}"
+        if step:
+            text += f" at {step}"
+        text += f": {message}" if message else ""
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text, code)
+
+
+class FlexTokenError(FlexResponseError):
+    """1012 token expired / 1015 token invalid: a human has to rotate the token."""
+
+
+class FlexThrottledError(FlexResponseError):
+    """1018: too many requests for this token."""
+
+
+class StatementGenerationTimeout(FlexClientError):
+    """IBKR kept saying "not ready" until the deadline."""
+
+
+class FlexHTTPError(FlexClientError):
+    """An HTTP status we do not retry, or retries of 5xx/429 exhausted."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FlexConnectionError(FlexClientError):
+    """Timeouts or connection/DNS failures, retries exhausted."""
+
+
+class FlexUnexpectedBodyError(FlexClientError):
+    """A 200 answer that is neither a statement nor an envelope (CSV, HTML, other XML)."""
+
+
+class _HostUnreachable(Exception):
+    """Internal: the `<Url>` host failed to connect; switch to the configured GetStatement URL."""
+
+
+class _ReferenceInvalid(Exception):
+    """Internal: 1017 at GetStatement; restart from SendRequest."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --------------------------------------------------------------------------- logging guard
+
+
+class _RedactTokenFilter(logging.Filter):
+    """httpx logs every request URL (token included) at INFO; scrub it at the source logger.
+
+    Logger filters only see records created by that exact logger, hence one per name.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to fix
+            return True
+        clean = scrub(message)
+        if clean != message:
+            record.msg = clean
+            record.args = None
+        return True
+
+
+_REDACT_FILTER = _RedactTokenFilter()
+for _name in (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _RedactTokenFilter) for f in _logger.filters):
+        _logger.addFilter(_REDACT_FILTER)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class FlexDownload:
+    """The statement bytes exactly as IBKR sent them, with what the raw archive records."""
+
+    content: bytes = field(repr=False)
+    reference_code: str
+    fetched_at: datetime  # UTC
+    query_id: str
+
+    def __repr__(self) -> str:
+        return (
+            f"FlexDownload(reference_code={self.reference_code!r}, query_id={self.query_id!r}, "
+            f"fetched_at={self.fetched_at.isoformat()!r}, bytes={len(self.content)})"
+        )
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """A FlexStatementResponse. The timestamp is kept as text: its zone varies (CET, ...)."""
+
+    status: str
+    reference_code: str
+    url: str
+    error_code: str
+    error_message: str
+    timestamp: str
+
+
+# --------------------------------------------------------------------------- client
+
+
+class FlexClient:
+    """Downloads one Activity Flex statement. `sleep`/`clock`/`transport` are for tests."""
+
+    def __init__(
+        self,
+        send_url: str,
+        get_url: str,
+        token: Secret,
+        query_id: str,
+        *,
+        deadline_seconds: float = 600.0,
+        throttle_seconds: float = 60.0,
+        http_timeout: float = 120.0,
+        max_http_retries: int = 4,
+        max_send_retries: int = 3,
+        first_poll_delay: float = 3.0,
+        poll_backoff_start: float = 5.0,
+        poll_backoff_cap: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._token = token.get().strip()
+        if not self._token:
+            raise ConfigurationError("IBKR_FLEX_TOKEN not provided")
+        register_secret(self._token)
+        self.query_id = query_id.strip()
+        if not self.query_id:
+            raise ConfigurationError("IBKR_FLEX_QUERY_ID not provided")
+        if not self.query_id.isdigit():
+            raise ConfigurationError(
+                f"IBKR_FLEX_QUERY_ID: {self.query_id!r} is not a Flex query id (digits only)"
+            )
+        self.send_url = _check_url(send_url, "IBKR_FLEX_SEND_URL")
+        self.get_url = _check_url(get_url, "IBKR_FLEX_GET_URL")
+        for name, value in (
+            ("deadline_seconds", deadline_seconds),
+            ("throttle_seconds", throttle_seconds),
+            ("http_timeout", http_timeout),
+            ("first_poll_delay", first_poll_delay),
+            ("poll_backoff_start", poll_backoff_start),
+            ("poll_backoff_cap", poll_backoff_cap),
+        ):
+            if value <= 0:
+                raise ConfigurationError(f"Flex client: {name} must be positive, got {value}")
+        self.deadline_seconds = deadline_seconds
+        self.throttle_seconds = throttle_seconds
+        self.http_timeout = http_timeout
+        self.max_http_retries = max(0, max_http_retries)
+        self.max_send_retries = max(0, max_send_retries)
+        self.first_poll_delay = first_poll_delay
+        self.poll_backoff_start = poll_backoff_start
+        self.poll_backoff_cap = max(poll_backoff_cap, poll_backoff_start)
+        self._sleep = sleep
+        self._clock = clock
+        self._transport = transport
+        self._started = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> FlexClient:
+        """Build from Settings; keyword overrides (sleep, clock, transport ...) win."""
+        kwargs: dict[str, Any] = {
+            "deadline_seconds": settings.flex_deadline_seconds,
+            "throttle_seconds": settings.flex_min_throttle_seconds,
+            "http_timeout": settings.http_timeout_seconds,
+        }
+        kwargs.update(overrides)
+        return cls(
+            settings.flex_send_url,
+            settings.flex_get_url,
+            settings.flex_token,
+            settings.flex_query_id,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FlexClient(send={_where(self.send_url)!r}, get={_where(self.get_url)!r}, "
+            f"query_id={self.query_id!r}, token=Secret('********'))"
+        )
+
+    # ----------------------------------------------------------------- public
+
+    def download(self) -> FlexDownload:
+        """SendRequest, then poll GetStatement until the statement arrives."""
+        self._started = self._clock()
+        deadline = self._started + self.deadline_seconds
+        timeout = httpx.Timeout(self.http_timeout, connect=min(10.0, self.http_timeout))
+        with httpx.Client(
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+            transport=self._transport,
+        ) as http:
+            for round_ in (1, 2):
+                reference, url = self._send_request(http, deadline)
+                try:
+                    content = self._poll(http, reference, url, deadline)
+                except _ReferenceInvalid as exc:
+                    if round_ == 2:
+                        raise FlexResponseError(
+                            REFERENCE_INVALID, exc.message, step=GET,
+                            hint=_HINTS[REFERENCE_INVALID],
+                        ) from None
+                    log.warning(
+                        "IBKR Flex error 1017 at GetStatement (%s) for reference %s; "
+                        "restarting from SendRequest once",
+                        exc.message, reference,
+                    )
+                    self._wait(
+                        self.poll_backoff_start, deadline,
+                        give_up=FlexResponseError(
+                            REFERENCE_INVALID, exc.message, step=GET,
+                            hint="no time left before the deadline to restart; try later",
+                        ),
+                    )
+                    continue
+                fetched_at = datetime.now(UTC)
+                log.info(
+                    "Flex statement downloaded: reference %s, %d bytes, %.0f s elapsed",
+                    reference, len(content), self._elapsed(),
+                )
+                return FlexDownload(content, reference, fetched_at, self.query_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ----------------------------------------------------------------- step 1
+
+    def _send_request(self, http: httpx.Client, deadline: float) -> tuple[str, str]:
+        """Returns (reference code, GetStatement URL to poll)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self._get(http, self.send_url, self.query_id, step=SEND, deadline=deadline)
+            envelope = self._read_body(response.content, SEND)
+            if envelope is None:
+                raise FlexUnexpectedBodyError(
+                    f"IBKR Flex SendRequest answered with a statement instead of a reference "
+                    f"code; is IBKR_FLEX_SEND_URL ({_where(self.send_url)}) the SendRequest "
+                    f"endpoint?"
+                )
+            code, message = envelope.error_code, envelope.error_message
+            if not code:
+                if envelope.reference_code:
+                    log.info(
+                        "Flex SendRequest accepted: reference %s (envelope timestamp %r)",
+                        envelope.reference_code, envelope.timestamp,
+                    )
+                    return envelope.reference_code, self._poll_url(envelope.url)
+                raise FlexUnexpectedBodyError(
+                    f"IBKR Flex SendRequest answered status {envelope.status or '(none)'!r} "
+                    f"without a reference code or error code"
+                )
+            log.warning("IBKR Flex error %s at SendRequest: %s (attempt %d)", code, message,
+                        attempt)
+            if code != THROTTLED and code not in POLL_CODES:
+                raise self._fatal(code, message, SEND)
+            error_class = FlexThrottledError if code == THROTTLED else FlexResponseError
+            if attempt > self.max_send_retries:
+                raise error_class(
+                    code, message, step=SEND,
+                    hint=f"still failing after {attempt} attempts; try later",
+                )
+            if code == THROTTLED:
+                wait = self.throttle_seconds
+            else:
+                wait = min(max(10.0, self.poll_backoff_start) * 2 ** (attempt - 1),
+                           max(60.0, self.poll_backoff_cap))
+            self._wait(
+                wait, deadline,
+                give_up=error_class(
+                    code, message, step=SEND,
+                    hint=f"no time left before the {self.deadline_seconds:.0f} s deadline "
+                    f"to retry; try later",
+                ),
+                why=f"SendRequest answered {code}",
+            )
+
+    # ----------------------------------------------------------------- step 2
+
+    def _poll(self, http: httpx.Client, reference: str, url: str, deadline: float) -> bytes:
+        fallback = self.get_url if url != self.get_url else None
+        polls = 0
+        streak = 0
+        self._wait(
+            self.first_poll_delay, deadline,
+            give_up=StatementGenerationTimeout(
+                f"IBKR Flex: no time left before the {self.deadline_seconds:.0f} s deadline to "
+                f"fetch the statement (reference {reference}); try later"
+            ),
+        )
+        while True:
+            polls += 1
+            try:
+                response = self._get(
+                    http, url, reference, step=GET, deadline=deadline,
+                    fallback_on_connect=fallback is not None,
+                )
+            except _HostUnreachable as exc:
+                assert fallback is not None
+                log.warning(
+                    "GetStatement host %s from the Flex response is unreachable (%s); "
+                    "falling back to %s",
+                    _where(url), exc, _where(fallback),
+                )
+                url, fallback = fallback, None
+                continue
+            envelope = self._read_body(response.content, GET)
+            if envelope is None:
+                return response.content
+            code, message = envelope.error_code, envelope.error_message
+            if not code:
+                raise FlexUnexpectedBodyError(
+                    f"IBKR Flex GetStatement answered status {envelope.status or '(none)'!r} "
+                    f"without a statement or an error code (reference {reference})"
+                )
+            if code == REFERENCE_INVALID:
+                raise _ReferenceInvalid(message)
+            if code == THROTTLED:
+                wait = self.throttle_seconds
+                if deadline - self._clock() < wait:
+                    raise FlexThrottledError(
+                        code, message, step=GET,
+                        hint=f"no time left before the {self.deadline_seconds:.0f} s deadline to "
+                        f"back off {wait:.0f} s; run less often and try later",
+                    )
+            elif code in POLL_CODES:
+                wait = min(self.poll_backoff_start * 2**streak, self.poll_backoff_cap)
+                streak += 1
+            else:
+                raise self._fatal(code, message, GET)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise StatementGenerationTimeout(
+                    f"IBKR Flex error {code}: IBKR is still generating the statement "
+                    f"({message}); waited {self._elapsed():.0f} s over {polls} polls "
+                    f"(reference {reference}) and gave up at the {self.deadline_seconds:.0f} s "
+                    f"deadline (IBKR_FLEX_DEADLINE_SECONDS). Try again later.",
+                    code,
+                )
+            wait = min(wait, remaining)
+            log.info(
+                "Flex statement not ready (%s), waiting %.0f s, %.0f s elapsed",
+                code, wait, self._elapsed(),
+            )
+            self._sleep(wait)
+
+    def _poll_url(self, returned: str) -> str:
+        """The `<Url>` from SendRequest if usable, else the configured GetStatement URL."""
+        url = returned.strip()
+        if not url:
+            return self.get_url
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            log.warning("Flex response Url is not an http(s) URL; using %s", _where(self.get_url))
+            return self.get_url
+        return url
+
+    # ----------------------------------------------------------------- HTTP
+
+    def _get(
+        self,
+        http: httpx.Client,
+        url: str,
+        q: str,
+        *,
+        step: str,
+        deadline: float,
+        fallback_on_connect: bool = False,
+    ) -> httpx.Response:
+        """One logical GET with bounded, always-sleeping retries on 5xx/429/network errors."""
+        where = _where(url)
+        params = {"t": self._token, "q": q, "v": "3"}
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                response = http.get(url, params=params)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if fallback_on_connect:
+                    raise _HostUnreachable(self._describe(exc)) from None
+                problem = f"cannot connect to {where} ({self._describe(exc)})"
+            except httpx.TimeoutException as exc:
+                problem = (
+                    f"no answer from {where} within {self.http_timeout:g} s "
+                    f"({type(exc).__name__})"
+                )
+            except httpx.UnsupportedProtocol:
+                raise FlexConnectionError(
+                    f"IBKR Flex {step}: {where} is not an http(s) URL "
+                    f"(check IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL)"
+                ) from None
+            except httpx.TransportError as exc:
+                problem = f"connection to {where} failed ({self._describe(exc)})"
+            else:
+                status = response.status_code
+                log.debug("%s attempt %d: HTTP %d from %s", step, attempt, status, where)
+                if 200 <= status < 300:
+                    return response
+                reason = response.reason_phrase
+                if status != 429 and status < 500:
+                    raise FlexHTTPError(self._http_refusal(step, where, response), status)
+                problem = f"HTTP {status} {reason} from {where}".rstrip()
+                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+
+            error: FlexClientError
+            if status is None:
+                error = FlexConnectionError(
+                    f"IBKR Flex {step}: {problem}; gave up after {attempt} attempts "
+                    f"(network or IBKR outage?); try later"
+                )
+            else:
+                error = FlexHTTPError(
+                    f"IBKR Flex service unavailable at {step}: {problem}; gave up after "
+                    f"{attempt} attempts; try later",
+                    status,
+                )
+            if attempt > self.max_http_retries:
+                raise error
+            wait = min(self.poll_backoff_start * 2 ** (attempt - 1), self.poll_backoff_cap)
+            if retry_after is not None:
+                wait = min(max(retry_after, 1.0), _RETRY_AFTER_CAP)
+            self._wait(
+                wait, deadline, give_up=error,
+                why=f"{step}: {problem} (attempt {attempt} of {self.max_http_retries + 1})",
+                level=logging.WARNING,
+            )
+
+    def _http_refusal(self, step: str, where: str, response: httpx.Response) -> str:
+        status = response.status_code
+        setting = "IBKR_FLEX_SEND_URL" if step == SEND else "IBKR_FLEX_GET_URL"
+        text = f"IBKR Flex {step} answered HTTP {status} {response.reason_phrase} from {where}"
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            target = _where(location) if location else "(no Location)"
+            return (
+                f"{text}, redirecting to {target}; the endpoint may have moved: check {setting}"
+            )
+        if status in (401, 403):
+            return (
+                f"{text}; IBKR refused the request (IP block or rate-limit penalty?); "
+                f"check {setting} and try later"
+            )
+        return f"{text}; the endpoint may have moved: check {setting}"
+
+    # ----------------------------------------------------------------- bodies
+
+    def _read_body(self, body: bytes, step: str) -> _Envelope | None:
+        """None when the body is the statement itself; the envelope when it is one.
+
+        Decided by the XML root tag (not a substring test), after any BOM, whitespace
+        or XML declaration. CSV, HTML and other XML raise a clear error.
+        """
+        head = body.lstrip()
+        if head.startswith(_BOM):
+            head = head[len(_BOM):].lstrip()
+        if not head:
+            raise FlexUnexpectedBodyError(f"IBKR Flex {step} answered with an empty body")
+        lowered = head[:200].lower()
+        if lowered.startswith((b"<!doctype html", b"<html")):
+            raise FlexUnexpectedBodyError(self._html_message(step, head))
+        if not head.startswith(b"<"):
+            first_line = head.split(b"\n", 1)[0]
+            if b"," in first_line or first_line.startswith(b'"'):
+                raise FlexUnexpectedBodyError(
+                    f"IBKR Flex {step} answered with CSV: the Flex query returns CSV; set its "
+                    f"format to XML in Client Portal (Flex Queries -> edit the query -> "
+                    f"Delivery Configuration -> Format XML)"
+                )
+            raise FlexUnexpectedBodyError(
+                f"IBKR Flex {step} answered with a body that is not XML "
+                f"({len(body)} bytes); expected FlexStatementResponse or FlexQueryResponse"
+            )
+        root = _root_tag(head)
+        if root == "FlexQueryResponse":
+            return None
+        if root == "FlexStatementResponse":
+            return self._parse_envelope(head, step)
+        if root is not None and root.lower() == "html":
+            raise FlexUnexpectedBodyError(self._html_message(step, head))
+        what = f"XML with root <{self._clean(root)}>" if root else "malformed XML"
+        raise FlexUnexpectedBodyError(
+            f"IBKR Flex {step} answered with {what}; expected FlexStatementResponse or "
+            f"FlexQueryResponse"
+        )
+
+    def _parse_envelope(self, head: bytes, step: str) -> _Envelope:
+        try:
+            root: Element = SafeET.fromstring(head, forbid_dtd=True)
+        except (ParseError, DefusedXmlException) as exc:
+            raise FlexUnexpectedBodyError(
+                f"IBKR Flex {step} answered with a malformed FlexStatementResponse "
+                f"({type(exc).__name__})"
+            ) from None
+
+        def child(name: str) -> str:
+            for element in root:
+                if _local(element.tag) == name:
+                    return self._clean("".join(element.itertext()).strip())
+            return ""
+
+        return _Envelope(
+            status=child("Status"),
+            reference_code=child("ReferenceCode"),
+            url=child("Url"),
+            error_code=child("ErrorCode"),
+            error_message=child("ErrorMessage"),
+            # Kept as text, never parsed: IBKR writes "... EST", "... CET" or nothing.
+            timestamp=self._clean(root.get("timestamp", "")),
+        )
+
+    def _html_message(self, step: str, head: bytes) -> str:
+        match = _TITLE_RE.search(head[:4096])
+        title = ""
+        if match:
+            title = " ".join(match.group(1).decode("utf-8", "replace").split())[:80]
+            title = f" titled {self._clean(title)!r}"
+        return (
+            f"IBKR Flex {step}: IBKR answered with an HTML page{title} instead of XML "
+            f"(maintenance?); try later"
+        )
+
+    # ----------------------------------------------------------------- helpers
+
+    def _fatal(self, code: str, message: str, step: str) -> FlexResponseError:
+        hint = _HINTS.get(code, "")
+        if code in TOKEN_CODES:
+            return FlexTokenError(code, message, step=step, hint=hint)
+        return FlexResponseError(code, message, step=step, hint=hint)
+
+    def _wait(
+        self,
+        seconds: float,
+        deadline: float,
+        *,
+        give_up: Exception,
+        why: str = "",
+        level: int = logging.INFO,
+    ) -> None:
+        """Sleep `seconds` (> 0), or raise `give_up` when that would pass the deadline."""
+        if self._clock() + seconds > deadline:
+            raise give_up
+        if why:
+            log.log(level, "%s, waiting %.0f s, %.0f s elapsed", why, seconds, self._elapsed())
+        self._sleep(seconds)
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _clean(self, text: str) -> str:
+        """Server- or library-provided text, made safe for messages: no token, bounded length."""
+        text = text.replace(self._token, "********")
+        return scrub(text)[:300]
+
+    def _describe(self, exc: Exception) -> str:
+        detail = self._clean(str(exc)) if str(exc) else ""
+        return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _check_url(url: str, setting: str) -> str:
+    url = url.strip()
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"{setting}: not an http(s) URL")
+    return url
+
+
+def _where(url: str) -> str:
+    """host[:port]/path of a URL: never its query string (the token lives there)."""
+    try:
+        parsed = httpx.URL(url.strip())
+    except httpx.InvalidURL:
+        return "(invalid URL)"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.host}{port}{parsed.path}"
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+class _Trickle(io.BytesIO):
+    """Hands iterparse small chunks, so the root's start event comes before any later error."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(512)
+
+
+def _root_tag(head: bytes) -> str | None:
+    """The root element's name from the first start event: statements reach several MB."""
+    try:
+        for _event, element in SafeET.iterparse(
+            _Trickle(head), events=("start",), forbid_dtd=True
+        ):
+            return _local(element.tag)
+    except (ParseError, DefusedXmlException):
+        return None
+    return None
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,47 @@
+"""ibflex as a non-blocking validator: its verdict is recorded, it never decides what lands."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from extract.flex_landing import FlexSource
+
+# ibflex builds the whole document in memory; above this size we record "skipped"
+# rather than break the pod's 256 MiB memory limit.
+MAX_VALIDATE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Verdict:
+    ok: bool | None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.ok is None:
+            return f"skipped ({self.error})"
+        if self.ok:
+            return f"ok, {len(self.warnings)} warning(s)" if self.warnings else "ok"
+        return f"error: {self.error}"
+
+
+def validate_with_ibflex(source: FlexSource) -> Verdict:
+    size = source.size()
+    if size > MAX_VALIDATE_BYTES:
+        return Verdict(None, f"file of {size / 1e6:.0f} MB is above the validator's "
+                             f"{MAX_VALIDATE_BYTES // (1024 * 1024)} MiB bound")
+    with source.open() as handle:
+        content = handle.read()
+    from ibflex import parser  # imported lazily: only needed here
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parser.parse(content)
+        except Exception as exc:  # ibflex raises many kinds; any of them is a verdict
+            return Verdict(False, f"{type(exc).__name__}: {exc}"[:2000],
+                           [str(w.message) for w in caught][:500])
+    return Verdict(True, None, [str(w.message) for w in caught][:500])

@@ -1,0 +1,285 @@
+"""The `flexsync` command line: sync | extract | transform | load | status.
+
+Every command: settings from the environment (SPEC §2), flags override; the run
+lock is taken first (exit 8 if another run holds it); expected errors print one
+line and exit with their code (SPEC §6); unexpected ones exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flexsync import __version__
+from flexsync.config import Settings, load_settings
+from flexsync.errors import ExitCode, FlexsyncError
+from flexsync.logs import register_secret, scrub, setup_logging
+from flexsync.warehouse import RunLock
+
+log = logging.getLogger("flexsync")
+
+app = typer.Typer(
+    name="flexsync",
+    help=(
+        "Keep a self-hosted Wealthfolio in step with an Interactive Brokers account.\n\n"
+        "IBKR Flex statement → DuckDB (raw_ibkr.*) → dbt (staging → marts) → new activities "
+        "posted to Wealthfolio, position drift pushed to a Prometheus Pushgateway.\n\n"
+        "Configuration comes from the environment (IBKR_FLEX_TOKEN, IBKR_FLEX_QUERY_ID, "
+        "IBKR_ACCOUNT_ID, IBKR_ACCOUNT_ID_UPSTREAM, WF_BASE_URL, WF_PASSWORD, WF_SESSION_PATH, "
+        "PUSHGATEWAY_URL, BROKER_SYNC_DATA_DIR); flags override it. Secrets are read from the "
+        "environment only, never from flags.\n\n"
+        "Exit codes: 0 ok · 1 unexpected · 2 configuration · 3 account guard · 4 IBKR Flex · "
+        "5 Wealthfolio · 6 dbt · 7 Pushgateway · 8 another run holds the warehouse."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state: dict[str, Any] = {}
+
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", envvar="BROKER_SYNC_DATA_DIR", show_envvar=True,
+    help="Data directory: warehouse.duckdb, analytics.duckdb, the raw archive (default ./data).")]
+FlexFileOpt = Annotated[list[Path] | None, typer.Option(
+    "--flex-file", help="Land this Flex XML file instead of downloading (repeatable). "
+    "Needs no token and no network.")]
+AccountOpt = Annotated[str | None, typer.Option(
+    "--upstream-account", help="IBKR account id(s) the statements must belong to, comma "
+    "separated (the account guard). Env: IBKR_ACCOUNT_ID_UPSTREAM.")]
+QueryOpt = Annotated[str | None, typer.Option(
+    "--flex-query-id", help="Activity Flex Query id. Env: IBKR_FLEX_QUERY_ID.")]
+SendUrlOpt = Annotated[str | None, typer.Option(
+    "--flex-send-url", help="Flex SendRequest URL. Env: IBKR_FLEX_SEND_URL.")]
+GetUrlOpt = Annotated[str | None, typer.Option(
+    "--flex-get-url", help="Fallback GetStatement URL (used when the returned <Url> fails). "
+    "Env: IBKR_FLEX_GET_URL.")]
+DeadlineOpt = Annotated[float | None, typer.Option(
+    "--flex-deadline", help="Seconds to wait for IBKR to generate the statement before "
+    "StatementGenerationTimeout (default 600). Env: IBKR_FLEX_DEADLINE_SECONDS.")]
+WfUrlOpt = Annotated[str | None, typer.Option(
+    "--wf-base-url", help="Wealthfolio server, e.g. http://wealthfolio:8088. Env: WF_BASE_URL.")]
+WfAccountOpt = Annotated[str | None, typer.Option(
+    "--wf-account-id", help="Wealthfolio account UUID receiving the activities. "
+    "Env: IBKR_ACCOUNT_ID.")]
+WfSessionOpt = Annotated[Path | None, typer.Option(
+    "--wf-session-path", help="Where the Wealthfolio session token is cached (mode 0600). "
+    "Env: WF_SESSION_PATH.")]
+PushUrlOpt = Annotated[str | None, typer.Option(
+    "--pushgateway-url", help="Pushgateway base URL. Env: PUSHGATEWAY_URL. Unset: the "
+    "metrics are printed instead of pushed.")]
+PushJobOpt = Annotated[str | None, typer.Option(
+    "--pushgateway-job", help="Pushgateway job name (default broker-sync-ibkr). "
+    "Env: PUSHGATEWAY_JOB.")]
+AccountLabelOpt = Annotated[str | None, typer.Option(
+    "--account-label", help="Value of the `account` label on the metrics (default ibkr-uk). "
+    "Env: PUSHGATEWAY_ACCOUNT_LABEL.")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", help="Print the activities that would be posted and the metrics that would "
+    "be pushed; write nothing to Wealthfolio or the Pushgateway.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flexsync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    log_format: Annotated[str, typer.Option(
+        "--log-format", envvar="FLEXSYNC_LOG_FORMAT",
+        help="text (default) or json (one JSON object per line, for Loki).")] = "text",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    if log_format not in ("text", "json"):
+        typer.echo(f"--log-format: {log_format!r} is not one of text, json", err=True)
+        raise typer.Exit(ExitCode.CONFIGURATION)
+    _state["log_format"] = log_format
+    setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings().with_overrides(**overrides)
+    for secret in settings.secrets():
+        register_secret(secret)
+    return settings.with_overrides(data_dir=settings.data_dir.resolve())
+
+
+def _run(command: str, body: Callable[[], int | None], settings_factory: Callable[[], Settings],
+         locked: bool = True) -> None:
+    """Run a command body with the lock, one-line errors and exit codes."""
+    try:
+        settings = settings_factory()
+        lock = RunLock(settings.data_dir) if locked else None
+        if lock:
+            lock.acquire()
+        try:
+            code = body() or 0
+        finally:
+            if lock:
+                lock.release()
+    except FlexsyncError as exc:
+        typer.echo(scrub(str(exc)), err=True)
+        log.debug("details", exc_info=True)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(ExitCode.UNEXPECTED) from None
+    except Exception as exc:
+        typer.echo(scrub(f"unexpected error in {command}: {type(exc).__name__}: {exc} "
+                         "(run with -v for details)"), err=True)
+        log.debug("traceback", exc_info=True)
+        raise typer.Exit(ExitCode.UNEXPECTED) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def extract(
+    flex_file: FlexFileOpt = None,
+    upstream_account: AccountOpt = None,
+    flex_query_id: QueryOpt = None,
+    flex_send_url: SendUrlOpt = None,
+    flex_get_url: GetUrlOpt = None,
+    flex_deadline: DeadlineOpt = None,
+    wf_base_url: WfUrlOpt = None,
+    wf_account_id: WfAccountOpt = None,
+    wf_session_path: WfSessionOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Land the Flex statement raw in DuckDB (and snapshot Wealthfolio when configured).
+
+    Without --flex-file the statement is downloaded from the Flex Web Service
+    (IBKR_FLEX_TOKEN and IBKR_FLEX_QUERY_ID required). Every statement must belong to
+    IBKR_ACCOUNT_ID_UPSTREAM, or nothing is written (exit 3). Landing the same bytes
+    twice is a no-op.
+    """
+    from flexsync import commands
+
+    def settings() -> Settings:
+        return _settings(data_dir=data_dir, upstream_account_ids=upstream_account,
+                         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
+                         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
+                         wf_base_url=wf_base_url, wf_account_id=wf_account_id,
+                         wf_session_path=wf_session_path)
+
+    _run("extract", lambda: commands.extract(_state["settings"], flex_file or []),
+         _remember(settings))
+
+
+@app.command()
+def transform(
+    wf_account_id: WfAccountOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run `dbt build` (staging → marts, with the data tests); exit 6 if a model or test fails.
+
+    Unmapped rows (cash types with no seed row, unsupported asset categories, reversals)
+    are logged at WARNING with their type and id, and kept in marts.unmapped_transactions.
+    """
+    from flexsync import commands
+
+    def settings() -> Settings:
+        return _settings(data_dir=data_dir, wf_account_id=wf_account_id)
+
+    _run("transform", lambda: commands.transform(_state["settings"]), _remember(settings))
+
+
+@app.command()
+def load(
+    dry_run: DryRunOpt = False,
+    wf_base_url: WfUrlOpt = None,
+    wf_account_id: WfAccountOpt = None,
+    wf_session_path: WfSessionOpt = None,
+    pushgateway_url: PushUrlOpt = None,
+    pushgateway_job: PushJobOpt = None,
+    account_label: AccountLabelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Post marts.activities_to_post to Wealthfolio, refresh drift, push metrics.
+
+    Each activity is posted once with idempotencyKey = its external id; every outcome is
+    recorded in sync.posted_activities. A failed row stays pending for the next run
+    (exit 5). Pushgateway unreachable: exit 7, activities stay posted and recorded.
+    """
+    from flexsync import commands
+
+    def settings() -> Settings:
+        return _settings(data_dir=data_dir, wf_base_url=wf_base_url,
+                         wf_account_id=wf_account_id, wf_session_path=wf_session_path,
+                         pushgateway_url=pushgateway_url, pushgateway_job=pushgateway_job,
+                         account_label=account_label)
+
+    _run("load", lambda: commands.load(_state["settings"], dry_run=dry_run), _remember(settings))
+
+
+@app.command()
+def sync(
+    flex_file: FlexFileOpt = None,
+    dry_run: DryRunOpt = False,
+    upstream_account: AccountOpt = None,
+    flex_query_id: QueryOpt = None,
+    flex_send_url: SendUrlOpt = None,
+    flex_get_url: GetUrlOpt = None,
+    flex_deadline: DeadlineOpt = None,
+    wf_base_url: WfUrlOpt = None,
+    wf_account_id: WfAccountOpt = None,
+    wf_session_path: WfSessionOpt = None,
+    pushgateway_url: PushUrlOpt = None,
+    pushgateway_job: PushJobOpt = None,
+    account_label: AccountLabelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The nightly job: extract → transform → load (what `make sync` and the CronJob run).
+
+    Prints one summary line per stage with counts and durations. After a fully successful
+    run the warehouse is copied atomically to analytics.duckdb for analysts.
+    """
+    from flexsync import commands
+
+    def settings() -> Settings:
+        return _settings(data_dir=data_dir, upstream_account_ids=upstream_account,
+                         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
+                         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
+                         wf_base_url=wf_base_url, wf_account_id=wf_account_id,
+                         wf_session_path=wf_session_path, pushgateway_url=pushgateway_url,
+                         pushgateway_job=pushgateway_job, account_label=account_label)
+
+    _run("sync", lambda: commands.sync(_state["settings"], flex_file or [], dry_run=dry_run),
+         _remember(settings))
+
+
+@app.command()
+def status(
+    runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Show the last runs, pending activities, unmapped rows, current drift and the
+    configured accounts (never secrets)."""
+    from flexsync import commands
+
+    def settings() -> Settings:
+        return _settings(data_dir=data_dir)
+
+    _run("status", lambda: commands.status(_state["settings"], runs), _remember(settings))
+
+
+def _remember(factory: Callable[[], Settings]) -> Callable[[], Settings]:
+    def wrapped() -> Settings:
+        settings = factory()
+        _state["settings"] = settings
+        return settings
+
+    return wrapped
+
+
+def entrypoint() -> None:  # pragma: no cover - console script shim
+    app()
+    sys.exit(0)

@@ -1,0 +1,186 @@
+"""Settings from the environment (SPEC §2), overridable by CLI flags.
+
+Secrets (the Flex token, the Wealthfolio password) are wrapped in `Secret`, whose
+str/repr never shows the value, so a settings object can be logged safely.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from flexsync.errors import ConfigurationError
+
+DEFAULT_SEND_URL = (
+    "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService/SendRequest"
+)
+DEFAULT_GET_URL = (
+    "https://gdcdyn.interactivebrokers.com/AccountManagement/FlexWebService/GetStatement"
+)
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    flex_token: Secret = field(default_factory=lambda: Secret(""))
+    flex_query_id: str = ""
+    flex_send_url: str = DEFAULT_SEND_URL
+    flex_get_url: str = DEFAULT_GET_URL
+    flex_deadline_seconds: float = 600.0
+    flex_min_throttle_seconds: float = 60.0
+    wf_account_id: str = ""
+    upstream_account_ids: tuple[str, ...] = ()
+    wf_base_url: str = ""
+    wf_password: Secret = field(default_factory=lambda: Secret(""))
+    wf_session_path: Path | None = None
+    pushgateway_url: str = ""
+    pushgateway_job: str = "broker-sync-ibkr"
+    account_label: str = "ibkr-uk"
+    http_timeout_seconds: float = 30.0
+    log_format: str = "text"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def analytics_path(self) -> Path:
+        return self.data_dir / "analytics.duckdb"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def session_path(self) -> Path:
+        return self.wf_session_path or (self.data_dir / ".wealthfolio-session")
+
+    @property
+    def wealthfolio_configured(self) -> bool:
+        return bool(self.wf_base_url)
+
+    def secrets(self) -> list[str]:
+        """Secret values, for scrubbing log output."""
+        return [s.get() for s in (self.flex_token, self.wf_password) if s]
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply CLI flags: None means "flag not given, keep the environment's value"."""
+        known = {f.name for f in fields(self)}
+        clean: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise KeyError(key)
+            if value is None:
+                continue
+            if key in ("flex_token", "wf_password") and isinstance(value, str):
+                value = Secret(value)
+            if key == "upstream_account_ids" and isinstance(value, str):
+                value = parse_account_list(value)
+            if key in ("data_dir", "wf_session_path") and isinstance(value, str):
+                value = Path(value)
+            clean[key] = value
+        return replace(self, **clean)
+
+    def describe(self) -> dict[str, str]:
+        """Non-secret view of the configuration, for `flexsync status`."""
+        return {
+            "data dir": str(self.data_dir),
+            "IBKR account(s) (guard)": ", ".join(self.upstream_account_ids) or "(not set)",
+            "Wealthfolio account": self.wf_account_id or "(not set)",
+            "Wealthfolio URL": self.wf_base_url or "(not set: file mode)",
+            "Flex query id": self.flex_query_id or "(not set)",
+            "Flex token": "set" if self.flex_token else "(not set)",
+            "Wealthfolio password": "set" if self.wf_password else "(not set)",
+            "Pushgateway": self.pushgateway_url or "(not set)",
+            "Pushgateway job / account label": f"{self.pushgateway_job} / {self.account_label}",
+        }
+
+
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def parse_account_list(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    for item in items:
+        if not _ACCOUNT_RE.match(item):
+            raise ConfigurationError(
+                f"IBKR_ACCOUNT_ID_UPSTREAM: {item!r} is not an IBKR account id (e.g. U1234567)"
+            )
+    return items
+
+
+def _float_env(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}: {raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name}: must be positive, got {raw!r}")
+    return value
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    get = lambda name, default="": env.get(name, default).strip()  # noqa: E731
+    session = get("WF_SESSION_PATH")
+    return Settings(
+        data_dir=Path(get("BROKER_SYNC_DATA_DIR") or "./data"),
+        flex_token=Secret(get("IBKR_FLEX_TOKEN")),
+        flex_query_id=get("IBKR_FLEX_QUERY_ID"),
+        flex_send_url=get("IBKR_FLEX_SEND_URL") or DEFAULT_SEND_URL,
+        flex_get_url=get("IBKR_FLEX_GET_URL") or DEFAULT_GET_URL,
+        flex_deadline_seconds=_float_env(env, "IBKR_FLEX_DEADLINE_SECONDS", 600.0),
+        flex_min_throttle_seconds=_float_env(env, "IBKR_FLEX_THROTTLE_SECONDS", 60.0),
+        wf_account_id=get("IBKR_ACCOUNT_ID"),
+        upstream_account_ids=parse_account_list(get("IBKR_ACCOUNT_ID_UPSTREAM")),
+        wf_base_url=get("WF_BASE_URL").rstrip("/"),
+        wf_password=Secret(env.get("WF_PASSWORD", "")),
+        wf_session_path=Path(session) if session else None,
+        pushgateway_url=get("PUSHGATEWAY_URL").rstrip("/"),
+        pushgateway_job=get("PUSHGATEWAY_JOB") or "broker-sync-ibkr",
+        account_label=get("PUSHGATEWAY_ACCOUNT_LABEL") or "ibkr-uk",
+        http_timeout_seconds=_float_env(env, "FLEXSYNC_HTTP_TIMEOUT_SECONDS", 30.0),
+        log_format=get("FLEXSYNC_LOG_FORMAT") or "text",
+    )
+
+
+def require(settings: Settings, *names: str) -> None:
+    """Raise ConfigurationError naming the first missing setting (by its env name)."""
+    env_names = {
+        "flex_token": "IBKR_FLEX_TOKEN",
+        "flex_query_id": "IBKR_FLEX_QUERY_ID",
+        "wf_account_id": "IBKR_ACCOUNT_ID",
+        "upstream_account_ids": "IBKR_ACCOUNT_ID_UPSTREAM",
+        "wf_base_url": "WF_BASE_URL",
+        "wf_password": "WF_PASSWORD",
+        "pushgateway_url": "PUSHGATEWAY_URL",
+    }
+    for name in names:
+        if not getattr(settings, name):
+            raise ConfigurationError(f"{env_names.get(name, name)} not provided")

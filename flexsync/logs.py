@@ -1,0 +1,69 @@
+"""Logging: plain text or JSON lines (for Loki), with secrets scrubbed from every record.
+
+The scrubber is the last line of defence: code never formats a secret into a
+message on purpose, but a URL in an exception (the Flex token travels in the
+query string) could carry one, so every record is rewritten before it is emitted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+
+_REDACTED = "********"
+# The Flex token travels as ?t=... in URLs; scrub it even when we do not know the value.
+_TOKEN_PARAM = re.compile(r"([?&]t=)[^&\s'\"]+")
+
+_secrets: list[str] = []
+
+
+def register_secret(value: str) -> None:
+    if value and value not in _secrets:
+        _secrets.append(value)
+
+
+def scrub(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, _REDACTED)
+    return _TOKEN_PARAM.sub(r"\1" + _REDACTED, text)
+
+
+class ScrubbingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("stage", "code", "event", "run_id", "external_id"):
+            if hasattr(record, key):
+                payload[key] = getattr(record, key)
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(payload, default=str))
+
+
+def setup_logging(log_format: str = "text", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)-7s %(message)s",
+                                                "%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # httpx logs full request URLs (with the Flex token) at INFO: keep it quiet.
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,252 @@
+"""The DuckDB warehouse: opening it briefly, the run lock, and the tables Python owns.
+
+dbt owns `staging` and `marts`; Python owns the raw landing schemas and `sync`.
+Connections are opened per phase and closed at once, so dbt (and analysts'
+read-only copies) can use the file between phases. One run at a time is enforced
+by an flock on `<data dir>/.flexsync.lock`, held for a command's whole life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import duckdb
+
+from flexsync.errors import WarehouseError, WarehouseLockedError
+
+LINEAGE_COLUMNS: dict[str, str] = {
+    "_extract_id": "varchar",
+    "_file_sha256": "varchar",
+    "_statement_index": "integer",
+    "_statement_account_id": "varchar",
+    "_row_tag": "varchar",
+    "_row_index": "bigint",
+    "_extracted_at": "timestamp",
+}
+
+# Attributes the staging models read. The raw tables are created with them (all
+# VARCHAR) at first use so dbt builds even when a statement lacks a section;
+# landing adds any other attribute as a new VARCHAR column.
+CORE_SECTION_COLUMNS: dict[str, list[str]] = {
+    "trades": [
+        "accountId", "assetCategory", "subCategory", "symbol", "description", "conid",
+        "isin", "listingExchange", "exchange", "currency", "tradeID", "transactionID",
+        "tradeDate", "tradeTime", "dateTime", "buySell", "quantity", "tradePrice",
+        "ibCommission", "ibCommissionCurrency", "levelOfDetail", "transactionType", "notes",
+        "origTradeID", "origTransactionID", "multiplier", "proceeds", "netCash",
+    ],
+    "cash_transactions": [
+        "accountId", "assetCategory", "subCategory", "symbol", "description", "conid",
+        "isin", "listingExchange", "currency", "transactionID", "type", "amount",
+        "dateTime", "reportDate", "settleDate", "levelOfDetail", "actionID", "tradeID",
+        "exDate",
+    ],
+    "open_positions": [
+        "accountId", "assetCategory", "subCategory", "symbol", "description", "conid",
+        "isin", "listingExchange", "exchange", "currency", "position", "markPrice",
+        "positionValue", "reportDate", "levelOfDetail", "side", "multiplier",
+    ],
+    "securities_info": [
+        "assetCategory", "subCategory", "symbol", "description", "conid", "isin",
+        "listingExchange", "currency", "multiplier", "type",
+    ],
+    "account_information": ["accountId", "currency", "name", "acctAlias"],
+}
+
+SYSTEM_DDL = """
+create schema if not exists raw_ibkr;
+create schema if not exists raw_wealthfolio;
+create schema if not exists sync;
+create table if not exists raw_ibkr.extracts (
+    extract_id varchar primary key,
+    file_sha256 varchar not null,
+    source varchar,
+    query_id varchar,
+    reference_code varchar,
+    fetched_at timestamp,
+    landed_at timestamp not null,
+    byte_size bigint,
+    archive_path varchar,
+    statement_count_declared varchar,
+    statement_count integer,
+    row_count bigint,
+    sections varchar
+);
+create table if not exists raw_ibkr.statements (
+    extract_id varchar not null,
+    file_sha256 varchar not null,
+    statement_index integer not null,
+    account_id varchar,
+    from_date varchar,
+    to_date varchar,
+    period varchar,
+    when_generated varchar,
+    attributes_json varchar
+);
+create table if not exists raw_ibkr.flex_validation (
+    extract_id varchar not null,
+    file_sha256 varchar not null,
+    ok boolean,
+    error varchar,
+    warning_count integer,
+    warnings_json varchar,
+    validated_at timestamp not null
+);
+create table if not exists raw_wealthfolio.snapshots (
+    snapshot_id varchar primary key,
+    snapshot_at timestamp not null,
+    wf_account_id varchar,
+    run_id varchar,
+    total_row_count bigint,
+    row_count bigint
+);
+create table if not exists raw_wealthfolio.activities (
+    _snapshot_id varchar not null,
+    _snapshot_at timestamp not null,
+    id varchar,
+    account_id varchar,
+    activity_type varchar,
+    subtype varchar,
+    status varchar,
+    activity_date varchar,
+    quantity varchar,
+    unit_price varchar,
+    amount varchar,
+    fee varchar,
+    currency varchar,
+    asset_id varchar,
+    asset_symbol varchar,
+    exchange_mic varchar,
+    instrument_type varchar,
+    idempotency_key varchar,
+    source_system varchar,
+    source_record_id varchar,
+    comment varchar,
+    raw_json varchar
+);
+create table if not exists sync.posted_activities (
+    external_id varchar not null,
+    wf_activity_id varchar,
+    status varchar not null,
+    error varchar,
+    run_id varchar,
+    recorded_at timestamp not null
+);
+create table if not exists sync.runs (
+    run_id varchar primary key,
+    command varchar,
+    started_at timestamp not null,
+    finished_at timestamp,
+    outcome varchar,
+    exit_code integer,
+    stage_durations_json varchar,
+    counts_json varchar,
+    message varchar
+);
+"""
+
+
+def _core_table_ddl() -> str:
+    statements = []
+    for table, columns in CORE_SECTION_COLUMNS.items():
+        cols = [f'"{name}" {typ}' for name, typ in LINEAGE_COLUMNS.items()]
+        cols += [f'"{name}" varchar' for name in columns]
+        statements.append(f"create table if not exists raw_ibkr.{table} ({', '.join(cols)});")
+    return "\n".join(statements)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+@contextlib.contextmanager
+def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse for one phase and always close it."""
+    if read_only and not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `flexsync extract` first")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if _is_lock_error(exc):
+            raise WarehouseLockedError(
+                f"the warehouse {path} is held by another process "
+                "(another flexsync run, or a tool with the file open); "
+                "try again when it finishes — analysts should use analytics.duckdb"
+            ) from None
+        raise WarehouseError(f"cannot open the warehouse {path}: {exc}") from None
+    except duckdb.Error as exc:
+        raise WarehouseError(
+            f"cannot open the warehouse {path}: {exc}. If the file is corrupt, move it "
+            "aside and re-land the archived statements (see README, troubleshooting)"
+        ) from None
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw and sync tables if missing (idempotent)."""
+    con.execute(SYSTEM_DDL)
+    con.execute(_core_table_ddl())
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WarehouseError(f"cannot create the data directory {data_dir}: {exc}") from None
+    if not os.access(data_dir, os.W_OK):
+        raise WarehouseError(
+            f"the data directory {data_dir} is not writable (BROKER_SYNC_DATA_DIR); "
+            "mount a writable volume there"
+        )
+
+
+class RunLock:
+    """An exclusive, non-blocking lock for one flexsync command on a data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".flexsync.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        prepare_data_dir(self.path.parent)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise WarehouseLockedError(
+                f"another flexsync run holds the warehouse lock ({holder}); "
+                "only one run at a time — this one exits without touching anything"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.seek(0)
+                self._handle.truncate()
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,1 @@
+"""Loaders: post activities to Wealthfolio, push drift and run metrics to a Pushgateway."""
