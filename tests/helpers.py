@@ -1,0 +1,51 @@
+"""Small helpers for tests: run the CLI as a real process, read the warehouse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLEXSYNC = [sys.executable, "-m", "flexsync"]
+DEMO_STATEMENT = REPO_ROOT / "demo" / "flex_statement.xml"
+
+# Variables a developer's shell might carry that would leak into a test run.
+_CLEARED = (
+    "IBKR_FLEX_TOKEN", "IBKR_FLEX_QUERY_ID", "IBKR_ACCOUNT_ID", "IBKR_ACCOUNT_ID_UPSTREAM",
+    "WF_BASE_URL", "WF_PASSWORD", "WF_USERNAME", "WF_SESSION_PATH", "PUSHGATEWAY_URL",
+    "IBKR_FLEX_SEND_URL", "IBKR_FLEX_GET_URL", "FLEXSYNC_LOG_FORMAT",
+)
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    env.update({"BROKER_SYNC_DATA_DIR": str(data_dir), "DO_NOT_TRACK": "1"})
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], data_dir: Path, timeout: float = 240, **env: str
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLEXSYNC, *args], env=cli_env(data_dir, **env), cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def query(data_dir: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def table_names(data_dir: Path, schema: str) -> set[str]:
+    rows = query(data_dir, "select table_name from information_schema.tables "
+                 "where table_schema = ?", [schema])
+    return {r[0] for r in rows}
