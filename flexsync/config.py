@@ -147,7 +147,10 @@ def _float_env(env: dict[str, str], name: str, default: float) -> float:
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
-    get = lambda name, default="": env.get(name, default).strip()  # noqa: E731
+
+    def get(name: str) -> str:
+        return env.get(name, "").strip()
+
     session = get("WF_SESSION_PATH")
     return Settings(
         data_dir=Path(get("BROKER_SYNC_DATA_DIR") or "./data"),

@@ -1,0 +1,50 @@
+# flexsync — see README.md. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+DEMO_DIR := data/demo
+DEMO_ACCOUNT_UUID := 6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11
+
+.PHONY: help setup test pytest lint dbt-test demo sync docs reliability bench clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/flexsync: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . --config-settings editable_mode=compat
+	touch $(BIN)/flexsync
+
+setup: $(BIN)/flexsync ## Create .venv with the flexsync command (from requirements.lock)
+
+test: setup lint dbt-test pytest ## Run every test: linters, dbt unit/data tests, pytest
+
+pytest: setup
+	$(BIN)/pytest -q
+
+lint: setup ## ruff, mypy and sqlfluff
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/sqlfluff lint models macros tests/generic --disable-progress-bar
+
+dbt-test: setup ## dbt unit tests and data tests on the demo statement, in a scratch warehouse
+	./scripts/dbt-test.sh
+
+demo: setup ## Run the whole sync on the bundled statement against a local fake Wealthfolio
+	./scripts/demo.sh
+
+sync: setup ## Run the nightly job (flexsync sync) with the environment's configuration
+	$(BIN)/flexsync sync
+
+docs: setup ## Generate the dbt docs (target/index.html)
+	BROKER_SYNC_DATA_DIR=$${BROKER_SYNC_DATA_DIR:-$(DEMO_DIR)} $(BIN)/dbt docs generate --project-dir . --profiles-dir .
+
+clean: ## Remove the venv, data and dbt artefacts
+	rm -rf $(VENV) data target logs .pytest_cache .mypy_cache .ruff_cache

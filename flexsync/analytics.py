@@ -1,0 +1,44 @@
+"""Publish the analysts' copy: the warehouse copied atomically to analytics.duckdb.
+
+Analysts open analytics.duckdb (read-only), never the live warehouse, so they
+never hold the job's lock. The copy is written to a temporary file beside the
+target, flushed to disk, then renamed over it: a reader sees the old copy or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flexsync.config import Settings
+from flexsync.errors import WarehouseError
+from flexsync.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+
+def publish_analytics_copy(settings: Settings) -> Path:
+    source, target = settings.warehouse_path, settings.analytics_path
+    # A checkpoint folds the WAL into the file, so the file alone is the whole database.
+    with connect(source) as con:
+        con.execute("checkpoint")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".analytics-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise WarehouseError(f"could not publish {target}: {exc}") from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    log.info("analytics copy published: %s", target)
+    return target
