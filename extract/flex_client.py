@@ -235,7 +235,7 @@ class FlexClient:
         http_timeout: float = 120.0,
         max_http_retries: int = 4,
         max_send_retries: int = 3,
-        first_poll_delay: float = 3.0,
+        first_poll_delay: float = 1.0,  # IBKR allows about one request a second
         poll_backoff_start: float = 5.0,
         poll_backoff_cap: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -372,9 +372,8 @@ class FlexClient:
                     f"IBKR Flex SendRequest answered status {envelope.status or '(none)'!r} "
                     f"without a reference code or error code"
                 )
-            log.warning("IBKR Flex error %s at SendRequest: %s (attempt %d)", code, message,
-                        attempt)
             if code != THROTTLED and code not in POLL_CODES:
+                log.warning("IBKR Flex error %s at SendRequest: %s", code, message)
                 raise self._fatal(code, message, SEND)
             error_class = FlexThrottledError if code == THROTTLED else FlexResponseError
             if attempt > self.max_send_retries:
@@ -394,7 +393,9 @@ class FlexClient:
                     hint=f"no time left before the {self.deadline_seconds:.0f} s deadline "
                     f"to retry; try later",
                 ),
-                why=f"SendRequest answered {code}",
+                why=f"IBKR Flex error {code} at SendRequest: {message} (attempt {attempt} of "
+                f"{self.max_send_retries + 1})",
+                level=logging.WARNING,
             )
 
     # ----------------------------------------------------------------- step 2
@@ -403,13 +404,13 @@ class FlexClient:
         fallback = self.get_url if url != self.get_url else None
         polls = 0
         streak = 0
-        self._wait(
-            self.first_poll_delay, deadline,
-            give_up=StatementGenerationTimeout(
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise StatementGenerationTimeout(
                 f"IBKR Flex: no time left before the {self.deadline_seconds:.0f} s deadline to "
                 f"fetch the statement (reference {reference}); try later"
-            ),
-        )
+            )
+        self._sleep(min(self.first_poll_delay, remaining))
         while True:
             polls += 1
             try:
@@ -435,6 +436,7 @@ class FlexClient:
                     f"IBKR Flex GetStatement answered status {envelope.status or '(none)'!r} "
                     f"without a statement or an error code (reference {reference})"
                 )
+            log.debug("GetStatement poll %d: IBKR Flex error %s: %s", polls, code, message)
             if code == REFERENCE_INVALID:
                 raise _ReferenceInvalid(message)
             if code == THROTTLED:
@@ -449,12 +451,17 @@ class FlexClient:
                 wait = min(self.poll_backoff_start * 2**streak, self.poll_backoff_cap)
                 streak += 1
             else:
+                log.warning("IBKR Flex error %s at GetStatement: %s", code, message)
                 raise self._fatal(code, message, GET)
             remaining = deadline - self._clock()
             if remaining <= 0:
+                state = (
+                    "is still generating the statement" if code == "1019"
+                    else "could not produce the statement yet"
+                )
                 raise StatementGenerationTimeout(
-                    f"IBKR Flex error {code}: IBKR is still generating the statement "
-                    f"({message}); waited {self._elapsed():.0f} s over {polls} polls "
+                    f"IBKR Flex error {code}: IBKR {state} ({message}); "
+                    f"waited {self._elapsed():.0f} s over {polls} polls "
                     f"(reference {reference}) and gave up at the {self.deadline_seconds:.0f} s "
                     f"deadline (IBKR_FLEX_DEADLINE_SECONDS). Try again later.",
                     code,
@@ -532,7 +539,7 @@ class FlexClient:
             error: FlexClientError
             if status is None:
                 error = FlexConnectionError(
-                    f"IBKR Flex {step}: {problem}; gave up after {attempt} attempts "
+                    f"IBKR Flex {step}: {problem}; gave up after {_attempts(attempt)} "
                     f"(network or IBKR outage?); try later"
                 )
             else:
@@ -702,6 +709,10 @@ def _where(url: str) -> str:
         return "(invalid URL)"
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.host}{port}{parsed.path}"
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def _local(tag: str) -> str:

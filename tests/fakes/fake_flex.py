@@ -60,16 +60,27 @@ MESSAGES: dict[int, str] = {
 
 DEFAULT_STATEMENT = b"""<FlexQueryResponse queryName="flexsync" type="AF">
 <FlexStatements count="1">
-<FlexStatement accountId="U1234567" fromDate="2026-08-24" toDate="2026-11-20" period="Last90CalendarDays" whenGenerated="2026-11-21;09:00:00">
-<AccountInformation accountId="U1234567" acctAlias="" currency="GBP" name="Demo Holder" accountType="Individual" />
+<FlexStatement accountId="U1234567" fromDate="2026-08-24" toDate="2026-11-20"
+ period="Last90CalendarDays" whenGenerated="2026-11-21;09:00:00">
+<AccountInformation accountId="U1234567" acctAlias="" currency="GBP" name="Demo Holder"
+ accountType="Individual" />
 <Trades>
-<Trade accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="ETF" symbol="VUSA" description="VANGUARD S&amp;P 500 UCITS ETF" conid="128831206" listingExchange="LSEETF" exchange="LSEETF" tradeID="7000000001" transactionID="9000000001" tradeDate="2026-11-03" tradeTime="10:15:02" buySell="BUY" quantity="10" tradePrice="85.12" ibCommission="-3" ibCommissionCurrency="GBP" levelOfDetail="EXECUTION" />
+<Trade accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="ETF" symbol="VUSA"
+ description="VANGUARD S&amp;P 500 UCITS ETF" conid="128831206" listingExchange="LSEETF"
+ exchange="LSEETF" tradeID="7000000001" transactionID="9000000001" tradeDate="2026-11-03"
+ tradeTime="10:15:02" buySell="BUY" quantity="10" tradePrice="85.12" ibCommission="-3"
+ ibCommissionCurrency="GBP" levelOfDetail="EXECUTION" />
 </Trades>
 <CashTransactions>
-<CashTransaction accountId="U1234567" currency="GBP" assetCategory="" symbol="" conid="" type="Deposits/Withdrawals" amount="1000" dateTime="2026-11-02;09:30:00" description="CASH RECEIPTS / ELECTRONIC FUND TRANSFERS" transactionID="9000000002" levelOfDetail="DETAIL" />
+<CashTransaction accountId="U1234567" currency="GBP" assetCategory="" symbol="" conid=""
+ type="Deposits/Withdrawals" amount="1000" dateTime="2026-11-02;09:30:00"
+ description="CASH RECEIPTS / ELECTRONIC FUND TRANSFERS" transactionID="9000000002"
+ levelOfDetail="DETAIL" />
 </CashTransactions>
 <OpenPositions>
-<OpenPosition accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="ETF" symbol="VUSA" conid="128831206" listingExchange="LSEETF" position="10" markPrice="85.40" levelOfDetail="SUMMARY" />
+<OpenPosition accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="ETF"
+ symbol="VUSA" conid="128831206" listingExchange="LSEETF" position="10" markPrice="85.40"
+ levelOfDetail="SUMMARY" />
 </OpenPositions>
 </FlexStatement>
 </FlexStatements>
@@ -141,7 +152,8 @@ class Scenario:
     send_default: Reply = field(default_factory=Success)  # ... then this, forever
     poll: list[Reply] = field(default_factory=list)
     poll_default: Reply = field(default_factory=Success)
-    # "normal", "whitespace" (newlines around it), "empty", "dead" (a closed port)
+    # "normal", "whitespace" (newlines around it), "empty", "dead" (a closed port),
+    # "unresolvable" (host gdcdyn.flex.invalid: pair it with a DNS-failing transport)
     url_style: str = "normal"
     timestamp: str | None = DEFAULT_TIMESTAMP  # None: no timestamp attribute
     xml_declaration: bool = False
@@ -206,11 +218,12 @@ class FakeFlexService:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> FakeFlexService:
+        self._stopping.clear()
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="fake-flex", daemon=True)
         self._thread.start()
         return self
@@ -357,6 +370,7 @@ class FakeFlexService:
             "whitespace": f"\n    {self.get_url}  \n  ",
             "empty": "",
             "dead": self.dead_get_url,
+            "unresolvable": f"https://gdcdyn.flex.invalid{GET_PATH}",
         }[self.scenario.url_style]
         text = (
             f"{self._open_tag()}\n<Status>Success</Status>\n"
@@ -387,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "Apache"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         fake: FakeFlexService = self.server.fake  # type: ignore[attr-defined]
         split = urlsplit(self.path)
         # Repeated parameters: the last one wins, as in most servlet containers.
@@ -407,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests inspect fake.requests instead
 
 

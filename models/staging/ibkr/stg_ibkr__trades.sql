@@ -1,0 +1,108 @@
+{#- One row per IBKR trade execution, latest extract wins. -#}
+with
+
+source as (
+
+    select * from {{ source('ibkr', 'trades') }}
+
+),
+
+-- Only executions count: Order, SymbolSummary, AssetSummary and Lot rows repeat them.
+executions as (
+
+    select *
+    from source
+    where
+        _row_tag = 'Trade'
+        and coalesce(nullif(trim("levelOfDetail"), ''), 'EXECUTION') = 'EXECUTION'
+
+),
+
+renamed as (
+
+    select
+        ---------- ids
+        coalesce(
+            {{ flex_text('_statement_account_id') }}, {{ flex_text('"accountId"') }}
+        ) as broker_account_id,
+        {{ flex_id('"tradeID"') }} as trade_id,
+        {{ flex_id('"transactionID"') }} as transaction_id,
+        {{ flex_id('"origTradeID"') }} as orig_trade_id,
+        {{ flex_id('"origTransactionID"') }} as orig_transaction_id,
+        {{ flex_text('"conid"') }} as conid,
+        {{ flex_text('"isin"') }} as isin,
+
+        ---------- strings
+        {{ flex_text('"assetCategory"') }} as asset_category,
+        {{ flex_text('"subCategory"') }} as sub_category,
+        {{ flex_text('"symbol"') }} as symbol,
+        {{ flex_text('"description"') }} as description,
+        {{ flex_text('"listingExchange"') }} as listing_exchange,
+        {{ flex_text('"exchange"') }} as exchange,
+        {{ flex_text('"currency"') }} as currency,
+        {{ flex_text('"ibCommissionCurrency"') }} as commission_currency,
+        {{ flex_text('"buySell"') }} as buy_sell,
+        {{ flex_text('"transactionType"') }} as transaction_type,
+        {{ flex_text('"notes"') }} as notes,
+        {{ flex_text('"levelOfDetail"') }} as level_of_detail,
+
+        ---------- numerics
+        {{ flex_decimal('"quantity"') }} as quantity,
+        {{ flex_decimal('"tradePrice"') }} as trade_price,
+        {{ flex_decimal('"ibCommission"') }} as ib_commission,
+        {{ flex_decimal('"proceeds"') }} as proceeds,
+        {{ flex_decimal('"netCash"') }} as net_cash,
+        {{ flex_decimal('"multiplier"') }} as multiplier,
+
+        ---------- booleans
+        (
+            coalesce(trim("buySell"), '') like '%(Ca.)'
+            or coalesce(trim("transactionType"), '') in ('TradeCancel', 'FracShareCancel')
+        ) as is_cancellation,
+
+        ---------- dates and times (local time as IBKR wrote it)
+        {{ flex_date('"tradeDate"') }} as trade_date,
+        {{ flex_time('"tradeTime"') }} as trade_time,
+        coalesce(
+            {{ flex_date('"tradeDate"') }} + {{ flex_time('"tradeTime"') }},
+            {{ flex_datetime('"dateTime"') }},
+            cast({{ flex_date('"tradeDate"') }} as timestamp)
+        ) as traded_at,
+        coalesce(
+            {{ flex_time_zone('"tradeTime"') }}, {{ flex_zone('"dateTime"') }}
+        ) as traded_at_zone,
+
+        ---------- lineage
+        _extract_id as extract_id,
+        _file_sha256 as file_sha256,
+        _statement_index as statement_index,
+        _row_index as row_index,
+        _extracted_at as extracted_at,
+
+        -- Identity of the source row across extracts: the transaction id when there is
+        -- one, else the trade id, else a digest of what the row says.
+        coalesce(
+            'tx:' || {{ flex_id('"transactionID"') }},
+            'trade:' || {{ flex_id('"tradeID"') }},
+            'md5:' || md5(concat_ws(
+                '|', _statement_account_id, "symbol", "conid", "tradeDate", "tradeTime",
+                "dateTime", "buySell", "quantity", "tradePrice", "transactionType"
+            ))
+        ) as trade_row_key
+
+    from executions
+
+),
+
+deduplicated as (
+
+    select *
+    from renamed
+    qualify row_number() over (
+        partition by broker_account_id, trade_row_key
+        order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
+    ) = 1
+
+)
+
+select * from deduplicated
