@@ -28,10 +28,10 @@ WORKDIR /src
 # Dependencies first: this layer is rebuilt only when pyproject.toml or the lock changes.
 COPY pyproject.toml requirements.lock ./
 COPY scripts/install-image.sh scripts/install-image.sh
-RUN --mount=type=cache,target=/root/.cache/uv scripts/install-image.sh deps
+RUN --mount=type=cache,target=/root/.cache/uv sh scripts/install-image.sh deps
 # Then the project: flexsync package (no deps), dbt project into /app, compileall, dbt parse.
 COPY . .
-RUN --mount=type=cache,target=/root/.cache/uv scripts/install-image.sh project
+RUN --mount=type=cache,target=/root/.cache/uv sh scripts/install-image.sh project
 
 FROM ${PYTHON_IMAGE} AS runtime
 # BROKER_SYNC_DATA_DIR must stay /data: dbt parse ran with it at build, and the baked
@@ -52,8 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     FLEXSYNC_BAKED_DBT_TARGET=/app/target \
     TMPDIR=/tmp \
     HOME=/tmp
-RUN groupadd --system --gid 10001 flexsync \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+RUN groupadd --gid 10001 flexsync \
+    && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --no-log-init \
         --shell /usr/sbin/nologin flexsync \
     && mkdir -p /data \
     && chown 10001:10001 /data

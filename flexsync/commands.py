@@ -14,6 +14,7 @@ from flexsync.pipeline import (
     land_flex_files,
     new_run_id,
     record_run,
+    record_run_start,
 )
 
 log = logging.getLogger("flexsync")
@@ -66,6 +67,7 @@ def _finish(settings: Settings, record: RunRecord, body: object) -> int:
     """Run a command body, record the run whatever happens, return the exit code."""
     code = int(ExitCode.OK)
     message = "ok"
+    record_run_start(settings, record)
     try:
         assert callable(body)
         result = body()

@@ -68,6 +68,20 @@ def record_run(settings: Settings, record: RunRecord, exit_code: int, message: s
         log.warning("could not record the run in sync.runs: %s", exc)
 
 
+def record_run_start(settings: Settings, record: RunRecord) -> None:
+    """The run's row exists while it runs: dbt reads the current run id from it.
+
+    (Passing the run id as a dbt --var would force a full re-parse on every run.)
+    """
+    with connect(settings.warehouse_path) as con:
+        ensure_schema(con)
+        con.execute(
+            "insert or replace into sync.runs (run_id, command, started_at, outcome) "
+            "values (?, ?, ?, 'running')",
+            [record.run_id, record.command, record.started_at.replace(tzinfo=None)],
+        )
+
+
 def initialise_warehouse(settings: Settings) -> None:
     prepare_data_dir(settings.data_dir)
     with connect(settings.warehouse_path) as con:

@@ -61,6 +61,7 @@ class DriftRow(NamedTuple):
 # A drift row as callers have it: a DriftRow, a mart row as a mapping, or (symbol, drift).
 DriftInput = DriftRow | Mapping[str, Any] | Sequence[Any]
 
+
 @dataclass(frozen=True)
 class RunFigures:
     """What one run did; pushed as gauges (the values of this run, not running totals)."""
@@ -73,10 +74,18 @@ class RunFigures:
 
 
 def read_drift_rows(con: duckdb.DuckDBPyConnection) -> list[DriftRow]:
-    """Current drift per symbol from `marts.position_drift` (DECIMAL comes back as Decimal)."""
-    rows = con.execute(
-        "select symbol, drift from marts.position_drift order by symbol"
-    ).fetchall()
+    """Current drift per symbol from `marts.position_drift` (DECIMAL comes back as Decimal).
+
+    No mart yet (the very first run failed before dbt built it) means no drift to push;
+    the run figures still go out.
+    """
+    try:
+        rows = con.execute(
+            "select symbol, drift from marts.position_drift order by symbol"
+        ).fetchall()
+    except duckdb.CatalogException:
+        log.warning("marts.position_drift does not exist yet: no drift pushed")
+        return []
     return [DriftRow(str(symbol), _to_decimal(drift)) for symbol, drift in rows]
 
 

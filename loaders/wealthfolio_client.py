@@ -297,7 +297,8 @@ class WealthfolioClient:
                 self._accept_login(response, answer)
                 return
             if answer.status == 401:
-                raise WealthfolioError(f"Wealthfolio rejected WF_PASSWORD ({answer.describe()})")
+                raise WealthfolioError(
+                    f"Wealthfolio rejected WF_PASSWORD ({answer.status} {answer.message})")
             if answer.status == 404:
                 log.info("Wealthfolio at %s has no password configured: no login needed",
                          self.base_url)

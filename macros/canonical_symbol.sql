@@ -46,3 +46,14 @@
         when {{ asset_category }} in ('STK', 'ETF', 'FUND') then 'EQUITY'
     end
 {%- endmacro %}
+
+{#- Null-safe join of a row to int_ibkr__symbols_canonicalised on the attributes that
+    decide its canonical symbol. -#}
+{% macro instrument_join_condition(row, symbols, exchange_expression=none) -%}
+    {{ row }}.symbol is not distinct from {{ symbols }}.symbol
+    and {{ row }}.conid is not distinct from {{ symbols }}.conid
+    and {{ row }}.listing_exchange is not distinct from {{ symbols }}.listing_exchange
+    and {{ exchange_expression or (row ~ '.exchange') }}
+    is not distinct from {{ symbols }}.exchange
+    and {{ row }}.currency is not distinct from {{ symbols }}.currency
+{%- endmacro %}

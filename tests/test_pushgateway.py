@@ -260,7 +260,7 @@ class _StatusHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def status_server() -> Iterator[_StatusServer]:
     server = _StatusServer(("127.0.0.1", 0), _StatusHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server
@@ -394,3 +394,7 @@ def test_read_drift_rows_from_the_mart() -> None:
     ]
     assert all(isinstance(r.drift, Decimal) for r in rows if r.drift is not None)
     assert "ODD" not in render_registry(build_registry(rows, ACCOUNT, RunFigures(), True, T0))
+
+
+def test_read_drift_rows_without_the_mart_is_empty() -> None:
+    assert read_drift_rows(duckdb.connect()) == []

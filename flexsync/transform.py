@@ -1,0 +1,243 @@
+"""The T of ELT: `dbt build` in-process (staging → marts, with the data tests).
+
+dbt runs inside this Python process through `dbtRunner`, so a run pays dbt's import
+once and no subprocess. The run context reaches the models as environment variables
+(FLEXSYNC_RUN_ID, FLEXSYNC_RUN_AT, IBKR_ACCOUNT_ID, read by macros/run_context.sql):
+a changed `--vars` value would force dbt to re-parse the whole project every run,
+while a changed env var only re-parses the files that read it, so the partial-parse
+state baked into the image stays useful.
+
+After a successful build the marts are counted and every row of
+marts.unmapped_transactions is logged at WARNING (logger `flexsync.transform`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flexsync.config import Settings
+from flexsync.errors import ConfigurationError, DbtError, WarehouseLockedError
+from flexsync.warehouse import connect
+
+log = logging.getLogger("flexsync.transform")
+
+FAILED_STATUSES = {"error", "fail", "runtime error"}
+MART_COUNTS = {
+    "fct_activities": "fct_rows",
+    "activities_to_post": "to_post",
+    "unmapped_transactions": "unmapped",
+    "position_drift": "drift_rows",
+}
+
+
+@dataclass
+class TransformResult:
+    fct_rows: int = 0
+    to_post: int = 0
+    unmapped: int = 0
+    drift_rows: int = 0
+    unmapped_by_reason: dict[str, int] = field(default_factory=dict)
+    nodes_run: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "fct_rows": self.fct_rows,
+            "to_post": self.to_post,
+            "unmapped": self.unmapped,
+            "drift_rows": self.drift_rows,
+        }
+
+    def summary(self) -> str:
+        text = (f"dbt build ok ({self.nodes_run} nodes): {self.fct_rows:,} activities mapped, "
+                f"{self.to_post:,} to post, {self.unmapped:,} unmapped, "
+                f"{self.drift_rows:,} drift rows")
+        if self.warnings:
+            text += f"; {len(self.warnings)} dbt warning(s)"
+        return text
+
+
+def find_project_dir() -> Path:
+    """The dbt project root: $FLEXSYNC_PROJECT_DIR, else the first parent holding
+    dbt_project.yml, walking up from this file, then from the working directory."""
+    configured = os.environ.get("FLEXSYNC_PROJECT_DIR", "").strip()
+    if configured:
+        path = Path(configured).resolve()
+        if not (path / "dbt_project.yml").is_file():
+            raise ConfigurationError(
+                f"FLEXSYNC_PROJECT_DIR={configured}: no dbt_project.yml there"
+            )
+        return path
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for candidate in (start, *start.parents):
+            if (candidate / "dbt_project.yml").is_file():
+                return candidate
+    raise ConfigurationError(
+        "cannot find the dbt project (dbt_project.yml): set FLEXSYNC_PROJECT_DIR"
+    )
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the dbt invocation only."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
+               log_format: str) -> list[str]:
+    args = ["build", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
+    if not include_unit_tests:
+        # Unit tests check the SQL logic, not the data: `make test` runs them.
+        args += ["--exclude-resource-type", "unit_test"]
+    if select:
+        args += ["--select", *select]
+    if log_format == "json":
+        args += ["--log-format", "json"]
+    if not sys.stdout.isatty():
+        args.append("--no-use-colors")
+    return args
+
+
+def _is_lock_message(text: str) -> bool:
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _close_dbt_connections() -> None:
+    """dbt-duckdb keeps a process-wide DuckDB instance; drop it so the file is free."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
+        return
+    DuckDBConnectionManager.close_all_connections()
+
+
+def _invoke_dbt(args: list[str]) -> Any:
+    from dbt.cli.main import dbtRunner
+
+    try:
+        return dbtRunner().invoke(args)
+    finally:
+        _close_dbt_connections()
+
+
+def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
+    """Return (nodes run, warnings); raise DbtError naming the failed nodes."""
+    results = list(getattr(outcome.result, "results", None) or [])
+    failed: list[str] = []
+    warnings: list[str] = []
+    for node_result in results:
+        status = str(getattr(node_result.status, "value", node_result.status)).lower()
+        name = getattr(node_result.node, "unique_id", "?")
+        message = (node_result.message or "").strip().splitlines()
+        first_line = message[0] if message else status
+        if status in FAILED_STATUSES:
+            if _is_lock_message(node_result.message or ""):
+                raise WarehouseLockedError(
+                    "dbt could not open the warehouse: another process holds it "
+                    f"({first_line})"
+                )
+            failed.append(f"{name} ({status}: {first_line})")
+        elif status == "warn":
+            warnings.append(f"{name}: {first_line}")
+    if outcome.exception is not None:
+        text = str(outcome.exception).strip()
+        if _is_lock_message(text):
+            raise WarehouseLockedError(
+                "dbt could not open the warehouse: another process holds it "
+                f"({text.splitlines()[0]})"
+            )
+        raise DbtError(f"dbt build could not run: {text.splitlines()[0] if text else 'error'}")
+    if failed or not outcome.success:
+        shown = "; ".join(failed[:10]) or "see the dbt output above"
+        more = f" (+{len(failed) - 10} more)" if len(failed) > 10 else ""
+        raise DbtError(f"dbt build failed: {len(failed)} node(s) failed: {shown}{more}")
+    return len(results), warnings
+
+
+def _built_nodes(outcome: Any) -> set[str]:
+    results = getattr(outcome.result, "results", None) or []
+    return {getattr(r.node, "name", "") for r in results}
+
+
+def run_transform(settings: Settings, run_id: str, select: list[str] | None = None,
+                  include_unit_tests: bool = False,
+                  run_at: datetime | None = None) -> TransformResult:
+    """`dbt build` the project into the warehouse; raise DbtError (exit 6) on any failure."""
+    project_dir = find_project_dir()
+    data_dir = settings.data_dir.resolve()
+    moment = (run_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    env = {
+        "DO_NOT_TRACK": "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "BROKER_SYNC_DATA_DIR": str(data_dir),
+        "FLEXSYNC_RUN_ID": run_id,
+        "FLEXSYNC_RUN_AT": moment.isoformat(sep=" ", timespec="microseconds"),
+        "IBKR_ACCOUNT_ID": settings.wf_account_id,
+    }
+    args = build_args(project_dir, select, include_unit_tests, settings.log_format)
+    log.debug("dbt %s", " ".join(args))
+    with _environment(env):
+        outcome = _invoke_dbt(args)
+    nodes_run, warnings = _raise_for_failures(outcome)
+    for warning in warnings:
+        log.warning("dbt warning: %s", warning)
+    result = _read_marts(settings, log_unmapped="unmapped_transactions" in _built_nodes(outcome),
+                         run_id=run_id)
+    result.nodes_run = nodes_run
+    result.warnings = warnings
+    return result
+
+
+def _read_marts(settings: Settings, log_unmapped: bool, run_id: str) -> TransformResult:
+    result = TransformResult()
+    with connect(settings.warehouse_path) as con:
+        existing = {
+            row[0] for row in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
+        for table, attribute in MART_COUNTS.items():
+            if table in existing:
+                row = con.execute(f"select count(*) from marts.{table}").fetchone()
+                setattr(result, attribute, int(row[0]) if row else 0)
+        if "unmapped_transactions" in existing:
+            rows = con.execute(
+                "select source, coalesce(source_id, source_row_key), flex_type, asset_category,"
+                " broker_account_id, amount, currency, activity_date, reason"
+                " from marts.unmapped_transactions"
+                " order by source, activity_date, source_row_key"
+            ).fetchall()
+            for (source, ident, flex_type, category, account, amount, currency, day,
+                 reason) in rows:
+                result.unmapped_by_reason[reason] = result.unmapped_by_reason.get(reason, 0) + 1
+                if log_unmapped:
+                    log.warning(
+                        "unmapped %s %s (%s, %s) account %s on %s: %s %s — %s",
+                        source, ident, flex_type or "no type", category or "no category",
+                        account, day, amount, currency or "", reason,
+                        extra={"event": "unmapped", "run_id": run_id},
+                    )
+    if log_unmapped and result.unmapped_by_reason:
+        parts = ", ".join(f"{count} × {reason}"
+                          for reason, count in sorted(result.unmapped_by_reason.items()))
+        log.warning("%d IBKR row(s) not mapped (see marts.unmapped_transactions): %s",
+                    result.unmapped, parts, extra={"event": "unmapped", "run_id": run_id})
+    return result

@@ -1,0 +1,424 @@
+"""Post `marts.activities_to_post` to Wealthfolio, one activity at a time (SPEC §5).
+
+For each row: `POST /api/v1/activities` with `idempotencyKey` = the external id,
+`sourceSystem` IBKR and `sourceRecordId` = the IBKR id. The batch is pre-checked
+with check-duplicates, and a "Duplicate activity detected" answer also means the
+activity is already there. Every outcome goes to the ledger straight away. A
+failed row is recorded and left pending (the mart keeps it until it is posted);
+the others continue, and the caller turns failures into exit code 5
+(`raise_for_failures`). `plan_activities` is the read-only `--dry-run` view.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from flexsync.errors import DbtError, WealthfolioError
+from flexsync.warehouse import ensure_schema
+from loaders import ledger
+from loaders.wealthfolio_client import CreateOutcome
+
+log = logging.getLogger("flexsync.wealthfolio")
+
+MART = "marts.activities_to_post"
+SOURCE_SYSTEM = "IBKR"
+REQUIRED_COLUMNS = (
+    "external_id", "wf_account_id", "source_id", "activity_type", "subtype", "activity_at",
+    "activity_date", "symbol", "exchange_mic", "quote_currency", "quantity", "unit_price",
+    "amount", "fee", "currency", "description",
+)
+# Types whose activity is about a security: these carry the `symbol` object.
+# Everything else (DEPOSIT, WITHDRAWAL, FEE, TAX, CREDIT, INTEREST ...) is cash.
+ASSET_ACTIVITY_TYPES = frozenset({
+    "BUY", "SELL", "DIVIDEND", "SPLIT", "ADJUSTMENT", "TRANSFER_IN", "TRANSFER_OUT",
+})
+# Yahoo suffix → MIC, to send the unambiguous bare symbol + exchangeMic (contract §8).
+YAHOO_SUFFIX_MIC: dict[str, str] = {
+    "L": "XLON", "IL": "XLON", "DE": "XETR", "F": "XFRA", "AS": "XAMS", "PA": "XPAR",
+    "BR": "XBRU", "SW": "XSWX", "MI": "XMIL", "MC": "XMAD", "TO": "XTSE", "V": "XTSX",
+    "AX": "XASX", "HK": "XHKG", "T": "XTKS", "CO": "XCSE", "ST": "XSTO", "OL": "XOSL",
+    "HE": "XHEL", "IR": "XDUB", "VI": "XWBO", "LS": "XLIS", "NZ": "XNZE", "SI": "XSES",
+}
+# Quote currency to assume when the mart has none: XLON equities are priced in pence.
+MIC_QUOTE_FALLBACK = {"XLON": "GBp"}
+_MONEY_FIELDS = (("quantity", "quantity"), ("unit_price", "unitPrice"), ("amount", "amount"),
+                 ("fee", "fee"))
+
+
+class ActivityPoster(Protocol):
+    def check_duplicates(self, keys: Iterable[str]) -> dict[str, str]: ...
+
+    def create_activity(self, payload: Mapping[str, Any]) -> CreateOutcome: ...
+
+
+class PayloadError(ValueError):
+    """A mart row that cannot become a Wealthfolio activity."""
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class ActivityRow:
+    """One row of marts.activities_to_post (SPEC §4.1)."""
+
+    external_id: str
+    wf_account_id: str | None
+    broker_account_id: str | None
+    source: str | None
+    source_id: str | None
+    activity_type: str
+    subtype: str | None
+    activity_at: datetime | None
+    activity_date: date | None
+    symbol: str | None
+    exchange_mic: str | None
+    quote_currency: str | None
+    quantity: Decimal | None
+    unit_price: Decimal | None
+    amount: Decimal | None
+    fee: Decimal | None
+    currency: str | None
+    description: str | None
+    instrument_type: str | None = None
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> ActivityRow:
+        day = row.get("activity_date")
+        if isinstance(day, datetime):
+            day = day.date()
+        return cls(
+            external_id=str(row["external_id"]),
+            wf_account_id=_opt_text(row.get("wf_account_id")),
+            broker_account_id=_opt_text(row.get("broker_account_id")),
+            source=_opt_text(row.get("source")),
+            source_id=_opt_text(row.get("source_id")),
+            activity_type=str(row["activity_type"]),
+            subtype=_opt_text(row.get("subtype")),
+            activity_at=row.get("activity_at"),
+            activity_date=day,
+            symbol=_opt_text(row.get("symbol")),
+            exchange_mic=_opt_text(row.get("exchange_mic")),
+            quote_currency=_opt_text(row.get("quote_currency")),
+            quantity=_decimal(row, "quantity"),
+            unit_price=_decimal(row, "unit_price"),
+            amount=_decimal(row, "amount"),
+            fee=_decimal(row, "fee"),
+            currency=_opt_text(row.get("currency")),
+            description=_opt_text(row.get("description")),
+            instrument_type=_opt_text(row.get("instrument_type")),
+        )
+
+
+def read_activities_to_post(con: duckdb.DuckDBPyConnection) -> list[ActivityRow]:
+    """The mart's rows in posting order (oldest first, so Wealthfolio sees history in order)."""
+    try:
+        probe = con.execute(f"select * from {MART} limit 0")
+    except duckdb.CatalogException:
+        raise DbtError(f"{MART} does not exist: run `flexsync transform` first") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in [d[0] for d in probe.description]]
+    if missing:
+        raise DbtError(f"{MART} lacks column(s) {', '.join(missing)} (SPEC §4.1)")
+    cursor = con.execute(
+        f"select * from {MART} order by activity_date, activity_at nulls first, external_id")
+    names = [d[0] for d in cursor.description]
+    return [ActivityRow.from_mapping(dict(zip(names, values, strict=True)))
+            for values in cursor.fetchall()]
+
+
+def _opt_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _decimal(row: Mapping[str, Any], name: str) -> Decimal | None:
+    value = row.get(name)
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        # Money is never float: a DOUBLE here is a bug in the mart, not something to round.
+        raise DbtError(f"{MART}.{name} is a float ({value!r}); money columns must be DECIMAL")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise DbtError(f"{MART}.{name} holds {value!r}, not a number") from None
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def decimal_to_wire(value: Decimal) -> str:
+    """A Decimal as Wealthfolio's JSON string: plain notation, no trailing zeros."""
+    if not value.is_finite():
+        raise PayloadError(f"{value} is not a finite number")
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def wire_activity_date(activity_date: date | None, activity_at: datetime | None) -> str:
+    """RFC 3339 in UTC whose date is the broker's trade/payment day.
+
+    The broker's wall-clock time is kept (labelled UTC) so same-day activities stay
+    in order; it is dropped when it would fall on another day than `activity_date`.
+    """
+    at = activity_at.replace(tzinfo=None) if activity_at is not None else None
+    day = activity_date or (at.date() if at is not None else None)
+    if day is None:
+        raise PayloadError("no activity date")
+    if at is not None and at.date() == day:
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def symbol_object(row: ActivityRow) -> dict[str, str]:
+    """{symbol, exchangeMic, quoteCcy, instrumentType}: bare ticker + MIC, e.g. VOD + XLON."""
+    if not row.symbol:
+        raise PayloadError(f"{row.activity_type} needs a symbol and the row has none")
+    ticker, mic = row.symbol, row.exchange_mic
+    head, dot, suffix = ticker.rpartition(".")
+    suffix_mic = YAHOO_SUFFIX_MIC.get(suffix.upper()) if dot and head else None
+    if suffix_mic and (mic is None or mic == suffix_mic):
+        # VOD.L → VOD + XLON. A suffix that disagrees with the MIC (or is no
+        # exchange suffix at all, like BRK.B) stays part of the ticker.
+        ticker, mic = head, mic or suffix_mic
+    out = {"symbol": ticker}
+    if mic:
+        out["exchangeMic"] = mic
+    quote = row.quote_currency or MIC_QUOTE_FALLBACK.get(mic or "") or row.currency
+    if quote:
+        out["quoteCcy"] = quote
+    out["instrumentType"] = row.instrument_type or "EQUITY"
+    return out
+
+
+def build_payload(row: ActivityRow, default_account_id: str | None = None) -> dict[str, Any]:
+    """The NewActivity body for one mart row (contract §5.2)."""
+    account_id = row.wf_account_id or default_account_id
+    if not account_id:
+        raise PayloadError("no Wealthfolio account id (IBKR_ACCOUNT_ID)")
+    if not row.currency:
+        raise PayloadError("no currency")
+    payload: dict[str, Any] = {
+        "accountId": account_id,
+        "activityType": row.activity_type,
+        "activityDate": wire_activity_date(row.activity_date, row.activity_at),
+        "currency": row.currency,
+        "idempotencyKey": row.external_id,
+        "sourceSystem": SOURCE_SYSTEM,
+    }
+    if row.source_id:
+        payload["sourceRecordId"] = row.source_id
+    if row.subtype:
+        payload["subtype"] = row.subtype
+    for attr, key in _MONEY_FIELDS:
+        value = getattr(row, attr)
+        if value is not None:
+            payload[key] = decimal_to_wire(value)
+    if row.description:
+        payload["notes"] = row.description
+    if row.activity_type in ASSET_ACTIVITY_TYPES and (
+            row.symbol or row.activity_type not in ("TRANSFER_IN", "TRANSFER_OUT")):
+        payload["symbol"] = symbol_object(row)
+    return payload
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class FailedActivity:
+    external_id: str
+    reason: str
+
+
+@dataclass
+class LoadResult:
+    posted: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+    failed: list[FailedActivity] = field(default_factory=list)
+    wf_activity_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self, max_listed: int = 5) -> str:
+        return summary_text(self, max_listed)
+
+
+def summary_text(result: LoadResult, max_listed: int = 5) -> str:
+    """e.g. "posted 10, already there 2, failed 1: ibkr:trade:3 — 500 Internal Server Error"."""
+    text = (f"posted {len(result.posted)}, already there {len(result.already_present)}, "
+            f"failed {len(result.failed)}")
+    if result.failed:
+        listed = "; ".join(f"{f.external_id} — {f.reason}" for f in result.failed[:max_listed])
+        more = len(result.failed) - max_listed
+        text += f": {listed}" + (f"; … and {more} more" if more > 0 else "")
+    return text
+
+
+class LoadAborted(WealthfolioError):
+    """Wealthfolio became unusable mid-load (auth, unreachable); `result` has what was done."""
+
+    def __init__(self, message: str, result: LoadResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def raise_for_failures(result: LoadResult) -> None:
+    """Exit-5 rule: any failed row makes the run fail, with the summary as the message."""
+    if result.failed:
+        raise WealthfolioError(f"Wealthfolio load incomplete: {summary_text(result)}")
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _pending(con: duckdb.DuckDBPyConnection, rows: Sequence[ActivityRow]) -> list[ActivityRow]:
+    """Rows not settled in the ledger, first occurrence of each external id."""
+    settled = ledger.settled_external_ids(con)
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        if row.external_id in settled or row.external_id in seen:
+            continue
+        seen.add(row.external_id)
+        out.append(row)
+    return out
+
+
+def load_activities(
+    con: duckdb.DuckDBPyConnection,
+    client: ActivityPoster,
+    run_id: str | None,
+    *,
+    default_account_id: str | None = None,
+    rows: Sequence[ActivityRow] | None = None,
+) -> LoadResult:
+    """Post every pending activity; record each outcome in the ledger as it comes."""
+    ensure_schema(con)
+    todo = _pending(con, read_activities_to_post(con) if rows is None else rows)
+    result = LoadResult()
+    if not todo:
+        log.info("Wealthfolio: nothing to post")
+        return result
+    try:
+        existing = client.check_duplicates(row.external_id for row in todo)
+    except WealthfolioError as exc:
+        raise LoadAborted(str(exc), result) from None
+
+    for row in todo:
+        key = row.external_id
+        if key in existing:
+            _settle(con, result, key, "already_present", existing[key], run_id)
+            continue
+        try:
+            payload = build_payload(row, default_account_id)
+        except PayloadError as exc:
+            _fail(con, result, key, f"not sent: {exc}", run_id)
+            continue
+        try:
+            outcome = client.create_activity(payload)
+        except WealthfolioError as exc:
+            _fail(con, result, key, str(exc), run_id)
+            raise LoadAborted(f"{exc} (stopped loading: {summary_text(result)})",
+                              result) from None
+        if outcome.status == "failed":
+            _fail(con, result, key, outcome.error or "failed", run_id)
+        else:
+            _settle(con, result, key, outcome.status, outcome.activity_id, run_id)
+    log.info("Wealthfolio: %s", summary_text(result))
+    return result
+
+
+def _settle(con: duckdb.DuckDBPyConnection, result: LoadResult, key: str,
+            status: ledger.LedgerStatus, activity_id: str | None, run_id: str | None) -> None:
+    ledger.record_outcome(con, key, status, wf_activity_id=activity_id, run_id=run_id)
+    (result.posted if status == "posted" else result.already_present).append(key)
+    if activity_id:
+        result.wf_activity_ids[key] = activity_id
+    log.debug("%s %s (Wealthfolio id %s)", status, key, activity_id)
+
+
+def _fail(con: duckdb.DuckDBPyConnection, result: LoadResult, key: str, reason: str,
+          run_id: str | None) -> None:
+    ledger.record_outcome(con, key, "failed", error=reason, run_id=run_id)
+    result.failed.append(FailedActivity(key, reason))
+    log.warning("Wealthfolio refused %s: %s", key, reason)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+@dataclass(frozen=True)
+class PlannedActivity:
+    row: ActivityRow
+    payload: dict[str, Any] | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ActivityPlan:
+    activities: list[PlannedActivity]
+
+    @property
+    def rows(self) -> list[ActivityRow]:
+        return [a.row for a in self.activities]
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [a.payload for a in self.activities if a.payload is not None]
+
+    def table(self) -> Table:
+        table = Table(title=f"Would post {len(self.activities)} activities to Wealthfolio")
+        for name in ("date", "type", "symbol", "quantity", "price", "amount", "currency",
+                     "external id"):
+            table.add_column(name, justify="right" if name in (
+                "quantity", "price", "amount") else "left", no_wrap=name == "external id")
+        for item in self.activities:
+            row = item.row
+            table.add_row(
+                row.activity_date.isoformat() if row.activity_date else "?",
+                row.activity_type + (f"/{row.subtype}" if row.subtype else ""),
+                row.symbol or "",
+                _cell(row.quantity), _cell(row.unit_price), _cell(row.amount),
+                row.currency or "",
+                row.external_id + (f" ({item.problem})" if item.problem else ""),
+            )
+        return table
+
+    def render(self, width: int = 140) -> str:
+        buffer = io.StringIO()
+        Console(file=buffer, width=width, no_color=True, highlight=False).print(self.table())
+        return buffer.getvalue()
+
+
+def _cell(value: Decimal | None) -> str:
+    return decimal_to_wire(value) if value is not None else ""
+
+
+def plan_activities(con: duckdb.DuckDBPyConnection, *,
+                    default_account_id: str | None = None) -> ActivityPlan:
+    """What `load_activities` would post, without any Wealthfolio call or write."""
+    planned = []
+    for row in _pending(con, read_activities_to_post(con)):
+        try:
+            planned.append(PlannedActivity(row, build_payload(row, default_account_id)))
+        except PayloadError as exc:
+            planned.append(PlannedActivity(row, None, f"cannot post: {exc}"))
+    return ActivityPlan(planned)

@@ -1,0 +1,173 @@
+{#- One row per distinct (symbol, conid, listingExchange, exchange, currency) seen in
+    trades, cash transactions and open positions, with the canonical Wealthfolio
+    symbol, MIC and quote currency (SPEC §4 symbol rule; macros/canonical_symbol.sql).
+    Listing exchange, in order: the row's listingExchange, the SecuritiesInfo /
+    OpenPositions listing of the same conid, the row's exchange when it is a listing.
+    A seeds/symbol_overrides.csv row for the conid wins over the rule. -#}
+with
+
+trades as (
+
+    select * from {{ ref('stg_ibkr__trades') }}
+
+),
+
+cash_transactions as (
+
+    select * from {{ ref('stg_ibkr__cash_transactions') }}
+
+),
+
+open_positions as (
+
+    select * from {{ ref('stg_ibkr__open_positions') }}
+
+),
+
+conid_listings as (
+
+    select * from {{ ref('int_ibkr__conid_listing_exchanges') }}
+
+),
+
+exchanges as (
+
+    select * from {{ ref('exchanges') }}
+
+),
+
+symbol_overrides as (
+
+    select * from {{ ref('symbol_overrides') }}
+
+),
+
+instruments as (
+
+    select
+        trades.symbol,
+        trades.conid,
+        trades.listing_exchange,
+        trades.exchange,
+        trades.currency
+    from trades
+
+    union
+
+    select
+        cash_transactions.symbol,
+        cash_transactions.conid,
+        cash_transactions.listing_exchange,
+        cast(null as varchar) as exchange,
+        cash_transactions.currency
+    from cash_transactions
+
+    union
+
+    select
+        open_positions.symbol,
+        open_positions.conid,
+        open_positions.listing_exchange,
+        open_positions.exchange,
+        open_positions.currency
+    from open_positions
+
+),
+
+resolved as (
+
+    select
+        instruments.*,
+        coalesce(
+            by_listing_exchange.ibkr_code,
+            by_conid.ibkr_code,
+            by_exchange.ibkr_code
+        ) as resolved_listing_exchange,
+        case
+            when by_listing_exchange.ibkr_code is not null then 'listingExchange'
+            when by_conid.ibkr_code is not null then conid_listings.listing_source
+            when by_exchange.ibkr_code is not null then 'exchange'
+        end as listing_source
+    from instruments
+    left join exchanges as by_listing_exchange
+        on
+            instruments.listing_exchange = by_listing_exchange.ibkr_code
+            and by_listing_exchange.is_listing_exchange
+    left join conid_listings
+        on instruments.conid = conid_listings.conid
+    left join exchanges as by_conid
+        on
+            conid_listings.listing_exchange = by_conid.ibkr_code
+            and by_conid.is_listing_exchange
+    left join exchanges as by_exchange
+        on
+            instruments.exchange = by_exchange.ibkr_code
+            and by_exchange.is_listing_exchange
+
+),
+
+canonicalised as (
+
+    select
+        resolved.*,
+        listing.mic as listing_mic,
+        listing.yahoo_suffix as listing_suffix,
+        symbol_overrides.exchange_mic as override_mic,
+        symbol_overrides.canonical_symbol is not null as is_overridden,
+        coalesce(
+            symbol_overrides.canonical_symbol,
+            {{ canonical_symbol(
+                'resolved.symbol',
+                'listing.ibkr_code',
+                'listing.yahoo_suffix',
+                'resolved.currency'
+            ) }}
+        ) as canonical_symbol
+    from resolved
+    left join exchanges as listing
+        on resolved.resolved_listing_exchange = listing.ibkr_code
+    left join symbol_overrides
+        on resolved.conid = symbol_overrides.conid
+
+),
+
+-- One MIC per Yahoo suffix (a seed test guarantees it).
+mic_by_suffix as (
+
+    select
+        exchanges.yahoo_suffix,
+        max(exchanges.mic) as mic
+    from exchanges
+    where exchanges.is_listing_exchange and exchanges.yahoo_suffix is not null
+    group by exchanges.yahoo_suffix
+
+),
+
+final as (
+
+    select
+        canonicalised.symbol,
+        canonicalised.conid,
+        canonicalised.listing_exchange,
+        canonicalised.exchange,
+        canonicalised.currency,
+        canonicalised.resolved_listing_exchange,
+        case
+            when canonicalised.is_overridden then 'symbol_overrides'
+            else canonicalised.listing_source
+        end as listing_source,
+        canonicalised.canonical_symbol,
+        coalesce(
+            canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic
+        ) as exchange_mic,
+        {{ wealthfolio_quote_currency(
+            'coalesce(canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic)',
+            'canonicalised.currency'
+        ) }} as quote_currency
+    from canonicalised
+    left join mic_by_suffix
+        on {{ symbol_suffix('canonicalised.canonical_symbol') }} = mic_by_suffix.yahoo_suffix
+
+)
+
+select * from final

@@ -1,0 +1,12 @@
+{#- Wealthfolio v3's closed set of 14 activity types (contracts/wealthfolio-api.md §6);
+    anything else fails the server's CHECK constraint. NULL passes. -#}
+{% test wealthfolio_activity_type(model, column_name) %}
+
+select {{ column_name }} as invalid_activity_type
+from {{ model }}
+where {{ column_name }} not in (
+    'BUY', 'SELL', 'SPLIT', 'DIVIDEND', 'INTEREST', 'DEPOSIT', 'WITHDRAWAL',
+    'TRANSFER_IN', 'TRANSFER_OUT', 'FEE', 'TAX', 'CREDIT', 'ADJUSTMENT', 'UNKNOWN'
+)
+
+{% endtest %}

@@ -1,0 +1,492 @@
+"""Deployment artefacts: Kubernetes manifests, alert rules, Dockerfile, image install script.
+
+Offline only: kubernetes-validate's bundled schemas, Debian's promtool, and the
+image's own install script run into a temp dir (the slow test, `make image-check`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+from flexsync.logs import JsonFormatter, ScrubbingFormatter
+from loaders import pushgateway as pg
+from tests.plugins.common import REPO_ROOT
+from tests.plugins.pushgateway import require_binary
+
+DEPLOY = REPO_ROOT / "deploy"
+SPEC = REPO_ROOT.parent / "shared" / "SPEC.md"
+SECRET_NAME = "broker-sync-secrets"
+# SPEC §2 variables that are paths tied to this manifest's volumes: plain values.
+PLAIN_ENV = {"BROKER_SYNC_DATA_DIR": "/data", "WF_SESSION_PATH": "/data/.wealthfolio-session"}
+SPEC_VARIABLES = {
+    "IBKR_FLEX_TOKEN", "IBKR_FLEX_QUERY_ID", "IBKR_ACCOUNT_ID", "IBKR_ACCOUNT_ID_UPSTREAM",
+    "WF_BASE_URL", "WF_PASSWORD", "WF_USERNAME", "WF_SESSION_PATH", "PUSHGATEWAY_URL",
+    "BROKER_SYNC_DATA_DIR",
+}
+K8S_VERSIONS = ["1.30.0", kv.latest_version()]
+POD_TMP = "/tmp"  # noqa: S108 - the pod's emptyDir mount, not a temp file of ours
+
+
+def load_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifests() -> list[tuple[Path, dict[str, Any]]]:
+    found = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        for doc in load_docs(path):
+            if "kind" in doc and "apiVersion" in doc:
+                found.append((path, doc))
+    return found
+
+
+def only(kind: str) -> dict[str, Any]:
+    docs = [doc for _, doc in manifests() if doc["kind"] == kind]
+    assert len(docs) == 1, f"expected one {kind} under deploy/, found {len(docs)}"
+    return docs[0]
+
+
+@pytest.fixture(scope="module")
+def cronjob() -> dict[str, Any]:
+    return only("CronJob")
+
+
+@pytest.fixture(scope="module")
+def pod_spec(cronjob: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def container(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+# --- Kubernetes manifests -----------------------------------------------------------------
+
+
+def test_deploy_holds_the_expected_manifests() -> None:
+    kinds = sorted(doc["kind"] for _, doc in manifests())
+    assert kinds == ["CronJob", "ExternalSecret", "PersistentVolumeClaim", "Secret"]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_strictly(version: str) -> None:
+    checked = 0
+    for path, doc in manifests():
+        if doc["apiVersion"].startswith("external-secrets.io/"):
+            continue  # a CRD: no bundled schema (checked below)
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{path.name}: {doc['kind']} invalid for Kubernetes {version}: {exc}")
+        checked += 1
+    assert checked == 3
+
+
+def test_strict_validation_catches_a_misspelt_field(cronjob: dict[str, Any]) -> None:
+    # Proves the validator is strict in this install: `timezone` is not `timeZone`.
+    broken = json.loads(json.dumps(cronjob))
+    broken["spec"]["timezone"] = broken["spec"].pop("timeZone")
+    with pytest.raises(kv.ValidationError):
+        kv.validate(broken, K8S_VERSIONS[-1], strict=True)
+
+
+def test_kubernetes_validate_cli_passes() -> None:
+    cli = Path(sys.executable).parent / "kubernetes-validate"
+    if not cli.exists():
+        pytest.skip(f"{cli} not installed")
+    files = [str(DEPLOY / name) for name in ("cronjob.yaml", "pvc.yaml", "secret.example.yaml")]
+    result = subprocess.run(
+        [str(cli), "--strict", "--quiet", *files], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cronjob_schedule_and_job_policy(cronjob: dict[str, Any]) -> None:
+    spec = cronjob["spec"]
+    assert spec["schedule"] == "0 2 * * *"
+    assert spec["timeZone"] == "Europe/London"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert 0 < spec["startingDeadlineSeconds"] <= 6 * 3600
+    assert spec["successfulJobsHistoryLimit"] >= 1
+    assert spec["failedJobsHistoryLimit"] >= 1
+    job = spec["jobTemplate"]["spec"]
+    assert 0 <= job["backoffLimit"] <= 2
+    # Above the Flex polling deadline (10 min), well below the 24 h schedule.
+    assert 600 < job["activeDeadlineSeconds"] <= 4 * 3600
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    # Configuration (2) and account-guard (3) failures are not retried.
+    rule = job["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob"
+    assert set(rule["onExitCodes"]["values"]) == {2, 3}
+
+
+def test_cronjob_resources(container: dict[str, Any]) -> None:
+    resources = container["resources"]
+    assert resources["requests"]["memory"] == "128Mi"
+    assert resources["limits"]["memory"] == "256Mi"
+
+
+def test_cronjob_runs_non_root_on_a_read_only_root_filesystem(
+    pod_spec: dict[str, Any], container: dict[str, Any]
+) -> None:
+    pod_security = pod_spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] == 10001
+    assert pod_security["fsGroup"] == 10001
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security.get("runAsUser", 10001) == 10001
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+def test_cronjob_volumes(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert set(mounts) == {"/data", POD_TMP}
+    pvc = only("PersistentVolumeClaim")
+    assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == (
+        pvc["metadata"]["name"]
+    )
+    assert "emptyDir" in volumes[mounts[POD_TMP]]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # dbt's writable paths are on the emptyDir (the root filesystem is read-only).
+    for name in ("DBT_TARGET_PATH", "DBT_LOG_PATH", "TMPDIR"):
+        assert env[name].startswith(POD_TMP), name
+    assert env["DO_NOT_TRACK"] == "1"
+
+
+def spec_variables() -> set[str]:
+    """The variable names of SPEC §2 (from ../shared when present, else the known list)."""
+    if not SPEC.exists():
+        return SPEC_VARIABLES
+    text = SPEC.read_text()
+    section = text[text.index("## 2. Configuration"): text.index("## 3.")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    names = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)`", row)}
+    assert names, "SPEC §2 table not found"
+    return names
+
+
+def test_every_spec_variable_is_set_from_the_secret(container: dict[str, Any]) -> None:
+    variables = spec_variables()
+    assert variables >= SPEC_VARIABLES - {"WF_USERNAME"}
+    env = {e["name"]: e for e in container["env"]}
+    missing = variables - set(env)
+    assert not missing, f"CronJob lacks SPEC §2 variables: {sorted(missing)}"
+    for name in variables:
+        entry = env[name]
+        if name in PLAIN_ENV:
+            assert entry["value"] == PLAIN_ENV[name], name
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == SECRET_NAME, name
+        assert ref["key"] == name, name
+        # Only the ignored WF_USERNAME may be absent from the secret.
+        assert ref.get("optional", False) is (name == "WF_USERNAME"), name
+
+
+def test_secret_sources_provide_every_required_key(container: dict[str, Any]) -> None:
+    required = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container["env"]
+        if "valueFrom" in e and not e["valueFrom"]["secretKeyRef"].get("optional")
+    }
+    secret = only("Secret")
+    assert secret["metadata"]["name"] == SECRET_NAME
+    assert set(secret["stringData"]) == required
+    external = only("ExternalSecret")
+    assert external["spec"]["target"]["name"] == SECRET_NAME
+    assert external["spec"]["dataFrom"][0]["extract"]["key"] == "secret/broker-sync"
+    assert external["metadata"]["namespace"] == only("CronJob")["metadata"]["namespace"]
+
+
+# --- Prometheus rules ---------------------------------------------------------------------
+
+
+def test_prometheus_rules_check_and_unit_tests_pass() -> None:
+    promtool = require_binary("promtool")
+    check = subprocess.run(
+        [promtool, "check", "rules", "prometheus-rules.yaml"],
+        cwd=DEPLOY, capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    unit = subprocess.run(
+        [promtool, "test", "rules", "prometheus-rules.test.yaml"],
+        cwd=DEPLOY, capture_output=True, text=True, timeout=120,
+    )
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    assert "SUCCESS" in unit.stdout
+
+
+def alert_rules(path: Path) -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load(path.read_text())
+    return {rule["alert"]: rule for group in doc["groups"] for rule in group["rules"]}
+
+
+def test_prometheus_rules_use_the_pushed_metric_names() -> None:
+    rules = alert_rules(DEPLOY / "prometheus-rules.yaml")
+    assert set(rules) == {"IBKRPositionDrift", "IBKRSyncStale"}
+    drift = rules["IBKRPositionDrift"]
+    assert pg.DRIFT_METRIC in drift["expr"] and "> 0.01" in drift["expr"]
+    assert drift["for"] == "24h"
+    stale = rules["IBKRSyncStale"]
+    assert pg.LAST_SUCCESS_METRIC in stale["expr"] and "36 * 3600" in stale["expr"]
+    assert f"absent({pg.LAST_SUCCESS_METRIC}" in stale["expr"]
+    job = f'job="{pg.DEFAULT_JOB}"'
+    assert job in drift["expr"] and job in stale["expr"]
+    # Both alerts are exercised by the promtool unit tests.
+    tests = yaml.safe_load((DEPLOY / "prometheus-rules.test.yaml").read_text())
+    tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
+    assert tested == set(rules)
+
+
+# --- Loki rule ----------------------------------------------------------------------------
+
+LOGQL_SHAPE = re.compile(
+    r"^sum by \((?P<by>\w+)\) \(count_over_time\("
+    r"\{(?P<selector>[^{}]+)\} \|~ \"(?P<regex>[^\"]+)\" \[(?P<range>\d+[smhd])\]"
+    r"\)\) > 0$"
+)
+
+
+def loki_rule() -> dict[str, Any]:
+    rules = alert_rules(DEPLOY / "loki-rules.yaml")
+    assert set(rules) == {"IBKRFlexTokenInvalid"}
+    return rules["IBKRFlexTokenInvalid"]
+
+
+def test_loki_rule_is_well_formed_logql(pod_spec: dict[str, Any], cronjob: dict[str, Any]) -> None:
+    expr = loki_rule()["expr"].strip()
+    assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}")
+    match = LOGQL_SHAPE.match(expr)
+    assert match, f"unexpected LogQL shape: {expr}"
+    selector = dict(re.findall(r'(\w+)="([^"]*)"', match["selector"]))
+    # The stream selector names the CronJob's pods.
+    pod_labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector, match["selector"]
+    for key, value in selector.items():
+        assert pod_labels.get(key) == value, (key, value)
+    re.compile(match["regex"])
+
+
+def flexsync_log_lines(message: str, code: str) -> list[str]:
+    """The line flexsync's own formatters write for a Flex error, in both formats."""
+    record = logging.LogRecord("flexsync", logging.ERROR, __file__, 1, message, None, None)
+    record.code = code
+    text = ScrubbingFormatter("%(asctime)s %(levelname)-7s %(message)s").format(record)
+    return [text, JsonFormatter().format(record)]
+
+
+@pytest.mark.parametrize(
+    ("code", "fires"), [("1012", True), ("1015", True), ("1019", False), ("1003", False)]
+)
+def test_loki_rule_matches_flex_token_errors_in_both_log_formats(code: str, fires: bool) -> None:
+    match = LOGQL_SHAPE.match(loki_rule()["expr"].strip())
+    assert match
+    regex = re.compile(match["regex"])  # RE2 and Python agree on this subset
+    for line in flexsync_log_lines(f"IBKR Flex error {code}: the service refused", code):
+        assert bool(regex.search(line)) is fires, line
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """Instructions per stage, continuation lines joined, comments dropped."""
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    logical: list[str] = []
+    buffer = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        logical.append(buffer + line)
+        buffer = ""
+    stages: list[list[tuple[str, str]]] = []
+    for line in logical:
+        instruction, _, args = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, args.strip()))
+    return stages
+
+
+def test_dockerfile_is_multi_stage_and_runs_non_root() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    runtime = stages[-1]
+    assert "python:3.11-slim-bookworm" in (REPO_ROOT / "Dockerfile").read_text()
+    users = [args for instruction, args in runtime if instruction == "USER"]
+    assert users, "runtime stage sets no USER"
+    assert users[-1].split(":")[0] == "10001"
+    order = [instruction for instruction, _ in runtime]
+    assert order.index("USER") < order.index("ENTRYPOINT")
+    entrypoint = json.loads(dict(runtime)["ENTRYPOINT"])  # exec form, no shell wrapper
+    assert entrypoint == ["/app/docker-entrypoint.sh"]
+    assert json.loads(dict(runtime)["CMD"]) == ["sync"]
+    # Code comes from the builder, root-owned: the runtime user cannot change it.
+    copies = [args for instruction, args in runtime if instruction == "COPY"]
+    assert copies and all("--from=builder" in c and "--chown" not in c for c in copies)
+
+
+def test_dockerfile_environment() -> None:
+    runtime_env = " ".join(args for i, args in dockerfile_stages()[-1] if i == "ENV")
+    for setting in (
+        "DO_NOT_TRACK=1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS=false",
+        "BROKER_SYNC_DATA_DIR=/data",
+        "DBT_TARGET_PATH=/tmp/",
+        "DBT_LOG_PATH=/tmp/",
+        "TMPDIR=/tmp",
+        "PATH=/opt/venv/bin:",
+    ):
+        assert setting in runtime_env, setting
+
+
+def test_dockerfile_installs_through_the_tested_script() -> None:
+    builder = dockerfile_stages()[0]
+    runs = [args for instruction, args in builder if instruction == "RUN"]
+    assert any("scripts/install-image.sh deps" in r for r in runs)
+    assert any("scripts/install-image.sh project" in r for r in runs)
+    copied = " ".join(args for instruction, args in builder if instruction == "COPY")
+    assert "requirements.lock" in copied
+    script = (REPO_ROOT / "scripts" / "install-image.sh").read_text()
+    assert "-m compileall" in script
+    assert "dbt\" parse" in script or "dbt parse" in script
+    assert "requirements.lock" in script
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    ignored = {
+        line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "data", "target", "*.duckdb", ".env"} <= ignored
+
+
+# --- the image's install steps (slow: `make image-check`) -------------------------------
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    if not found:
+        reason = "uv not found (needed by scripts/install-image.sh)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+SOURCE_COMPILED = re.compile(r"^# code object from '?(?P<path>[^']+\.py)'?$", re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> None:
+    for needed in ("dbt_project.yml", "profiles.yml", "README.md"):
+        if not (REPO_ROOT / needed).exists():
+            reason = f"{needed} missing: the image cannot be built yet"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(reason)
+            pytest.skip(reason)
+    venv, app = tmp_path / "venv", tmp_path / "app"
+    env = {
+        **os.environ,
+        "SRC_DIR": str(REPO_ROOT), "VENV": str(venv), "APP_DIR": str(app),
+        "UV": _uv(), "PYTHON": sys.executable,
+    }
+    result = subprocess.run(
+        ["sh", str(REPO_ROOT / "scripts" / "install-image.sh"), "all"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    python = venv / "bin" / "python"
+
+    # Runtime dependencies only: no dev tools in the image.
+    for dev_tool in ("pytest", "ruff", "mypy", "sqlfluff", "hypothesis"):
+        probe = subprocess.run([str(python), "-c", f"import {dev_tool}"], capture_output=True)
+        assert probe.returncode != 0, f"{dev_tool} is installed in the image venv"
+
+    # Bytecode is precompiled: nothing is compiled from source at import time.
+    modules = ["flexsync.config", "loaders.pushgateway", "extract", "dbt.cli.main",
+               "dbt.adapters.duckdb", "duckdb", "httpx", "prometheus_client", "defusedxml"]
+    if (REPO_ROOT / "flexsync" / "cli.py").exists():
+        modules.append("flexsync.cli")
+    verbose = subprocess.run(
+        [str(python), "-v", "-c", "import " + ", ".join(modules)],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    compiled_from_source = [
+        m["path"] for m in SOURCE_COMPILED.finditer(verbose.stderr)
+        if m["path"].startswith(str(venv))
+    ]
+    assert compiled_from_source == []
+
+    # The console script works from the image venv.
+    cli = subprocess.run(
+        [str(venv / "bin" / "flexsync"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "sync" in cli.stdout
+
+    # The dbt project is there, parsed, without the Python test suite.
+    assert (app / "dbt_project.yml").exists()
+    assert (app / "target" / "partial_parse.msgpack").exists()
+    assert not list(app.rglob("*.py"))
+
+    # The entrypoint seeds the writable target path; dbt then reuses the baked parse.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "flexsync").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" > "{tmp_path}/args"\n'
+        f'exec "{venv}/bin/dbt" parse --quiet\n'
+    )
+    (fake_bin / "flexsync").chmod(0o755)
+    runtime_tmp = tmp_path / "tmp"
+    entry = subprocess.run(
+        [str(app / "docker-entrypoint.sh")],
+        cwd=app,
+        env={
+            **os.environ,
+            "PATH": f"{fake_bin}:{os.environ['PATH']}",
+            "BROKER_SYNC_DATA_DIR": "/data",
+            "DBT_PROJECT_DIR": str(app), "DBT_PROFILES_DIR": str(app),
+            "DBT_TARGET_PATH": str(runtime_tmp / "dbt" / "target"),
+            "DBT_LOG_PATH": str(runtime_tmp / "dbt" / "logs"),
+            "FLEXSYNC_BAKED_DBT_TARGET": str(app / "target"),
+            "DO_NOT_TRACK": "1",
+        },
+        capture_output=True, text=True, timeout=300,
+    )
+    assert entry.returncode == 0, entry.stdout + entry.stderr
+    assert (tmp_path / "args").read_text().strip() == "sync"
+    perf = json.loads((runtime_tmp / "dbt" / "target" / "perf_info.json").read_text())
+    assert perf["parsed_path_count"] == 0, "dbt re-parsed: the baked partial parse was not reused"

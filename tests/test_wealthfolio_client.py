@@ -1,0 +1,333 @@
+"""WealthfolioClient against the fake over loopback HTTP: auth, cache, retries, paging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import stat
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flexsync.config import Secret, Settings
+from flexsync.errors import WealthfolioError
+from loaders.wealthfolio_client import WealthfolioClient
+from tests.fakes.fake_wealthfolio import FakeWealthfolio
+from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
+
+MakeClient = Callable[..., WealthfolioClient]
+
+
+def _buy(account_id: str, key: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "accountId": account_id, "activityType": "BUY", "activityDate": "2025-03-14",
+        "currency": "USD", "quantity": "1", "unitPrice": "10", "idempotencyKey": key,
+        "symbol": {"symbol": "AAPL", "exchangeMic": "XNAS", "quoteCcy": "USD",
+                   "instrumentType": "EQUITY"},
+    }
+    body.update(extra)
+    return body
+
+
+def _cached_token(path: Path) -> str:
+    return str(json.loads(path.read_text())["token"])
+
+
+# ----------------------------------------------------------------------------- login & session
+
+
+def test_v31_login_cookie_becomes_bearer_and_is_cached(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio, wf_account_id: str,
+        wf_session_path: Path) -> None:
+    assert wf_client.search_activities(wf_account_id) == []
+    search = fake_wealthfolio.requests_to("POST", "/activities/search")[0]
+    assert search.auth == "bearer"  # not a cookie: the jar accepts none
+    assert "cookie" not in search.headers
+    mode = stat.S_IMODE(wf_session_path.stat().st_mode)
+    assert mode == 0o600
+    cached = wf_session_path.read_text()
+    assert WF_TEST_PASSWORD not in cached
+    assert _cached_token(wf_session_path) in fake_wealthfolio.sessions
+
+
+@pytest.mark.parametrize("shape", ["v3.0.4", "v3.0"])
+def test_older_login_shapes_use_access_token(shape: str, tmp_path: Path) -> None:
+    with FakeWealthfolio("pw", login_shape=shape) as fake:
+        account = fake.create_account()["id"]
+        with WealthfolioClient(fake.base_url, "pw", session_path=tmp_path / "s") as client:
+            assert client.search_activities(account) == []
+        assert _cached_token(tmp_path / "s") in fake.sessions
+
+
+def test_cached_session_is_reused_across_runs(
+        make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str) -> None:
+    make_wf_client().search_activities(wf_account_id)
+    make_wf_client().search_activities(wf_account_id)
+    assert fake_wealthfolio.logins == 1
+    assert len(fake_wealthfolio.requests_to("POST", "/auth/login")) == 1
+
+
+def test_cache_for_another_server_is_ignored(
+        make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio, wf_account_id: str,
+        wf_session_path: Path) -> None:
+    wf_session_path.parent.mkdir(parents=True)
+    wf_session_path.write_text(json.dumps(
+        {"base_url": "http://elsewhere:8088", "token": "x", "expires_at": 9e12}))
+    make_wf_client().search_activities(wf_account_id)
+    assert fake_wealthfolio.logins == 1
+
+
+def test_widened_cache_mode_is_tightened(
+        make_wf_client: MakeClient, wf_account_id: str, wf_session_path: Path) -> None:
+    make_wf_client().search_activities(wf_account_id)
+    wf_session_path.chmod(0o644)
+    make_wf_client().search_activities(wf_account_id)
+    assert stat.S_IMODE(wf_session_path.stat().st_mode) == 0o600
+
+
+def test_expired_session_logs_in_again_once(
+        make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str, wf_session_path: Path) -> None:
+    make_wf_client().search_activities(wf_account_id)
+    old = _cached_token(wf_session_path)
+    fake_wealthfolio.expire_sessions()
+    client = make_wf_client()
+    assert client.search_activities(wf_account_id) == []
+    assert fake_wealthfolio.logins == 2
+    assert _cached_token(wf_session_path) != old
+
+
+def test_401_mid_run_relogs_and_continues(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str) -> None:
+    fake_wealthfolio.expire_sessions_on("POST", "/activities", skip=1)
+    outcomes = [wf_client.create_activity(_buy(wf_account_id, f"k{i}")) for i in range(3)]
+    assert [o.status for o in outcomes] == ["posted"] * 3
+    assert fake_wealthfolio.logins == 2
+    assert len(fake_wealthfolio.activities) == 3
+
+
+def test_401_after_fresh_login_fails(wf_client: WealthfolioClient,
+                                     fake_wealthfolio: FakeWealthfolio,
+                                     wf_account_id: str) -> None:
+    fake_wealthfolio.error_storm(2, status=401, path="/activities/search")
+    with pytest.raises(WealthfolioError, match="even after a fresh login"):
+        wf_client.search_activities(wf_account_id)
+    assert fake_wealthfolio.logins == 2  # the first login, then exactly one more
+
+
+def test_wrong_password(make_wf_client: MakeClient, wf_account_id: str) -> None:
+    client = make_wf_client(password="not-it")
+    with pytest.raises(WealthfolioError) as info:
+        client.search_activities(wf_account_id)
+    assert str(info.value) == "Wealthfolio rejected WF_PASSWORD (401 Invalid password)"
+
+
+def test_missing_password_against_protected_server(make_wf_client: MakeClient,
+                                                   wf_account_id: str) -> None:
+    with pytest.raises(WealthfolioError, match="WF_PASSWORD is not set"):
+        make_wf_client(password="").search_activities(wf_account_id)
+
+
+def test_server_without_auth(tmp_path: Path) -> None:
+    with FakeWealthfolio(None) as fake:
+        account = fake.create_account()["id"]
+        with WealthfolioClient(fake.base_url + "/api/v1/", "unused",
+                               session_path=tmp_path / "s") as client:
+            assert client.search_activities(account) == []
+        assert not (tmp_path / "s").exists()
+
+
+def test_login_429_waits_as_told(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+                                 wf_account_id: str, wf_sleep: SleepRecorder) -> None:
+    fake_wealthfolio.rate_limit_login(7, times=2)
+    make_wf_client().search_activities(wf_account_id)
+    assert wf_sleep.calls == [7.0, 7.0]
+    assert fake_wealthfolio.logins == 1
+
+
+def test_login_429_from_the_real_limiter_with_fake_clock(
+        make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str) -> None:
+    for _ in range(5):  # someone else burnt the burst
+        with pytest.raises(WealthfolioError):
+            make_wf_client(password="wrong").search_activities(wf_account_id)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        fake_wealthfolio.advance(seconds)
+
+    make_wf_client(sleep=sleep).search_activities(wf_account_id)
+    assert waits and 1 <= waits[0] <= 12
+
+
+def test_login_429_gives_up_beyond_bound(make_wf_client: MakeClient,
+                                         fake_wealthfolio: FakeWealthfolio,
+                                         wf_account_id: str) -> None:
+    fake_wealthfolio.rate_limit_login(100)
+    with pytest.raises(WealthfolioError, match="rate-limited .*Wait for 100s.*limit 60s"):
+        make_wf_client(max_login_wait=60).search_activities(wf_account_id)
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def test_5xx_storm_is_retried_with_backoff(wf_client: WealthfolioClient,
+                                           fake_wealthfolio: FakeWealthfolio,
+                                           wf_account_id: str, wf_sleep: SleepRecorder) -> None:
+    fake_wealthfolio.error_storm(2, status=503, path="/activities/search")
+    assert wf_client.search_activities(wf_account_id) == []
+    assert wf_sleep.calls == [0.5, 1.0]
+
+
+def test_5xx_beyond_attempts_is_a_clear_error(wf_client: WealthfolioClient,
+                                              fake_wealthfolio: FakeWealthfolio,
+                                              wf_account_id: str) -> None:
+    fake_wealthfolio.error_storm(10, path="/activities/search")
+    with pytest.raises(WealthfolioError) as info:
+        wf_client.search_activities(wf_account_id)
+    assert str(info.value) == (
+        "Wealthfolio could not search activities: 500 Internal Server Error")
+
+
+def test_timeout_is_retried(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+                            wf_account_id: str) -> None:
+    fake_wealthfolio.slow_down(0.6, path="/activities/search")
+    assert make_wf_client(timeout=0.2).search_activities(wf_account_id) == []
+    assert len(fake_wealthfolio.requests_to("POST", "/activities/search")) == 2
+
+
+def test_persistent_timeout(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+                            wf_account_id: str) -> None:
+    fake_wealthfolio.slow_down(0.4, times=3, path="/activities/search")
+    with pytest.raises(WealthfolioError, match=r"did not answer .* within 0.1s \(3 attempts\)"):
+        make_wf_client(timeout=0.1).search_activities(wf_account_id)
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = WealthfolioClient(f"http://127.0.0.1:{port}", "pw", session_path=tmp_path / "s",
+                               sleep=lambda _: None, max_attempts=2, timeout=1)
+    with client, pytest.raises(WealthfolioError, match="Wealthfolio login failed at http"):
+        client.search_activities("acc")
+
+
+def test_malformed_json_is_retried_then_reported(wf_client: WealthfolioClient,
+                                                 fake_wealthfolio: FakeWealthfolio,
+                                                 wf_account_id: str) -> None:
+    fake_wealthfolio.malformed_json(path="/activities/search")
+    assert wf_client.search_activities(wf_account_id) == []
+    fake_wealthfolio.malformed_json(times=5, path="/activities/search")
+    with pytest.raises(WealthfolioError, match="not JSON"):
+        wf_client.search_activities(wf_account_id)
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+def test_search_pages_until_total(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+                                  wf_account_id: str) -> None:
+    client = make_wf_client(page_size=3)
+    for i in range(7):
+        assert client.create_activity(_buy(wf_account_id, f"p{i}")).status == "posted"
+    other = fake_wealthfolio.create_account("Other")["id"]
+    client.create_activity(_buy(other, "elsewhere"))
+    page = client.search_all(wf_account_id)
+    assert page.total_row_count == 7
+    assert sorted(r["idempotencyKey"] for r in page.rows) == [f"p{i}" for i in range(7)]
+    bodies = [r.json for r in fake_wealthfolio.requests_to("POST", "/activities/search")]
+    assert [b["page"] for b in bodies] == [0, 1, 2]
+    assert all(b["pageSize"] == 3 and b["accountIdFilter"] == [wf_account_id] for b in bodies)
+
+
+def test_check_duplicates_in_chunks(make_wf_client: MakeClient,
+                                    fake_wealthfolio: FakeWealthfolio,
+                                    wf_account_id: str) -> None:
+    client = make_wf_client(duplicate_chunk=2)
+    posted = client.create_activity(_buy(wf_account_id, "d3"))
+    found = client.check_duplicates(["d1", "d2", "d3", "d4", "d5", "d3"])
+    assert found == {"d3": posted.activity_id}
+    assert len(fake_wealthfolio.requests_to("POST", "/activities/import/check-duplicates")) == 3
+
+
+def test_create_outcomes(wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio,
+                         wf_account_id: str) -> None:
+    posted = wf_client.create_activity(_buy(wf_account_id, "c1"))
+    assert posted.status == "posted" and posted.activity_id
+    again = wf_client.create_activity(_buy(wf_account_id, "c1"))
+    assert (again.status, again.activity_id) == ("already_present", posted.activity_id)
+    refused = wf_client.create_activity(_buy(wf_account_id, "c2", symbol=None))
+    assert refused.status == "failed"
+    assert refused.error == ("400 Bad Request: Activity error: Invalid data: Asset-backed "
+                             "activities need either asset_id or symbol")
+    shape = wf_client.create_activity({"accountId": wf_account_id})
+    assert shape.status == "failed" and shape.error is not None
+    assert shape.error.startswith("422 Unprocessable Entity: Failed to deserialize")
+    fake_wealthfolio.fail_nth_create(1, times=5)
+    storm = wf_client.create_activity(_buy(wf_account_id, "c3"))
+    assert (storm.status, storm.error) == ("failed", "500 Internal Server Error")
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_lost_acknowledgement_converges_to_already_present(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio, wf_account_id: str,
+        drop: bool) -> None:
+    fake_wealthfolio.fail_nth_create(1, store=True, drop=drop)
+    outcome = wf_client.create_activity(_buy(wf_account_id, "lost"))
+    stored = fake_wealthfolio.activity_by_key("lost")
+    assert stored is not None
+    assert (outcome.status, outcome.activity_id) == ("already_present", stored["id"])
+    assert len(fake_wealthfolio.activities) == 1
+
+
+def test_holdings_numbers_are_decimals(wf_client: WealthfolioClient, wf_account_id: str) -> None:
+    wf_client.create_activity(_buy(wf_account_id, "h1", quantity="2.5"))
+    holdings = wf_client.get_holdings(wf_account_id)
+    security = next(h for h in holdings if h["holdingType"] == "security")
+    assert security["quantity"] == Decimal("2.5")
+    assert isinstance(security["quantity"], Decimal)
+
+
+def test_from_settings(fake_wealthfolio: FakeWealthfolio, tmp_path: Path,
+                       wf_account_id: str) -> None:
+    settings = Settings(data_dir=tmp_path, wf_base_url=fake_wealthfolio.base_url,
+                        wf_password=Secret(WF_TEST_PASSWORD), http_timeout_seconds=3)
+    with WealthfolioClient.from_settings(settings) as client:
+        assert client.search_activities(wf_account_id) == []
+        assert client.timeout == 3
+    assert settings.session_path.exists()
+
+
+def test_secrets_never_logged(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+                              wf_account_id: str, wf_session_path: Path,
+                              caplog: pytest.LogCaptureFixture) -> None:
+    for name in ("", "httpx", "httpcore", "flexsync"):
+        caplog.set_level(logging.DEBUG, logger=name or None)
+    errors: list[str] = []
+    client = make_wf_client()
+    client.create_activity(_buy(wf_account_id, "s1"))
+    fake_wealthfolio.expire_sessions()
+    client.search_activities(wf_account_id)
+    token = _cached_token(wf_session_path)
+    fake_wealthfolio.error_storm(1, path="/activities/search")
+    client.search_activities(wf_account_id)
+    try:
+        make_wf_client(password="wrong-" + WF_TEST_PASSWORD,
+                       session_path=wf_session_path.with_name("other")).search_activities("x")
+    except WealthfolioError as exc:
+        errors.append(str(exc))
+    assert any("httpcore" in r.name for r in caplog.records)  # debug capture really on
+    assert any("wf_session=********" in r.getMessage() for r in caplog.records)
+    text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text + "\n".join(errors)
+    assert WF_TEST_PASSWORD not in text
+    assert token not in text
+    for session in fake_wealthfolio.sessions:
+        assert session not in text
