@@ -299,11 +299,15 @@ class WealthfolioClient:
             if answer.status == 401:
                 raise WealthfolioError(
                     f"Wealthfolio rejected WF_PASSWORD ({answer.status} {answer.message})")
-            if answer.status == 404:
+            if answer.status == 404 and "not configured" in answer.message:
                 log.info("Wealthfolio at %s has no password configured: no login needed",
                          self.base_url)
                 self._auth_disabled = True
                 return
+            if answer.status == 404:
+                raise WealthfolioError(
+                    f"no Wealthfolio login endpoint at {self.base_url}{API_PREFIX}/auth/login "
+                    "(404 Not Found): is WF_BASE_URL right?")
             if answer.status == 429:
                 wait = _login_wait(answer)
                 if waited + wait > self.max_login_wait:
@@ -400,9 +404,9 @@ class WealthfolioClient:
 
     def _absorb_session_cookie(self, response: httpx.Response) -> None:
         """Sliding sessions: a protected answer may carry a fresh wf_session cookie."""
-        token = _session_cookie(response)
-        if token and token != self._token and self._token is not None:
-            self._set_token(token, 3600.0)
+        found = _session_cookie_with_ttl(response)
+        if found and found[0] != self._token and self._token is not None:
+            self._set_token(*found)
 
     # ---------------------------------------------------------------- transport
 
@@ -430,7 +434,8 @@ class WealthfolioClient:
             if answer.status == 401:
                 if relogged or not self._password or self._auth_disabled:
                     hint = ("even after a fresh login" if relogged
-                            else "and WF_PASSWORD is not set")
+                            else "though its login said no password is configured"
+                            if self._auth_disabled else "and WF_PASSWORD is not set")
                     raise WealthfolioError(
                         f"Wealthfolio refused {what} ({answer.describe()}) {hint}")
                 log.info("Wealthfolio session expired or revoked: logging in again")
@@ -491,6 +496,12 @@ def _field(data: Any, name: str, kind: type) -> Any:
 
 
 def _session_cookie(response: httpx.Response) -> str | None:
+    found = _session_cookie_with_ttl(response)
+    return found[0] if found else None
+
+
+def _session_cookie_with_ttl(response: httpx.Response) -> tuple[str, float] | None:
+    """(token, seconds to live) from a `Set-Cookie: wf_session=...` header, if any."""
     for header in response.headers.get_list("set-cookie"):
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -498,8 +509,10 @@ def _session_cookie(response: httpx.Response) -> str | None:
         except CookieError:
             continue
         morsel = jar.get(SESSION_COOKIE)
-        if morsel is not None and morsel.value and morsel["max-age"] != "0":
-            return morsel.value
+        if morsel is None or not morsel.value or morsel["max-age"] == "0":
+            continue
+        max_age = morsel["max-age"]
+        return morsel.value, float(max_age) if str(max_age).isdigit() else 3600.0
     return None
 
 

@@ -386,20 +386,23 @@ class ActivityPlan:
 
     def table(self) -> Table:
         table = Table(title=f"Would post {len(self.activities)} activities to Wealthfolio")
+        problems = any(item.problem for item in self.activities)
         for name in ("date", "type", "symbol", "quantity", "price", "amount", "currency",
-                     "external id"):
-            table.add_column(name, justify="right" if name in (
-                "quantity", "price", "amount") else "left", no_wrap=name == "external id")
+                     "external id") + (("problem",) if problems else ()):
+            numeric = name in ("quantity", "price", "amount")
+            table.add_column(name, justify="right" if numeric else "left",
+                             no_wrap=name != "problem")
         for item in self.activities:
             row = item.row
-            table.add_row(
+            cells = [
                 row.activity_date.isoformat() if row.activity_date else "?",
                 row.activity_type + (f"/{row.subtype}" if row.subtype else ""),
                 row.symbol or "",
                 _cell(row.quantity), _cell(row.unit_price), _cell(row.amount),
                 row.currency or "",
-                row.external_id + (f" ({item.problem})" if item.problem else ""),
-            )
+                row.external_id,
+            ]
+            table.add_row(*cells, *([item.problem or ""] if problems else []))
         return table
 
     def render(self, width: int = 140) -> str:

@@ -6,16 +6,16 @@
       4. else the symbol is unchanged.
     IBKR writes some LSE symbols with a trailing dot ('BP.', 'RR.'): the dot is dropped
     before a suffix is appended ('BP.L', not 'BP..L').
-    Arguments are SQL expressions; listing_code is NULL when no listing was resolved. -#}
+    Arguments are SQL expressions; listing_code is NULL when no listing was resolved.
+    Empty seed values count as NULL (dbt unit tests read seeds as text). -#}
 {% macro canonical_symbol(symbol, listing_code, listing_suffix, currency) -%}
     case
         when {{ symbol }} is null then null
         when {{ symbol_suffix(symbol) }} in (
-            select known_suffixes.yahoo_suffix
+            select nullif(known_suffixes.yahoo_suffix, '')
             from {{ ref('exchanges') }} as known_suffixes
-            where known_suffixes.yahoo_suffix is not null
         ) then {{ symbol }}
-        when {{ listing_code }} is not null and {{ listing_suffix }} is null
+        when {{ listing_code }} is not null and nullif({{ listing_suffix }}, '') is null
             then {{ symbol }}
         when {{ listing_code }} is not null
             then rtrim({{ symbol }}, '.') || {{ listing_suffix }}
@@ -56,4 +56,17 @@
     and {{ exchange_expression or (row ~ '.exchange') }}
     is not distinct from {{ symbols }}.exchange
     and {{ row }}.currency is not distinct from {{ symbols }}.currency
+{%- endmacro %}
+
+{#- The exchanges seed with empty values as NULL: dbt unit tests load seed rows from
+    the CSV as text, where an empty cell is '' rather than NULL. -#}
+{% macro select_exchanges() -%}
+    select
+        exchanges_seed.ibkr_code,
+        nullif(exchanges_seed.mic, '') as mic,
+        nullif(exchanges_seed.yahoo_suffix, '') as yahoo_suffix,
+        nullif(exchanges_seed.quote_currency, '') as quote_currency,
+        exchanges_seed.minor_unit_factor,
+        exchanges_seed.is_listing_exchange
+    from {{ ref('exchanges') }} as exchanges_seed
 {%- endmacro %}

@@ -171,7 +171,7 @@ def test_login_429_gives_up_beyond_bound(make_wf_client: MakeClient,
                                          fake_wealthfolio: FakeWealthfolio,
                                          wf_account_id: str) -> None:
     fake_wealthfolio.rate_limit_login(100)
-    with pytest.raises(WealthfolioError, match="rate-limited .*Wait for 100s.*limit 60s"):
+    with pytest.raises(WealthfolioError, match=r"rate-limited .*Wait for 100s.*limit 60s"):
         make_wf_client(max_login_wait=60).search_activities(wf_account_id)
 
 
@@ -196,6 +196,25 @@ def test_5xx_beyond_attempts_is_a_clear_error(wf_client: WealthfolioClient,
         "Wealthfolio could not search activities: 500 Internal Server Error")
 
 
+def test_check_duplicates_and_create_are_retried(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str) -> None:
+    fake_wealthfolio.error_storm(1, status=502, path="/activities/import/check-duplicates")
+    assert wf_client.check_duplicates(["x"]) == {}
+    fake_wealthfolio.fail_nth_create(1)  # not stored: the retry creates it
+    outcome = wf_client.create_activity(_buy(wf_account_id, "retry-me"))
+    assert outcome.status == "posted"
+    assert len(fake_wealthfolio.requests_to("POST", "/activities")) == 2
+    assert len(fake_wealthfolio.activities) == 1
+
+
+def test_wrong_base_url_is_named(tmp_path: Path, fake_wealthfolio: FakeWealthfolio) -> None:
+    with WealthfolioClient(fake_wealthfolio.base_url + "/wealthfolio", "pw",
+                           session_path=tmp_path / "s") as client, \
+            pytest.raises(WealthfolioError, match="is WF_BASE_URL right"):
+        client.search_activities("acc")
+
+
 def test_timeout_is_retried(make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
                             wf_account_id: str) -> None:
     fake_wealthfolio.slow_down(0.6, path="/activities/search")
@@ -208,6 +227,34 @@ def test_persistent_timeout(make_wf_client: MakeClient, fake_wealthfolio: FakeWe
     fake_wealthfolio.slow_down(0.4, times=3, path="/activities/search")
     with pytest.raises(WealthfolioError, match=r"did not answer .* within 0.1s \(3 attempts\)"):
         make_wf_client(timeout=0.1).search_activities(wf_account_id)
+
+
+def test_slow_create_is_retried_without_duplicating(
+        make_wf_client: MakeClient, fake_wealthfolio: FakeWealthfolio,
+        wf_account_id: str) -> None:
+    # The first POST times out on our side; the server stores it late (or not at all):
+    # either way the key keeps Wealthfolio at exactly one activity.
+    fake_wealthfolio.slow_down(0.5, method="POST", path="/activities")
+    outcome = make_wf_client(timeout=0.2).create_activity(_buy(wf_account_id, "slow"))
+    assert outcome.status in ("posted", "already_present")
+    assert fake_wealthfolio.wait_idle()  # let the late request finish before counting
+    stored = fake_wealthfolio.activity_by_key("slow")
+    assert stored is not None and stored["id"] == outcome.activity_id
+    assert len(fake_wealthfolio.activities) == 1
+
+
+def test_sliding_session_cookie_refreshes_the_cache(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio, wf_account_id: str,
+        wf_session_path: Path) -> None:
+    wf_client.search_activities(wf_account_id)
+    first = _cached_token(wf_session_path)
+    fake_wealthfolio.advance(2000)  # past half the TTL: the answer carries a fresh cookie
+    wf_client.search_activities(wf_account_id)
+    fresh = _cached_token(wf_session_path)
+    assert fresh != first and fresh in fake_wealthfolio.sessions
+    fake_wealthfolio.advance(2000)  # the first token is dead now; the fresh one is not
+    wf_client.search_activities(wf_account_id)
+    assert fake_wealthfolio.logins == 1
 
 
 def test_unreachable_server(tmp_path: Path) -> None:

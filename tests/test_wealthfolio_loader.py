@@ -318,7 +318,7 @@ def test_lost_ack_without_retries_converges_next_run(
 
 
 class CrashingClient(StalePrecheck):
-    def __init__(self, inner: WealthfolioClient, crash_on: int, error: Exception) -> None:
+    def __init__(self, inner: WealthfolioClient, crash_on: int, error: BaseException) -> None:
         super().__init__(inner)
         self.calls, self.crash_on, self.error = 0, crash_on, error
 

@@ -386,6 +386,8 @@ class FakeWealthfolio:
         self._seq = 0
         self._buckets: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -508,7 +510,22 @@ class FakeWealthfolio:
 
     # ---------------------------------------------------------------- dispatch
 
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is being handled (e.g. a slowed one finishing late)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
     def handle(self, req: IncomingRequest) -> Reply:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return self._handle_recorded(req)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _handle_recorded(self, req: IncomingRequest) -> Reply:
         auth_kind = self._auth_kind(req)
         record = RecordedRequest(
             method=req.method, path=req.path, query=req.query,
@@ -1018,9 +1035,10 @@ class FakeWealthfolio:
                 if "dateTo" in bounds and day > bounds["dateTo"]:
                     continue
                 if keyword:
-                    hay = " ".join(filter(None, [
-                        rec["assetId"], asset and asset["name"], asset and asset["symbol"],
-                        rec["notes"]])).lower()
+                    fields = [rec["assetId"], rec["notes"]]
+                    if asset is not None:
+                        fields += [asset["name"], asset["symbol"]]
+                    hay = " ".join(f for f in fields if f).lower()
                     if keyword.lower() not in hay:
                         continue
                 rows.append(rec)

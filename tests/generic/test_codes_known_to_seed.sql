@@ -3,10 +3,26 @@
     back to the currency rule, so it should be added to seeds/exchanges.csv. -#}
 {% test codes_known_to_seed(model, column_name, seed, seed_column) %}
 
-select distinct observed.{{ column_name }} as unknown_code
-from {{ model }} as observed
-left join {{ seed }} as known
-    on observed.{{ column_name }} = known.{{ seed_column }}
-where observed.{{ column_name }} is not null and known.{{ seed_column }} is null
+with
+
+observed as (
+
+    select distinct {{ column_name }} as code
+    from {{ model }}
+    where {{ column_name }} is not null
+
+),
+
+known as (
+
+    select {{ seed_column }} as code from {{ seed }}
+
+)
+
+select observed.code as unknown_code
+from observed
+left join known
+    on observed.code = known.code
+where known.code is null
 
 {% endtest %}

@@ -38,7 +38,7 @@ with_mapping as (
     select
         with_direction.*,
         cash_type_mapping.activity_type as mapped_activity_type,
-        cash_type_mapping.subtype as mapped_subtype,
+        nullif(cash_type_mapping.subtype, '') as mapped_subtype,
         symbols.canonical_symbol,
         symbols.exchange_mic,
         symbols.quote_currency

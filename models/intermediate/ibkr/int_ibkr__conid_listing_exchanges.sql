@@ -16,7 +16,7 @@ open_positions as (
 
 exchanges as (
 
-    select * from {{ ref('exchanges') }}
+    {{ select_exchanges() }}
 
 ),
 

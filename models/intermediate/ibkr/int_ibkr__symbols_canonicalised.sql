@@ -32,7 +32,7 @@ conid_listings as (
 
 exchanges as (
 
-    select * from {{ ref('exchanges') }}
+    {{ select_exchanges() }}
 
 ),
 
@@ -112,10 +112,10 @@ canonicalised as (
         resolved.*,
         listing.mic as listing_mic,
         listing.yahoo_suffix as listing_suffix,
-        symbol_overrides.exchange_mic as override_mic,
-        symbol_overrides.canonical_symbol is not null as is_overridden,
+        nullif(symbol_overrides.exchange_mic, '') as override_mic,
+        nullif(symbol_overrides.canonical_symbol, '') is not null as is_overridden,
         coalesce(
-            symbol_overrides.canonical_symbol,
+            nullif(symbol_overrides.canonical_symbol, ''),
             {{ canonical_symbol(
                 'resolved.symbol',
                 'listing.ibkr_code',

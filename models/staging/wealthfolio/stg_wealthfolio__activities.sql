@@ -10,7 +10,7 @@ source as (
 
 exchanges as (
 
-    select * from {{ ref('exchanges') }}
+    {{ select_exchanges() }}
 
 ),
 
