@@ -15,27 +15,31 @@ Order of work, so that a refused file writes nothing:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+from xml.sax import SAXParseException
+from xml.sax.handler import feature_string_interning
 
 import duckdb
 import pyarrow as pa
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, iterparse
+from defusedxml.expatreader import DefusedExpatParser
 
 from extract.flex_validation import validate_with_ibflex
 from flexsync.errors import IBKRAccountMismatchError, InputFileError
@@ -44,6 +48,7 @@ from flexsync.warehouse import LINEAGE_COLUMNS
 log = logging.getLogger(__name__)
 
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
+READ_CHUNK = 1 << 20
 RESERVED_TABLES = {"extracts", "statements", "flex_validation"}
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -119,8 +124,30 @@ def _sniff(source: FlexSource) -> None:
         )
 
 
+class _Group:
+    """Rows of one table that share a statement, a row tag and an attribute list.
+
+    Flex rows of a kind carry the same attributes in the same order, so a batch is
+    stored as value lists per attribute list and becomes columns with one
+    `zip(*rows)` — no per-row dicts.
+    """
+
+    __slots__ = ("names", "row_indexes", "values")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.values: list[list[str]] = []
+        self.row_indexes: list[int] = []
+
+
+_GroupKey = tuple[str, int | None, str | None, str, tuple[str, ...]]
+
+
 class _TableWriter:
-    """Buffers rows per table and writes them to DuckDB in Arrow batches."""
+    """Buffers rows per table; full batches become Arrow tables that a background
+    thread inserts into DuckDB, so the inserts overlap the parse (DuckDB runs
+    without the GIL). The connection belongs to that thread until `close()`.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, extract_id: str, sha: str,
                  extracted_at: datetime) -> None:
@@ -128,22 +155,70 @@ class _TableWriter:
         self.extract_id = extract_id
         self.sha = sha
         self.extracted_at = extracted_at
-        self.buffers: dict[str, list[tuple[int | None, str | None, str, int, dict[str, str]]]] = {}
+        self.groups: dict[_GroupKey, _Group] = {}
         self.buffered_cells = 0
         self.columns: dict[str, set[str]] = {}
         self.rows_by_table: dict[str, int] = {}
         self.row_counter: dict[str, int] = {}
+        # Two batches in flight at most: memory stays bounded whatever the file size.
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._insert_loop, name="flex-insert",
+                                        daemon=True)
+        self._thread.start()
 
     def add(self, table: str, statement_index: int | None, account_id: str | None,
-            row_tag: str, attributes: dict[str, str]) -> None:
+            row_tag: str, attributes: list[str]) -> None:
+        """`attributes` is expat's ordered list: name, value, name, value, ..."""
         index = self.row_counter.get(table, 0)
         self.row_counter[table] = index + 1
-        self.buffers.setdefault(table, []).append(
-            (statement_index, account_id, row_tag, index, attributes)
-        )
-        self.buffered_cells += len(attributes) + len(LINEAGE_COLUMNS)
+        names = attributes[0::2]
+        key = (table, statement_index, account_id, row_tag, tuple(names))
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(names)
+        group.values.append(attributes[1::2])
+        group.row_indexes.append(index)
+        self.buffered_cells += len(names) + len(LINEAGE_COLUMNS)
         if self.buffered_cells >= FLUSH_CELLS:
             self.flush()
+
+    def flush(self) -> None:
+        groups, self.groups = self.groups, {}
+        self.buffered_cells = 0
+        for (table, statement_index, account_id, row_tag, _), group in groups.items():
+            self._put(_Batch.of(table, (statement_index, account_id, row_tag), group))
+            self.rows_by_table[table] = self.rows_by_table.get(table, 0) + len(group.row_indexes)
+
+    def close(self) -> None:
+        """Write what is buffered and wait for the inserts; re-raise their error."""
+        self.flush()
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop the insert thread without writing more (the caller rolls back)."""
+        self.groups = {}
+        self._stop()
+
+    def _put(self, batch: _Batch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _insert_loop(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._insert(batch)
+                except BaseException as exc:  # handed to the parsing thread
+                    self._error = exc
 
     def _known_columns(self, table: str) -> set[str]:
         if table not in self.columns:
@@ -160,43 +235,48 @@ class _TableWriter:
             self.columns[table] = existing
         return self.columns[table]
 
-    def flush(self) -> None:
-        for table, rows in self.buffers.items():
-            if rows:
-                self._write(table, rows)
-        self.buffers = {}
-        self.buffered_cells = 0
+    def _insert(self, batch: _Batch) -> None:
+        known = self._known_columns(batch.table)
+        for name in batch.table_data.column_names:
+            if name.lower() not in known:
+                self.con.execute(
+                    f'alter table raw_ibkr."{batch.table}" add column "{name}" varchar')
+                known.add(name.lower())
+                log.debug("raw_ibkr.%s: new column %s", batch.table, name)
+        statement_index, account_id, row_tag = batch.lineage
+        # Read through DuckDB's replacement scan of this local variable rather than
+        # con.register(): a view dropped inside the open transaction would keep every
+        # batch's Arrow buffers alive until commit (memory growing with the file).
+        _flex_batch = batch.table_data  # read by name in the SQL below
+        self.con.execute(
+            f'insert into raw_ibkr."{batch.table}" by name select *, '
+            "?::varchar as _extract_id, ?::varchar as _file_sha256, "
+            "?::integer as _statement_index, ?::varchar as _statement_account_id, "
+            "?::varchar as _row_tag, ?::timestamp as _extracted_at from _flex_batch",
+            [self.extract_id, self.sha, statement_index, account_id, row_tag,
+             self.extracted_at],
+        )
 
-    def _write(self, table: str,
-               rows: list[tuple[int | None, str | None, str, int, dict[str, str]]]) -> None:
-        known = self._known_columns(table)
-        names: dict[str, str] = {}  # lower -> spelling as first seen
-        for row in rows:
-            for name in row[4]:
-                names.setdefault(name.lower(), name)
-        for lower, name in names.items():
-            if lower not in known:
-                self.con.execute(f'alter table raw_ibkr."{table}" add column "{name}" varchar')
-                known.add(lower)
-                log.debug("raw_ibkr.%s: new column %s", table, name)
+
+@dataclass
+class _Batch:
+    table: str
+    lineage: tuple[int | None, str | None, str]  # statement index, its account, row tag
+    table_data: pa.Table
+
+    @classmethod
+    def of(cls, table: str, lineage: tuple[int | None, str | None, str],
+           group: _Group) -> _Batch:
+        # DuckDB column names are case-insensitive: the first spelling of a name wins.
+        positions: dict[str, int] = {}
+        for position, name in enumerate(group.names):
+            positions.setdefault(name.lower(), position)
+        columns = list(zip(*group.values, strict=True))
         arrays: dict[str, pa.Array] = {
-            "_extract_id": pa.array([self.extract_id] * len(rows), pa.string()),
-            "_file_sha256": pa.array([self.sha] * len(rows), pa.string()),
-            "_statement_index": pa.array([r[0] for r in rows], pa.int32()),
-            "_statement_account_id": pa.array([r[1] for r in rows], pa.string()),
-            "_row_tag": pa.array([r[2] for r in rows], pa.string()),
-            "_row_index": pa.array([r[3] for r in rows], pa.int64()),
-            "_extracted_at": pa.array([self.extracted_at] * len(rows), pa.timestamp("us")),
+            group.names[p]: pa.array(columns[p], pa.string()) for p in positions.values()
         }
-        for name in names.values():
-            arrays[name] = pa.array([r[4].get(name) for r in rows], pa.string())
-        batch = pa.table(arrays)
-        self.con.register("_flex_batch", batch)
-        try:
-            self.con.execute(f'insert into raw_ibkr."{table}" by name select * from _flex_batch')
-        finally:
-            self.con.unregister("_flex_batch")
-        self.rows_by_table[table] = self.rows_by_table.get(table, 0) + len(rows)
+        arrays["_row_index"] = pa.array(group.row_indexes, pa.int64())
+        return cls(table, lineage, pa.table(arrays))
 
 
 @dataclass
@@ -205,67 +285,114 @@ class _Statement:
     attributes: dict[str, str]
 
 
+class _FlexReader(DefusedExpatParser):
+    """defusedxml's expat reader (no DTD, no entities, no external references) with
+    the element callbacks wired straight to `_StatementWalker`.
+
+    The SAX layer would wrap every element's attributes in an AttributesImpl and
+    ElementTree's pure-Python builder (what defusedxml's iterparse uses) copies
+    each attribute in a Python loop; expat's ordered attribute list is handed on
+    as it is. Character data is ignored (Flex carries everything in attributes).
+    """
+
+    def __init__(self, walker: _StatementWalker) -> None:
+        super().__init__(forbid_dtd=True)
+        self.setFeature(feature_string_interning, True)  # one str per attribute name
+        self.walker = walker
+
+    def reset(self) -> None:
+        super().reset()  # installs defusedxml's DTD/entity/external guards
+        parser = self._parser
+        parser.ordered_attributes = True
+        parser.StartElementHandler = self.walker.start
+        parser.EndElementHandler = self.walker.end
+        parser.CharacterDataHandler = None
+        parser.ProcessingInstructionHandler = None
+
+
+class _StatementWalker:
+    """Turns the element stream into rows; the account guard runs at each <FlexStatement>."""
+
+    def __init__(self, source_name: str, writer: _TableWriter,
+                 allowed_accounts: tuple[str, ...]) -> None:
+        self.source_name = source_name
+        self.writer = writer
+        self.allowed_accounts = allowed_accounts
+        self.statements: list[_Statement] = []
+        self.declared_count: str | None = None
+        self.tags: list[str] = []  # open elements, root first
+        self.attrs: list[list[str]] = []  # their attribute lists
+        self.statement: _Statement | None = None
+        self.account_id: str | None = None
+        self.section_table: str | None = None
+
+    def start(self, tag: str, attributes: list[str]) -> None:
+        depth = len(self.tags)
+        self.tags.append(tag)
+        self.attrs.append(attributes)
+        if depth == 0:
+            if tag != "FlexQueryResponse":
+                raise InputFileError(_wrong_root_message(self.source_name, tag))
+        elif depth == 1 and tag == "FlexStatements":
+            self.declared_count = _attribute(attributes, "count")
+        elif depth == 2 and self.tags[1] == "FlexStatements" and tag == "FlexStatement":
+            account = _attribute(attributes, "accountId") or ""
+            if self.allowed_accounts and account not in self.allowed_accounts:
+                raise IBKRAccountMismatchError(account, list(self.allowed_accounts))
+            pairs = dict(zip(attributes[0::2], attributes[1::2], strict=True))
+            self.statement = _Statement(len(self.statements), pairs)
+            self.statements.append(self.statement)
+            self.account_id = pairs.get("accountId")
+        elif depth == 3 and self.statement is not None:
+            self.section_table = section_table_name(tag)
+
+    def end(self, tag: str) -> None:
+        self.tags.pop()
+        attributes = self.attrs.pop()
+        depth = len(self.tags)
+        if depth >= 3:
+            if self.statement is not None and self.section_table is not None:
+                if attributes:
+                    self.writer.add(self.section_table, self.statement.index, self.account_id,
+                                    tag, attributes)
+                if depth == 3:
+                    self.section_table = None
+        elif depth == 1:
+            if tag != "FlexStatements" and attributes:
+                # Root-level extras (a stray <AccountInformation>, <Message>): land them too.
+                self.writer.add(section_table_name(tag), None, None, tag, attributes)
+        elif depth == 2 and tag == "FlexStatement":
+            self.statement = None
+            self.account_id = None
+
+
+def _attribute(attributes: list[str], name: str) -> str | None:
+    for position in range(0, len(attributes), 2):
+        if attributes[position] == name:
+            return attributes[position + 1]
+    return None
+
+
 def _parse_into(source: FlexSource, writer: _TableWriter,
                 allowed_accounts: tuple[str, ...]) -> tuple[list[_Statement], str | None]:
     """Stream the document into `writer`; return its statements and declared count."""
-    statements: list[_Statement] = []
-    declared_count: str | None = None
-    stack: list[Any] = []
-    statement: _Statement | None = None
-    section_tag: str | None = None
+    walker = _StatementWalker(source.name, writer, allowed_accounts)
+    reader = _FlexReader(walker)
     total = source.size()
     next_progress = time.monotonic() + 5.0
     with source.open() as handle:
-        events: Iterator[tuple[str, Any]] = iterparse(
-            handle, events=("start", "end"), forbid_dtd=True
-        )
-        for event, elem in events:
-            if event == "start":
-                depth = len(stack)
-                stack.append(elem)
-                tag = elem.tag
-                if depth == 0:
-                    if tag != "FlexQueryResponse":
-                        raise InputFileError(_wrong_root_message(source.name, tag))
-                elif depth == 1 and tag == "FlexStatements":
-                    declared_count = elem.get("count")
-                elif depth == 2 and stack[1].tag == "FlexStatements" and tag == "FlexStatement":
-                    account = elem.get("accountId", "")
-                    if allowed_accounts and account not in allowed_accounts:
-                        raise IBKRAccountMismatchError(account, list(allowed_accounts))
-                    statement = _Statement(len(statements), dict(elem.attrib))
-                    statements.append(statement)
-                elif depth == 3 and statement is not None:
-                    section_tag = tag
-                continue
-            # end event
-            depth = len(stack) - 1
-            stack.pop()
-            if depth == 1 and elem.tag != "FlexStatements" and elem.attrib:
-                # Root-level extras (a stray <AccountInformation>, <Message>): land them too.
-                writer.add(section_table_name(elem.tag), None, None, elem.tag, dict(elem.attrib))
-            elif depth >= 3 and statement is not None and section_tag is not None:
-                if elem.attrib:
-                    writer.add(section_table_name(section_tag), statement.index,
-                               statement.attributes.get("accountId"), elem.tag,
-                               dict(elem.attrib))
-                if depth == 3:
-                    section_tag = None
-            elif depth == 2 and elem.tag == "FlexStatement":
-                statement = None
-            # Drop finished elements so memory stays flat on big files.
-            elem.clear()
-            if stack:
-                stack[-1].remove(elem)
+        while chunk := handle.read(READ_CHUNK):
+            reader.feed(chunk)
             if time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + 5.0
-                done = handle.tell()
                 log.info("landing %s: %s rows so far (%.0f of %.0f MB)", source.name,
-                         f"{sum(writer.rows_by_table.values()):,}", done / 1e6, total / 1e6)
-    if not statements:
+                         f"{sum(writer.row_counter.values()):,}", handle.tell() / 1e6,
+                         total / 1e6)
+        reader.close()
+    if not walker.statements:
         raise InputFileError(f"{source.name}: a FlexQueryResponse with no <FlexStatement>; "
                              "nothing landed")
-    return statements, declared_count
+    return walker.statements, walker.declared_count
 
 
 def _wrong_root_message(name: str, tag: str) -> str:
@@ -277,21 +404,57 @@ def _wrong_root_message(name: str, tag: str) -> str:
     return f"{name}: root element is <{tag}>, expected <FlexQueryResponse>; nothing landed"
 
 
-def _archive(source: FlexSource, archive_dir: Path, sha: str) -> Path:
-    target = archive_dir / sha[:2] / f"{sha}.xml.gz"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".gz")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb",
-                                                       mtime=0) as gz, source.open() as src:
-            shutil.copyfileobj(src, gz, 1 << 20)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+class _ArchiveJob:
+    """Gzips a source into the archive on a thread while it is being parsed (zlib
+    works without the GIL). The file only takes its place on `keep()`, after every
+    guard passed; `discard()` leaves no archive entry.
+    """
+
+    def __init__(self, source: FlexSource, archive_dir: Path, sha: str) -> None:
+        self.target = archive_dir / sha[:2] / f"{sha}.xml.gz"
+        self.error: BaseException | None = None
+        self.tmp: Path | None = None
+        self.thread: threading.Thread | None = None
+        if self.target.exists():
+            return
+        self.made_dirs = [d for d in (archive_dir, self.target.parent) if not d.exists()]
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.target.parent, prefix=".tmp-", suffix=".gz")
+        self.tmp = Path(tmp)
+        self.thread = threading.Thread(target=self._compress, args=(source, fd),
+                                       name="flex-archive", daemon=True)
+        self.thread.start()
+
+    def _compress(self, source: FlexSource, fd: int) -> None:
+        try:
+            # Level 6 (zlib's default): ~95 % of level 9's ratio on Flex XML at ~60 % of the time.
+            with os.fdopen(fd, "wb") as raw, gzip.GzipFile(
+                    fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
+                    source.open() as src:
+                shutil.copyfileobj(src, gz, 1 << 20)
+        except BaseException as exc:  # handed to keep()
+            self.error = exc
+
+    def keep(self) -> Path:
+        if self.thread is not None:
+            self.thread.join()
+            if self.error is not None:
+                self.discard()
+                raise self.error
+            assert self.tmp is not None
+            os.replace(self.tmp, self.target)
+            self.tmp = None
+        return self.target
+
+    def discard(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+            for directory in reversed(self.made_dirs):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when empty
 
 
 def _already_landed(con: duckdb.DuckDBPyConnection, sha: str) -> str | None:
@@ -308,7 +471,7 @@ def land_sources(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
         _sniff(source)
     results: list[LandingResult] = []
     seen: set[str] = set()
-    pending_archives: list[tuple[FlexSource, str]] = []
+    archives: list[tuple[_ArchiveJob, str]] = []
     con.execute("begin transaction")
     try:
         for source in sources:
@@ -320,15 +483,17 @@ def land_sources(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
                 results.append(LandingResult(source.name, previous, sha, already_landed=True))
                 continue
             seen.add(sha)
+            archives.append((_ArchiveJob(source, archive_dir, sha), sha))
             results.append(_land_one(con, source, sha, allowed_accounts, archive_dir))
-            pending_archives.append((source, sha))
         # Archive last, after every guard passed: a refused batch leaves no archive entry.
-        for source, sha in pending_archives:
-            path = _archive(source, archive_dir, sha)
+        for job, sha in archives:
+            path = job.keep()
             con.execute("update raw_ibkr.extracts set archive_path = ? where file_sha256 = ?",
                         [str(path), sha])
         con.execute("commit")
     except BaseException:
+        for job, _ in archives:
+            job.discard()
         con.execute("rollback")
         raise
     return results
@@ -341,17 +506,23 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
     writer = _TableWriter(con, extract_id, sha, landed_at)
     try:
         statements, declared = _parse_into(source, writer, allowed_accounts)
+        writer.close()
     except DefusedXmlException as exc:
+        writer.abort()
         raise InputFileError(
             f"{source.name}: refused hostile XML ({type(exc).__name__}: DTDs, entities and "
             "external references are not allowed in a Flex statement); nothing landed"
         ) from None
-    except ParseError as exc:
+    except SAXParseException as exc:
+        writer.abort()
+        where = f"{exc.getMessage()}: line {exc.getLineNumber()}, column {exc.getColumnNumber()}"
         raise InputFileError(
-            f"{source.name}: not a well-formed XML document ({exc}); truncated or not a Flex "
+            f"{source.name}: not a well-formed XML document ({where}); truncated or not a Flex "
             "statement; nothing landed"
         ) from None
-    writer.flush()
+    except BaseException:
+        writer.abort()
+        raise
     for st in statements:
         attrs = st.attributes
         con.execute(

@@ -128,7 +128,6 @@ def _run(command: str, body: Callable[[], int | None], settings_factory: Callabl
                 lock.release()
     except FlexsyncError as exc:
         typer.echo(scrub(str(exc)), err=True)
-        log.debug("details", exc_info=True)
         raise typer.Exit(int(exc.exit_code)) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

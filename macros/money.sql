@@ -20,3 +20,12 @@
         else {{ currency }}
     end
 {%- endmacro %}
+
+{#- Product of a list of DECIMALs, kept DECIMAL at every step (DuckDB's product()
+    aggregate returns a DOUBLE). NULL for a NULL list. -#}
+{% macro decimal_product(list_expression) -%}
+    list_reduce(
+        {{ list_expression }},
+        lambda product, factor: cast(product * factor as {{ decimal_type() }})
+    )
+{%- endmacro %}

@@ -81,8 +81,8 @@ joined as (
         case
             when snapshot_summary.has_snapshot
                 then coalesce(
-                    wealthfolio_holdings.wf_quantity, cast(0 as {{ decimal_type() }})
-                )
+                        wealthfolio_holdings.wf_quantity, cast(0 as {{ decimal_type() }})
+                    )
         end as wf_quantity,
         coalesce(broker_by_symbol.as_of, statement_summary.as_of) as as_of,
         snapshot_summary.snapshot_at as wf_snapshot_at

@@ -54,12 +54,36 @@ with_mapping as (
 
 ),
 
+-- External ids must be unique: should two accounts' rows carry one transactionID,
+-- one is mapped and the other listed, never both posted and never silently lost.
+ranked as (
+
+    select
+        with_mapping.*,
+        case
+            when with_mapping.transaction_id is not null
+                then row_number() over (
+                        partition by
+                            with_mapping.transaction_id is not null,
+                            with_mapping.transaction_id
+                        order by
+                            with_mapping.extracted_at desc,
+                            with_mapping.broker_account_id asc,
+                            with_mapping.row_index asc
+                    )
+        end as transaction_id_rank
+    from with_mapping
+
+),
+
 classified as (
 
     select
         with_mapping.*,
         case
             when with_mapping.transaction_id is null then 'no transactionID'
+            when with_mapping.transaction_id_rank > 1
+                then 'duplicate transactionID (another row carries the same id)'
             when with_mapping.amount is null then 'unparseable amount'
             when with_mapping.amount = 0 then 'zero amount'
             when with_mapping.mapped_activity_type is null
@@ -70,7 +94,7 @@ classified as (
                 and with_mapping.canonical_symbol is null
                 then 'dividend without symbol'
         end as unmapped_reason
-    from with_mapping
+    from ranked as with_mapping
 
 ),
 

@@ -60,9 +60,9 @@ final as (
         listings.listing_source
     from listings
     qualify row_number() over (
-        partition by listings.conid
-        order by listings.source_rank, listings.extracted_at desc
-    ) = 1
+            partition by listings.conid
+            order by listings.source_rank asc, listings.extracted_at desc
+        ) = 1
 
 )
 

@@ -31,13 +31,13 @@ final as (
     select *
     from joined
     qualify row_number() over (
-        partition by joined.broker_account_id
-        order by
-            joined.to_date desc nulls last,
-            joined.generated_at desc nulls last,
-            joined.landed_at desc,
-            joined.statement_index desc
-    ) = 1
+            partition by joined.broker_account_id
+            order by
+                joined.to_date desc nulls last,
+                joined.generated_at desc nulls last,
+                joined.landed_at desc,
+                joined.statement_index desc
+        ) = 1
 
 )
 

@@ -34,13 +34,15 @@ posted as (
 
 cancellations as (
 
-    select * from trades where trades.is_cancellation
+    select * from trades
+    where trades.is_cancellation
 
 ),
 
 originals as (
 
-    select * from trades where not trades.is_cancellation
+    select * from trades
+    where not trades.is_cancellation
 
 ),
 
@@ -52,12 +54,12 @@ first_original_by_trade_id as (
     from originals
     where originals.trade_id is not null
     qualify row_number() over (
-        partition by originals.broker_account_id, originals.trade_id
-        order by
-            try_cast(originals.transaction_id as hugeint) nulls last,
-            originals.traded_at,
-            originals.row_index
-    ) = 1
+            partition by originals.broker_account_id, originals.trade_id
+            order by
+                try_cast(originals.transaction_id as hugeint) nulls last,
+                originals.traded_at,
+                originals.row_index
+        ) = 1
 
 ),
 
@@ -138,15 +140,15 @@ ranked as (
                 with_cancellations.cancellation_outcome = 'candidate'
                 and with_cancellations.trade_id is not null
                 then row_number() over (
-                    partition by
-                        with_cancellations.cancellation_outcome = 'candidate',
-                        with_cancellations.trade_id
-                    order by
-                        with_cancellations.is_cancelled,
-                        try_cast(with_cancellations.transaction_id as hugeint) desc nulls last,
-                        with_cancellations.extracted_at desc,
-                        with_cancellations.row_index desc
-                )
+                        partition by
+                            with_cancellations.cancellation_outcome = 'candidate',
+                            with_cancellations.trade_id
+                        order by
+                            with_cancellations.is_cancelled asc,
+                            try_cast(with_cancellations.transaction_id as hugeint) desc nulls last,
+                            with_cancellations.extracted_at desc,
+                            with_cancellations.row_index desc
+                    )
         end as trade_id_rank
     from with_cancellations
 

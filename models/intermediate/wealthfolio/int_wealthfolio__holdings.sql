@@ -72,8 +72,11 @@ later_splits as (
     left join splits
         on
             movements.symbol = splits.symbol
-            and splits.activity_at > movements.activity_at
-    group by 1, 2, 3
+            and movements.activity_at < splits.activity_at
+    group by
+        movements.movement_id,
+        movements.symbol,
+        movements.signed_quantity
 
 ),
 
@@ -82,13 +85,9 @@ scaled as (
     select
         later_splits.symbol,
         cast(
-            later_splits.signed_quantity * coalesce(
-                list_reduce(
-                    later_splits.later_split_ratios,
-                    lambda product, ratio: cast(product * ratio as {{ decimal_type() }})
-                ),
-                1
-            ) as {{ decimal_type() }}
+            later_splits.signed_quantity
+            * coalesce({{ decimal_product('later_splits.later_split_ratios') }}, 1)
+            as {{ decimal_type() }}
         ) as quantity
     from later_splits
 

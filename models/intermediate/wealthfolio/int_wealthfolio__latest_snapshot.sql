@@ -17,8 +17,8 @@ final as (
         or snapshots.wf_account_id is null
         or snapshots.wf_account_id = {{ sql_string(flexsync_wf_account_id()) }}
     qualify row_number() over (
-        order by snapshots.snapshot_at desc, snapshots.snapshot_id desc
-    ) = 1
+            order by snapshots.snapshot_at desc, snapshots.snapshot_id desc
+        ) = 1
 
 )
 

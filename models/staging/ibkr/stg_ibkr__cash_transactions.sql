@@ -65,8 +65,8 @@ renamed as (
         coalesce(
             'tx:' || {{ flex_id('"transactionID"') }},
             'md5:' || md5(concat_ws(
-                '|', _statement_account_id, "type", "symbol", "conid", "currency",
-                "amount", "dateTime", "reportDate", "description"
+                '|', _statement_account_id, type, symbol, conid, currency,
+                amount, "dateTime", "reportDate", description
             ))
         ) as cash_row_key
 
@@ -79,9 +79,9 @@ deduplicated as (
     select *
     from renamed
     qualify row_number() over (
-        partition by broker_account_id, cash_row_key
-        order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
-    ) = 1
+            partition by broker_account_id, cash_row_key
+            order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
+        ) = 1
 
 )
 

@@ -43,9 +43,9 @@ deduplicated as (
     from renamed
     where conid is not null
     qualify row_number() over (
-        partition by conid
-        order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
-    ) = 1
+            partition by conid
+            order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
+        ) = 1
 
 )
 

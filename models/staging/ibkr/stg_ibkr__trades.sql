@@ -85,8 +85,8 @@ renamed as (
             'tx:' || {{ flex_id('"transactionID"') }},
             'trade:' || {{ flex_id('"tradeID"') }},
             'md5:' || md5(concat_ws(
-                '|', _statement_account_id, "symbol", "conid", "tradeDate", "tradeTime",
-                "dateTime", "buySell", "quantity", "tradePrice", "transactionType"
+                '|', _statement_account_id, symbol, conid, "tradeDate", "tradeTime",
+                "dateTime", "buySell", quantity, "tradePrice", "transactionType"
             ))
         ) as trade_row_key
 
@@ -99,9 +99,9 @@ deduplicated as (
     select *
     from renamed
     qualify row_number() over (
-        partition by broker_account_id, trade_row_key
-        order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
-    ) = 1
+            partition by broker_account_id, trade_row_key
+            order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
+        ) = 1
 
 )
 
