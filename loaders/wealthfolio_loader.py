@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flexsync.errors import DbtError, WealthfolioError
+from flexsync.progress import StepProgress
 from flexsync.warehouse import ensure_schema
 from loaders import ledger
 from loaders.wealthfolio_client import CreateOutcome
@@ -322,26 +323,28 @@ def load_activities(
     except WealthfolioError as exc:
         raise LoadAborted(str(exc), result) from None
 
-    for row in todo:
-        key = row.external_id
-        if key in existing:
-            _settle(con, result, key, "already_present", existing[key], run_id)
-            continue
-        try:
-            payload = build_payload(row, default_account_id)
-        except PayloadError as exc:
-            _fail(con, result, key, f"not sent: {exc}", run_id)
-            continue
-        try:
-            outcome = client.create_activity(payload)
-        except WealthfolioError as exc:
-            _fail(con, result, key, str(exc), run_id)
-            raise LoadAborted(f"{exc} (stopped loading: {summary_text(result)})",
-                              result) from None
-        if outcome.status == "failed":
-            _fail(con, result, key, outcome.error or "failed", run_id)
-        else:
-            _settle(con, result, key, outcome.status, outcome.activity_id, run_id)
+    with StepProgress("posting to Wealthfolio", len(todo)) as progress:
+        for row in todo:
+            progress.advance()
+            key = row.external_id
+            if key in existing:
+                _settle(con, result, key, "already_present", existing[key], run_id)
+                continue
+            try:
+                payload = build_payload(row, default_account_id)
+            except PayloadError as exc:
+                _fail(con, result, key, f"not sent: {exc}", run_id)
+                continue
+            try:
+                outcome = client.create_activity(payload)
+            except WealthfolioError as exc:
+                _fail(con, result, key, str(exc), run_id)
+                raise LoadAborted(f"{exc} (stopped loading: {summary_text(result)})",
+                                  result) from None
+            if outcome.status == "failed":
+                _fail(con, result, key, outcome.error or "failed", run_id)
+            else:
+                _settle(con, result, key, outcome.status, outcome.activity_id, run_id)
     log.info("Wealthfolio: %s", summary_text(result))
     return result
 

@@ -67,7 +67,7 @@ later_splits as (
         movements.symbol,
         movements.signed_quantity,
         list(splits.split_ratio order by splits.activity_at)
-            filter (where splits.split_ratio is not null) as later_split_ratios
+        filter (where splits.split_ratio is not null) as later_split_ratios
     from movements
     left join splits
         on
