@@ -157,7 +157,7 @@ class _TableWriter:
         self.extracted_at = extracted_at
         self.groups: dict[_GroupKey, _Group] = {}
         self.buffered_cells = 0
-        self.columns: dict[str, set[str]] = {}
+        self.columns: dict[str, list[str]] = {}
         self.rows_by_table: dict[str, int] = {}
         self.row_counter: dict[str, int] = {}
         # Two batches in flight at most: memory stays bounded whatever the file size.
@@ -220,49 +220,63 @@ class _TableWriter:
                 except BaseException as exc:  # handed to the parsing thread
                     self._error = exc
 
-    def _known_columns(self, table: str) -> set[str]:
+    def _table_columns(self, table: str) -> list[str]:
+        """The table's columns in order (created with the lineage columns if new)."""
         if table not in self.columns:
             self.con.execute(
                 "select column_name from information_schema.columns "
-                "where table_schema = 'raw_ibkr' and table_name = ?",
+                "where table_schema = 'raw_ibkr' and table_name = ? order by ordinal_position",
                 [table],
             )
-            existing = {row[0].lower() for row in self.con.fetchall()}
+            existing = [row[0] for row in self.con.fetchall()]
             if not existing:
                 cols = ", ".join(f'"{n}" {t}' for n, t in LINEAGE_COLUMNS.items())
                 self.con.execute(f'create table if not exists raw_ibkr."{table}" ({cols})')
-                existing = {n.lower() for n in LINEAGE_COLUMNS}
+                existing = list(LINEAGE_COLUMNS)
             self.columns[table] = existing
         return self.columns[table]
 
     def _insert(self, batch: _Batch) -> None:
-        known = self._known_columns(batch.table)
-        for name in batch.table_data.column_names:
+        columns = self._table_columns(batch.table)
+        known = {name.lower() for name in columns}
+        for name in batch.data.column_names:
             if name.lower() not in known:
                 self.con.execute(
                     f'alter table raw_ibkr."{batch.table}" add column "{name}" varchar')
+                columns.append(name)
                 known.add(name.lower())
                 log.debug("raw_ibkr.%s: new column %s", batch.table, name)
+        # Aligned to the table's column order and appended positionally through a
+        # relation: a registered view, dropped inside the open transaction, would keep
+        # every batch's Arrow buffers alive until commit (memory growing with the file).
+        rows = batch.data.num_rows
         statement_index, account_id, row_tag = batch.lineage
-        # Read through DuckDB's replacement scan of this local variable rather than
-        # con.register(): a view dropped inside the open transaction would keep every
-        # batch's Arrow buffers alive until commit (memory growing with the file).
-        _flex_batch = batch.table_data  # read by name in the SQL below
-        self.con.execute(
-            f'insert into raw_ibkr."{batch.table}" by name select *, '
-            "?::varchar as _extract_id, ?::varchar as _file_sha256, "
-            "?::integer as _statement_index, ?::varchar as _statement_account_id, "
-            "?::varchar as _row_tag, ?::timestamp as _extracted_at from _flex_batch",
-            [self.extract_id, self.sha, statement_index, account_id, row_tag,
-             self.extracted_at],
-        )
+        lineage = {
+            "_extract_id": pa.repeat(pa.scalar(self.extract_id, pa.string()), rows),
+            "_file_sha256": pa.repeat(pa.scalar(self.sha, pa.string()), rows),
+            "_statement_index": pa.repeat(pa.scalar(statement_index, pa.int32()), rows),
+            "_statement_account_id": pa.repeat(pa.scalar(account_id, pa.string()), rows),
+            "_row_tag": pa.repeat(pa.scalar(row_tag, pa.string()), rows),
+            "_extracted_at": pa.repeat(pa.scalar(self.extracted_at, pa.timestamp("us")), rows),
+        }
+        by_lower = {name.lower(): name for name in batch.data.column_names}
+        arrays = []
+        for column in columns:
+            if column in lineage:
+                arrays.append(lineage[column])
+            elif column.lower() in by_lower:
+                arrays.append(batch.data.column(by_lower[column.lower()]))
+            else:
+                arrays.append(pa.nulls(rows, pa.string()))
+        aligned = pa.table(arrays, names=columns)
+        self.con.from_arrow(aligned).insert_into(f'raw_ibkr."{batch.table}"')
 
 
 @dataclass
 class _Batch:
     table: str
     lineage: tuple[int | None, str | None, str]  # statement index, its account, row tag
-    table_data: pa.Table
+    data: pa.Table
 
     @classmethod
     def of(cls, table: str, lineage: tuple[int | None, str | None, str],

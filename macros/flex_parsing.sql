@@ -22,35 +22,39 @@
     )
 {%- endmacro %}
 
-{#- yyyyMMdd or yyyy-MM-dd, optionally followed by ';', ',', ', ', ' ' or 'T' and
-    HHmmss / HH:mm:ss, optionally followed by a zone (BST, AEST, EST, -0500). -#}
-{% macro _flex_datetime_parts(expression) -%}
-    regexp_extract(
-        trim({{ expression }}),
-        '^(\d{4})-?(\d{2})-?(\d{2})(?:(?:;|,\s*|\s+|T)(\d{2}):?(\d{2}):?(\d{2}))?\s*([A-Za-z]{2,5}|[+-]\d{2}:?\d{2})?$',
-        ['y', 'mo', 'd', 'h', 'mi', 's', 'zone']
+{#- A Flex date or date-time reduced to 'date[ time]': the trailing zone (BST, AEST,
+    EST, -0500) removed and the date/time separator (';', ',', ', ', ' ', 'T') made a
+    space. -#}
+{% macro _flex_datetime_normalised(expression) -%}
+    regexp_replace(
+        regexp_replace(
+            trim({{ expression }}),
+            '(\d)\s*(?:[A-Za-z]{2,5}|[+-]\d{2}:?\d{2})$',
+            '\1'
+        ),
+        '(?:;\s*|,\s*|\s+|T)',
+        ' ',
+        'g'
     )
 {%- endmacro %}
 
-{#- A Flex date or date-time as TIMESTAMP (local time as IBKR wrote it; the zone, if
-    any, is in flex_zone). 'MULTI' and any other shape give NULL. -#}
+{#- A Flex date or date-time as TIMESTAMP: yyyyMMdd or yyyy-MM-dd, optionally with
+    HHmmss / HH:mm:ss, local time as IBKR wrote it (the zone, if any, is flex_zone).
+    'MULTI', '' and any other shape give NULL. -#}
 {% macro flex_datetime(expression) -%}
-    try_cast(
-        nullif(
-            {{ _flex_datetime_parts(expression) }}.y || '-'
-            || {{ _flex_datetime_parts(expression) }}.mo || '-'
-            || {{ _flex_datetime_parts(expression) }}.d,
-            '--'
-        ) || ' ' || coalesce(
-            nullif(
-                {{ _flex_datetime_parts(expression) }}.h || ':'
-                || {{ _flex_datetime_parts(expression) }}.mi || ':'
-                || {{ _flex_datetime_parts(expression) }}.s,
-                '::'
-            ),
-            '00:00:00'
-        ) as timestamp
-    )
+    case
+        when regexp_matches(
+            {{ _flex_datetime_normalised(expression) }},
+            '^\d{4}-?\d{2}-?\d{2}( \d{2}:?\d{2}:?\d{2})?$'
+        )
+            then try_strptime(
+                {{ _flex_datetime_normalised(expression) }},
+                [
+                    '%Y%m%d %H%M%S', '%Y-%m-%d %H:%M:%S', '%Y%m%d %H:%M:%S',
+                    '%Y-%m-%d %H%M%S', '%Y%m%d', '%Y-%m-%d'
+                ]
+            )
+    end
 {%- endmacro %}
 
 {% macro flex_date(expression) -%}
@@ -59,7 +63,12 @@
 
 {#- The trailing zone of a date-time (e.g. 'BST', 'AEST', '-0500'), else NULL. -#}
 {% macro flex_zone(expression) -%}
-    nullif({{ _flex_datetime_parts(expression) }}.zone, '')
+    nullif(
+        regexp_extract(
+            trim({{ expression }}), '\d\s*([A-Za-z]{2,5}|[+-]\d{2}:?\d{2})$', 1
+        ),
+        ''
+    )
 {%- endmacro %}
 
 {#- A Flex time of day: HHmmss or HH:mm:ss, optionally with a zone. -#}
