@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -20,10 +21,15 @@ from flexsync.errors import ExitCode, FlexsyncError, WealthfolioError
 from flexsync.pipeline import RunRecord
 from flexsync.warehouse import connect
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from loaders.wealthfolio_client import WealthfolioClient
+
 log = logging.getLogger("flexsync")
 
 
-def _client(settings: Settings):  # type: ignore[no-untyped-def]
+def _client(settings: Settings) -> WealthfolioClient:
     from loaders.wealthfolio_client import WealthfolioClient
 
     return WealthfolioClient.from_settings(settings)
@@ -49,7 +55,7 @@ def _unmapped_count(settings: Settings) -> int:
 
 
 def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
-                      exit_code: int):  # type: ignore[no-untyped-def]
+                      exit_code: int) -> CollectorRegistry:
     from loaders.pushgateway import RunFigures, build_registry, read_drift_rows
 
     with connect(settings.warehouse_path) as con:

@@ -8,7 +8,14 @@ import sys
 import time
 from types import TracebackType
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 log = logging.getLogger("flexsync")
 
@@ -25,7 +32,7 @@ class StepProgress:
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self._next = time.monotonic() + every_seconds
         self._bar: Progress | None = None
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> StepProgress:
         if self.interactive and self.total > 1:

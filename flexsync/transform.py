@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,16 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
     return result
 
 
+def format_amount(value: Decimal | None) -> str:
+    """A DECIMAL(38,10) as people write it: 0, -1.1, 12500 (never 0E-10)."""
+    if value is None:
+        return "?"
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
 def _read_marts(settings: Settings, log_unmapped: bool, run_id: str) -> TransformResult:
     result = TransformResult()
     with connect(settings.warehouse_path) as con:
@@ -232,7 +243,7 @@ def _read_marts(settings: Settings, log_unmapped: bool, run_id: str) -> Transfor
                     log.warning(
                         "unmapped %s %s (%s, %s) account %s on %s: %s %s — %s",
                         source, ident, flex_type or "no type", category or "no category",
-                        account, day, amount, currency or "", reason,
+                        account, day, format_amount(amount), currency or "", reason,
                         extra={"event": "unmapped", "run_id": run_id},
                     )
     if log_unmapped and result.unmapped_by_reason:
