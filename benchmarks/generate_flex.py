@@ -189,16 +189,19 @@ def make_instruments(seed: int, count: int) -> list[Instrument]:
         is_etf = listing in ("LSEETF", "IBIS2", "ARCA") or rng.random() < 0.1
         symbol = ""
         while not symbol or symbol in used:
-            symbol = "".join(rng.choice("ABCDEFGHIJKLMNOPRSTUVWXYZ") for _ in range(rng.choice((3, 4))))
+            length = rng.choice((3, 4))
+            symbol = "".join(rng.choice("ABCDEFGHIJKLMNOPRSTUVWXYZ") for _ in range(length))
         used.add(symbol)
         if listing == "LSEETF" and rng.random() < 0.3:
             symbol += ".L"  # IBKR sometimes reports LSE ETFs already suffixed (real sample pp_27)
+        suffix = ("PLC", "INC", "AG", "NV", "SA", "CORP")
         name = (f"{rng.choice(WORDS)} {rng.choice(FUND_WORDS)}" if is_etf
-                else f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(('PLC', 'INC', 'AG', 'NV', 'SA', 'CORP'))}")
+                else f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(suffix)}")
         isin = f"{country}{rng.randrange(10**9, 10**10)}{index % 10}{rng.randrange(10)}"
         conid = 10_000_000 + index * 7919 + rng.randrange(7919)
         attrs = {
-            "currency": currency, "assetCategory": "STK", "subCategory": "ETF" if is_etf else "COMMON",
+            "currency": currency, "assetCategory": "STK",
+            "subCategory": "ETF" if is_etf else "COMMON",
             "symbol": symbol, "description": name, "conid": str(conid), "securityID": isin,
             "securityIDType": "ISIN", "cusip": isin[2:11] if country == "US" else "", "isin": isin,
             "figi": f"BBG{rng.randrange(10**8, 10**9):09d}", "listingExchange": listing,
@@ -289,7 +292,8 @@ class Simulator:
         for n, part in enumerate(parts):
             price = round(inst.price * (1 + rng.gauss(0, 0.0015)), 4)
             money = round(part * price, 2)
-            commission = -round(max(1.0, money * 0.0005) if inst.currency != "USD" else max(0.35, part * 0.005), 2)
+            commission = -round(max(1.0, money * 0.0005) if inst.currency != "USD"
+                                else max(0.35, part * 0.005), 2)
             total_money += money
             total_comm += commission
             self.next_trade_id += 1 + rng.randrange(4)
@@ -381,7 +385,8 @@ class Simulator:
             "assetCategory": "CASH", "symbol": pair, "description": pair, "conid": "12087797",
             "listingExchange": "", "multiplier": "1", "tradeID": trade_id,
             "reportDate": day.isoformat(), "dateTime": f"{day.isoformat()};{_clock(cos, 'LSE')}",
-            "tradeDate": day.isoformat(), "settleDateTarget": _add_business_days(day, 2).isoformat(),
+            "tradeDate": day.isoformat(),
+            "settleDateTarget": _add_business_days(day, 2).isoformat(),
             "transactionType": "ExchTrade", "exchange": "IDEALFX", "quantity": str(qty),
             "tradePrice": _num(rate, 5), "tradeMoney": _num(qty * rate, 2),
             "proceeds": _num(-qty * rate, 2), "taxes": "0", "ibCommission": "-2",
@@ -413,8 +418,10 @@ class Simulator:
             dps = round(inst.price * rng.uniform(0.004, 0.015), 4)
             gross = round(self.holdings[inst.conid] * dps, 2) or 0.01
             label = "CASH DIVIDEND" if kind == "Dividends" else "PAYMENT IN LIEU OF DIVIDEND"
-            desc = f"{inst.attrs['symbol']}({inst.attrs['isin']}) {label} {currency} {dps} PER SHARE"
-            rows.append((kind, sign * gross, desc + (" (Ordinary Dividend)" if sign > 0 else " - REVERSAL")))
+            desc = (f"{inst.attrs['symbol']}({inst.attrs['isin']}) {label} {currency} {dps} "
+                    "PER SHARE")
+            tail = " (Ordinary Dividend)" if sign > 0 else " - REVERSAL"
+            rows.append((kind, sign * gross, desc + tail))
             if sign > 0 and inst.attrs["issuerCountryCode"] not in ("GB", "IE"):
                 rows.append(("Withholding Tax", -round(gross * 0.15, 2),
                              f"{desc} - {inst.attrs['issuerCountryCode']} TAX"))
@@ -524,9 +531,11 @@ def _add_business_days(day: date, n: int) -> date:
 
 def _cash_description(kind: str, currency: str, day: date, rng: random.Random) -> str:
     if kind.startswith("Broker Interest"):
-        return f"{currency} {'CREDIT' if 'Received' in kind else 'DEBIT'} INT FOR {day:%b-%Y}".upper()
+        side = "CREDIT" if "Received" in kind else "DEBIT"
+        return f"{currency} {side} INT FOR {day:%b-%Y}".upper()
     if kind.startswith("Deposits"):
-        return rng.choice(("CASH RECEIPTS / ELECTRONIC FUND TRANSFERS", "DISBURSEMENT INITIATED BY"))
+        return rng.choice(("CASH RECEIPTS / ELECTRONIC FUND TRANSFERS",
+                           "DISBURSEMENT INITIATED BY"))
     if kind == "Advisor Fees":
         return f"ADVISOR FEE {day:%b %Y}".upper()
     if kind == "Commission Adjustments":
@@ -636,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cash-per-day", type=float, help="override the profile")
     parser.add_argument("--instruments", type=int, help="override the profile")
     parser.add_argument("--exotic-cash-types", action="store_true",
-                        help="also emit cash types ibflex rejects (871(m) Withholding, Broker Fees)")
+                        help="also emit cash types ibflex rejects "
+                             "(871(m) Withholding, Broker Fees)")
     args = parser.parse_args(argv)
     base = PROFILES[args.profile]
     profile = Profile(args.trades_per_day or base.trades_per_day,

@@ -24,7 +24,6 @@ import logging
 import os
 import queue
 import re
-import shutil
 import tempfile
 import threading
 import time
@@ -49,6 +48,13 @@ log = logging.getLogger(__name__)
 
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
 READ_CHUNK = 1 << 20
+# DuckDB keeps up to a row group (122,880 rows) of every table in memory until the
+# transaction commits; without a limit a backfill near that size peaks at ~480 MB.
+# With this limit DuckDB spills to <warehouse>.tmp and the process stays under the
+# pod's 256 MiB. Measured: 64 MB can fail the commit ("failed to pin block").
+LANDING_MEMORY_LIMIT = "96MB"
+# Arrow's default pool (mimalloc) keeps freed batches' memory; malloc returns it.
+_ARROW_POOL = pa.system_memory_pool()
 RESERVED_TABLES = {"extracts", "statements", "flex_validation"}
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -251,14 +257,16 @@ class _TableWriter:
         # every batch's Arrow buffers alive until commit (memory growing with the file).
         rows = batch.data.num_rows
         statement_index, account_id, row_tag = batch.lineage
-        lineage = {
-            "_extract_id": pa.repeat(pa.scalar(self.extract_id, pa.string()), rows),
-            "_file_sha256": pa.repeat(pa.scalar(self.sha, pa.string()), rows),
-            "_statement_index": pa.repeat(pa.scalar(statement_index, pa.int32()), rows),
-            "_statement_account_id": pa.repeat(pa.scalar(account_id, pa.string()), rows),
-            "_row_tag": pa.repeat(pa.scalar(row_tag, pa.string()), rows),
-            "_extracted_at": pa.repeat(pa.scalar(self.extracted_at, pa.timestamp("us")), rows),
+        constants: dict[str, pa.Scalar] = {
+            "_extract_id": pa.scalar(self.extract_id, pa.string()),
+            "_file_sha256": pa.scalar(self.sha, pa.string()),
+            "_statement_index": pa.scalar(statement_index, pa.int32()),
+            "_statement_account_id": pa.scalar(account_id, pa.string()),
+            "_row_tag": pa.scalar(row_tag, pa.string()),
+            "_extracted_at": pa.scalar(self.extracted_at, pa.timestamp("us")),
         }
+        lineage = {name: pa.repeat(value, rows, memory_pool=_ARROW_POOL)
+                   for name, value in constants.items()}
         by_lower = {name.lower(): name for name in batch.data.column_names}
         arrays = []
         for column in columns:
@@ -267,7 +275,7 @@ class _TableWriter:
             elif column.lower() in by_lower:
                 arrays.append(batch.data.column(by_lower[column.lower()]))
             else:
-                arrays.append(pa.nulls(rows, pa.string()))
+                arrays.append(pa.nulls(rows, pa.string(), memory_pool=_ARROW_POOL))
         aligned = pa.table(arrays, names=columns)
         self.con.from_arrow(aligned).insert_into(f'raw_ibkr."{batch.table}"')
 
@@ -287,9 +295,10 @@ class _Batch:
             positions.setdefault(name.lower(), position)
         columns = list(zip(*group.values, strict=True))
         arrays: dict[str, pa.Array] = {
-            group.names[p]: pa.array(columns[p], pa.string()) for p in positions.values()
+            group.names[p]: pa.array(columns[p], pa.string(), memory_pool=_ARROW_POOL)
+            for p in positions.values()
         }
-        arrays["_row_index"] = pa.array(group.row_indexes, pa.int64())
+        arrays["_row_index"] = pa.array(group.row_indexes, pa.int64(), memory_pool=_ARROW_POOL)
         return cls(table, lineage, pa.table(arrays))
 
 
@@ -429,6 +438,7 @@ class _ArchiveJob:
         self.error: BaseException | None = None
         self.tmp: Path | None = None
         self.thread: threading.Thread | None = None
+        self.cancelled = threading.Event()
         if self.target.exists():
             return
         self.made_dirs = [d for d in (archive_dir, self.target.parent) if not d.exists()]
@@ -445,7 +455,8 @@ class _ArchiveJob:
             with os.fdopen(fd, "wb") as raw, gzip.GzipFile(
                     fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
                     source.open() as src:
-                shutil.copyfileobj(src, gz, 1 << 20)
+                while not self.cancelled.is_set() and (chunk := src.read(1 << 20)):
+                    gz.write(chunk)
         except BaseException as exc:  # handed to keep()
             self.error = exc
 
@@ -461,6 +472,7 @@ class _ArchiveJob:
         return self.target
 
     def discard(self) -> None:
+        self.cancelled.set()
         if self.thread is not None:
             self.thread.join()
         if self.tmp is not None:
@@ -472,10 +484,12 @@ class _ArchiveJob:
 
 
 def _already_landed(con: duckdb.DuckDBPyConnection, sha: str) -> str | None:
-    row = con.execute(
+    # fetchall, not fetchone: DuckDB 2.0 refuses relation calls (the inserts) while a
+    # result is left unfinished on the connection.
+    rows = con.execute(
         "select extract_id from raw_ibkr.extracts where file_sha256 = ? limit 1", [sha]
-    ).fetchone()
-    return str(row[0]) if row else None
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
 
 
 def land_sources(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
@@ -483,6 +497,16 @@ def land_sources(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
     """Land every source in one transaction: all land, or nothing does."""
     for source in sources:
         _sniff(source)
+    previous_limit = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    con.execute(f"set memory_limit = '{LANDING_MEMORY_LIMIT}'")
+    try:
+        return _land_all(con, sources, allowed_accounts, archive_dir)
+    finally:
+        con.execute(f"set memory_limit = '{previous_limit}'")
+
+
+def _land_all(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
+              allowed_accounts: tuple[str, ...], archive_dir: Path) -> list[LandingResult]:
     results: list[LandingResult] = []
     seen: set[str] = set()
     archives: list[tuple[_ArchiveJob, str]] = []

@@ -26,6 +26,10 @@ def publish_analytics_copy(settings: Settings) -> Path:
     # A checkpoint folds the WAL into the file, so the file alone is the whole database.
     with connect(source) as con:
         con.execute("checkpoint")
+    # A run killed mid-copy leaves its temporary file behind; we hold the run lock, so
+    # none of them is in use: remove them rather than let them fill the volume.
+    for stale in target.parent.glob(".analytics-*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".analytics-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:

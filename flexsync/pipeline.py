@@ -75,6 +75,13 @@ def record_run_start(settings: Settings, record: RunRecord) -> None:
     """
     with connect(settings.warehouse_path) as con:
         ensure_schema(con)
+        # We hold the run lock, so a row still 'running' is a run that died (SIGKILL,
+        # OOM, node loss) before recording its end: say so instead of "running" forever.
+        con.execute(
+            "update sync.runs set outcome = 'abandoned', message = 'did not finish: the "
+            "process was killed or crashed (next run ' || ? || ')' where outcome = 'running'",
+            [record.run_id],
+        )
         con.execute(
             "insert or replace into sync.runs (run_id, command, started_at, outcome) "
             "values (?, ?, ?, 'running')",

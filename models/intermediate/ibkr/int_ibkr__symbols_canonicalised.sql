@@ -1,6 +1,8 @@
 {#- One row per distinct (symbol, conid, listingExchange, exchange, currency) seen in
     trades, cash transactions and open positions, with the canonical Wealthfolio
     symbol, MIC and quote currency (SPEC §4 symbol rule; macros/canonical_symbol.sql).
+    The quote currency follows the instrument's own currency (SecuritiesInfo, else
+    OpenPositions, else its trades), not a dividend's payment currency.
     Listing exchange, in order: the row's listingExchange, the SecuritiesInfo /
     OpenPositions listing of the same conid, the row's exchange when it is a listing.
     A seeds/symbol_overrides.csv row for the conid wins over the rule. -#}
@@ -24,6 +26,12 @@ open_positions as (
 
 ),
 
+securities_info as (
+
+    select * from {{ ref('stg_ibkr__securities_info') }}
+
+),
+
 conid_listings as (
 
     select * from {{ ref('int_ibkr__conid_listing_exchanges') }}
@@ -39,6 +47,43 @@ exchanges as (
 symbol_overrides as (
 
     select * from {{ ref('symbol_overrides') }}
+
+),
+
+-- The currency an instrument (conid) trades in. A dividend can be paid in another
+-- currency (VWRL on the LSE pays USD): the quote currency follows the instrument.
+instrument_currencies as (
+
+    select
+        currencies.conid,
+        currencies.currency
+    from (
+        select
+            securities_info.conid,
+            securities_info.currency,
+            1 as source_rank,
+            securities_info.extracted_at
+        from securities_info
+        union all
+        select
+            open_positions.conid,
+            open_positions.currency,
+            2 as source_rank,
+            open_positions.extracted_at
+        from open_positions
+        union all
+        select
+            trades.conid,
+            trades.currency,
+            3 as source_rank,
+            trades.extracted_at
+        from trades
+    ) as currencies
+    where currencies.conid is not null and currencies.currency is not null
+    qualify row_number() over (
+            partition by currencies.conid
+            order by currencies.source_rank asc, currencies.extracted_at desc
+        ) = 1
 
 ),
 
@@ -162,11 +207,13 @@ final as (
         ) as exchange_mic,
         {{ wealthfolio_quote_currency(
             'coalesce(canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic)',
-            'canonicalised.currency'
+            'coalesce(instrument_currencies.currency, canonicalised.currency)'
         ) }} as quote_currency
     from canonicalised
     left join mic_by_suffix
         on {{ symbol_suffix('canonicalised.canonical_symbol') }} = mic_by_suffix.yahoo_suffix
+    left join instrument_currencies
+        on canonicalised.conid = instrument_currencies.conid
 
 )
 

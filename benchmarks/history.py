@@ -1,0 +1,221 @@
+"""Build a warehouse that looks like N days of nightly syncs, fast.
+
+Landing 1,825 daily 90-day windows one by one would take an hour, so the history
+is built the way it would have ended up, with SQL:
+
+1. one statement covering the whole history (the generator's days are the same in
+   any window) is landed into a scratch warehouse and transformed once;
+2. its mapped activities become the Wealthfolio payloads (the loader's own
+   `build_payload`), bulk-created in a fake Wealthfolio and read back, so the
+   snapshot rows carry Wealthfolio's real JSON;
+3. the template warehouse gets, for every history day d (window [d-89, d], landed
+   at d+1 02:00): a copy of the scratch rows dated in the window under extract
+   `hist-<d>` (trades by tradeDate, cash by reportDate; OpenPositions,
+   SecuritiesInfo and AccountInformation rows — the history's final ones — in every
+   window), its extracts/statements/flex_validation rows, a sync.runs row, two
+   Wealthfolio snapshots (before and after that night's posting) holding every
+   activity dated up to then, the ledger row of each activity on the night after
+   its date, and the night's position_drift_history rows.
+
+So the raw tables hold what 90-day overlapping windows accumulate (each trade about
+90 times), raw_wealthfolio.activities what two snapshots a night accumulate, and the
+marts what dbt left. Known simplification: every window carries the final
+positions, not the positions of its own day.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from benchmarks import generate_flex, measure
+from benchmarks.paths import FLEXSYNC
+from benchmarks.services import WF_ACCOUNT, WealthfolioSession, start_fake_wealthfolio
+
+WINDOW_DAYS = 90
+SYSTEM_TABLES = {"extracts", "statements", "flex_validation"}
+
+
+def base_env(data_dir: Path, wf_url: str | None = None, push_url: str | None = None,
+             ) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IBKR_", "WF_", "PUSHGATEWAY_", "BROKER_SYNC_"))}
+    env.update({
+        "BROKER_SYNC_DATA_DIR": str(data_dir), "IBKR_ACCOUNT_ID_UPSTREAM": generate_flex.ACCOUNT,
+        "IBKR_ACCOUNT_ID": WF_ACCOUNT, "DO_NOT_TRACK": "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    })
+    if wf_url:
+        env.update({"WF_BASE_URL": wf_url, "WF_PASSWORD": "bench-password-not-a-secret",
+                    "WF_SESSION_PATH": str(data_dir / ".wf-session")})
+    if push_url:
+        env["PUSHGATEWAY_URL"] = push_url
+    return env
+
+
+def build(work: Path, history_days: int, today: date, seed: int = 7) -> Path:
+    """Return a directory holding `warehouse.duckdb` (+ `payloads.json`) for the history
+    of the `history_days` nights before `today`. Cached: rebuilt only when missing."""
+    target = work / f"history-{history_days}d-{today.isoformat()}-s{seed}"
+    if (target / "done").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    scratch = target / "scratch"
+    scratch.mkdir(parents=True)
+    first_end = today - timedelta(days=history_days)
+    statement = scratch / "history.xml"
+    generate_flex.write_statement(statement, first_end - timedelta(days=WINDOW_DAYS - 1),
+                                  today - timedelta(days=1), seed=seed)
+    env = base_env(scratch)
+    measure.run([FLEXSYNC, "extract", "--flex-file", str(statement)], env).check()
+    measure.run([FLEXSYNC, "transform"], env).check()
+
+    payloads, dates = _payloads(scratch / "warehouse.duckdb")
+    (target / "payloads.json").write_text(json.dumps(payloads))
+    wf_rows = _wealthfolio_rows(payloads, target)
+
+    warehouse = target / "warehouse.duckdb"
+    _replicate(warehouse, scratch / "warehouse.duckdb", first_end, today, wf_rows, dates)
+    # dbt's objects (views, marts, the incremental drift history) as the last night left them.
+    measure.run([FLEXSYNC, "transform"], base_env(target)).check()
+    _drift_history(warehouse, first_end, today)
+    shutil.rmtree(scratch)
+    (target / "done").write_text("ok\n")
+    return target
+
+
+def _payloads(scratch_db: Path) -> tuple[list[dict[str, Any]], dict[str, date]]:
+    from loaders.wealthfolio_loader import build_payload, read_activities_to_post
+
+    with duckdb.connect(str(scratch_db), read_only=True) as con:
+        rows = read_activities_to_post(con)
+    payloads = [build_payload(row, WF_ACCOUNT) for row in rows]
+    dates = {row.external_id: (row.activity_date or row.activity_at.date())  # type: ignore[union-attr]
+             for row in rows}
+    return payloads, dates
+
+
+def _wealthfolio_rows(payloads: list[dict[str, Any]], target: Path) -> list[dict[str, Any]]:
+    """Wealthfolio's own JSON for every payload (bulk-created in a throwaway fake)."""
+    wf = start_fake_wealthfolio(target / "fake-wealthfolio.log")
+    try:
+        session = WealthfolioSession(wf.url)
+        session.bulk_create(payloads)
+        return session.search_all(WF_ACCOUNT)
+    finally:
+        wf.stop()
+
+
+def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
+               wf_rows: list[dict[str, Any]], dates: dict[str, date]) -> None:
+    import pyarrow as pa
+
+    from extract.wealthfolio_snapshot import COLUMN_FIELDS, _raw_json, _text
+    from flexsync.warehouse import ensure_schema
+
+    with duckdb.connect(str(warehouse)) as con:
+        # Bounded, so building 5 years (≈26 M snapshot rows) cannot starve the machine.
+        con.execute("set memory_limit = '1GB'")
+        ensure_schema(con)
+        con.execute(f"attach '{scratch_db}' as src (read_only)")
+        con.execute(
+            "create temp table nights as select cast(d as date) as window_end, "
+            f"cast(d as date) - {WINDOW_DAYS - 1} as window_start, "
+            "'hist-' || strftime(d, '%Y%m%d') as extract_id, "
+            "'histsha' || strftime(d, '%Y%m%d') as sha, "
+            "cast(d as date) + interval 1 day + interval 2 hour as landed_at "
+            f"from range(date '{first_end}', date '{today}', interval 1 day) t(d)"
+        )
+        tables = [r[0] for r in con.execute(
+            "select table_name from duckdb_tables() where database_name = 'src' "
+            "and schema_name = 'raw_ibkr'").fetchall() if r[0] not in SYSTEM_TABLES]
+        date_column = {"trades": '"tradeDate"', "cash_transactions": '"reportDate"'}
+        for table in tables:
+            con.execute(f'drop table if exists raw_ibkr."{table}"')
+            con.execute(f'create table raw_ibkr."{table}" as '
+                        f'select * from src.raw_ibkr."{table}" limit 0')
+            in_window = (f"try_cast(t.{date_column[table]} as date) between "
+                         "n.window_start and n.window_end" if table in date_column else "true")
+            con.execute(
+                f'insert into raw_ibkr."{table}" by name '
+                "select t.* replace (n.extract_id as _extract_id, n.sha as _file_sha256, "
+                "n.landed_at as _extracted_at) "
+                f'from src.raw_ibkr."{table}" t join nights n on {in_window}'
+            )
+        con.execute(
+            "insert into raw_ibkr.extracts select n.extract_id, n.sha, 'history', '123456', "
+            "'hist', n.landed_at, n.landed_at, 1000000, null, '1', 1, 1000, "
+            "'account_information,cash_transactions,open_positions,securities_info,trades' "
+            "from nights n")
+        con.execute(
+            "insert into raw_ibkr.statements select n.extract_id, n.sha, 0, ?, "
+            "strftime(n.window_start, '%Y-%m-%d'), strftime(n.window_end, '%Y-%m-%d'), '', "
+            "strftime(n.window_end + 1, '%Y-%m-%d') || ';06:12:41', '{}' from nights n",
+            [generate_flex.ACCOUNT])
+        con.execute("insert into raw_ibkr.flex_validation select n.extract_id, n.sha, true, "
+                    "null, 0, '[]', n.landed_at from nights n")
+        con.execute(
+            "insert into sync.runs select 'run-' || n.extract_id, 'sync', n.landed_at, "
+            "n.landed_at + interval 9 second, 'success', 0, '{}', '{}', 'ok' from nights n")
+        # Wealthfolio as its snapshots saw it, and the ledger.
+        base = pa.table(
+            {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
+             for column, name in COLUMN_FIELDS.items()}
+            | {"raw_json": pa.array([_raw_json(row) for row in wf_rows], pa.string()),
+               "posted_on": pa.array([dates.get(str(row.get("idempotencyKey")), today)
+                                      for row in wf_rows], pa.date32())}
+        )
+        con.register("wf_base", base)
+        con.execute("create temp table wf as select * from wf_base")
+        con.unregister("wf_base")
+        con.execute(
+            "create temp table snaps as select n.*, s.k, "
+            "'wf-hist-' || strftime(n.window_end, '%Y%m%d') || '-' || s.k as snapshot_id, "
+            "n.landed_at + s.k * interval 5 second as snapshot_at "
+            "from nights n cross join (values (0), (1)) s(k)")
+        con.execute(
+            "insert into raw_wealthfolio.snapshots select s.snapshot_id, s.snapshot_at, ?, "
+            "'run-' || s.extract_id, count(wf.id), count(wf.id) from snaps s left join wf "
+            "on wf.posted_on <= s.window_end - (1 - s.k) group by all", [WF_ACCOUNT])
+        columns = ", ".join(COLUMN_FIELDS) + ", raw_json"
+        selected = ", ".join(f"wf.{column}" for column in columns.split(", "))
+        con.execute(
+            f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}) "
+            f"select s.snapshot_id, s.snapshot_at, {selected} "
+            "from snaps s join wf on wf.posted_on <= s.window_end - (1 - s.k)")
+        con.execute(
+            "insert into sync.posted_activities select wf.idempotency_key, wf.id, 'posted', "
+            "null, 'run-hist-' || strftime(wf.posted_on, '%Y%m%d'), "
+            "wf.posted_on + interval 1 day + interval 2 hour from wf")
+        con.execute("detach src")
+        con.execute("checkpoint")
+
+
+def _drift_history(warehouse: Path, first_end: date, today: date) -> None:
+    """One position_drift_history set per night (what dbt's incremental model keeps)."""
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "create temp table latest as select * from marts.position_drift_history")
+        con.execute("delete from marts.position_drift_history")
+        con.execute(
+            "insert into marts.position_drift_history by name "
+            "select l.* replace ('run-hist-' || strftime(d, '%Y%m%d') as run_id, "
+            "cast(d as timestamp) + interval 1 day + interval 2 hour as run_at) "
+            f"from latest l cross join range(date '{first_end}', date '{today}', "
+            "interval 1 day) t(d)")
+        con.execute("checkpoint")
+
+
+def size_summary(warehouse: Path) -> dict[str, int]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "select schema_name || '.' || table_name, estimated_size from duckdb_tables() "
+            "where schema_name in ('raw_ibkr', 'raw_wealthfolio', 'sync', 'marts')").fetchall()
+    return {name: int(size) for name, size in rows}

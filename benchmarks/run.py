@@ -1,0 +1,441 @@
+"""`make bench`: speed and memory of flexsync on this machine, written to RESULTS.md.
+
+    .venv/bin/python benchmarks/run.py [--reps 3] [--only daily,growth,backfill,loader]
+
+Sections (see benchmarks/README.md for what each measures and why):
+- daily    `flexsync sync --flex-file` of a 90-day window (≈300 trades, ≈400 cash rows,
+           ≈55 positions) against the fake Wealthfolio and a real Pushgateway: once on an
+           empty warehouse (everything posted) and in steady state (yesterday's run done);
+- growth   the same steady-state night after 1 night, 1 year and 5 years of nightly
+           history (benchmarks/history.py builds it with SQL), ratio to 1 night;
+- backfill `flexsync extract` + `flexsync transform` of a ≈110 MB 10-year statement,
+           next to `ibflex.parser.parse` of the same bytes, alternated in one run;
+- loader   ≈10,000 activities posted by `flexsync load` to the fake at loopback.
+
+Medians of --reps runs; every process's peak RSS (wait4) and the process tree's peak.
+Generated inputs and history warehouses are cached under benchmarks/work/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import duckdb
+import psutil
+
+from benchmarks import generate_flex, history, measure
+from benchmarks.measure import median, mib
+from benchmarks.paths import FLEXSYNC, REPO, WORK
+from benchmarks.services import WealthfolioSession, services
+
+TODAY = dt.date(2025, 12, 31)  # the synthetic "tonight": its window is [TODAY-89, TODAY]
+SEED = 7
+GROWTH_NIGHTS = {"1 night": 1, "1 year": 365, "5 years": 1825}
+LOADER_DAYS = 1300  # the active profile maps ≈7.7 activities a day: ≈10,000
+TARGETS = {
+    "daily_wall": 8.0, "rss_mib": 256.0, "growth_ratio": 1.25, "ibflex_ratio": 5.0,
+    "loader_rate": 200.0,
+}
+
+
+@dataclass
+class Run:
+    wall: float
+    max_rss: int
+    tree_rss: int
+    stages: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    processes: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _med(runs: list[Run], get: Callable[[Run], float]) -> float:
+    return median([get(r) for r in runs])
+
+
+# ------------------------------------------------------------------------- inputs
+def _source_hash(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" not in file.parts:
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+GENERATOR_HASH = _source_hash(REPO / "benchmarks" / "generate_flex.py")
+
+
+def flex_file(name: str, start: dt.date, end: dt.date, profile: str = "active") -> Path:
+    path = WORK / "files" / f"{name}-{GENERATOR_HASH}.xml"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        generate_flex.write_statement(tmp, start, end, SEED, generate_flex.PROFILES[profile])
+        tmp.rename(path)
+    return path
+
+
+def history_template(nights: int) -> Path:
+    key = _source_hash(REPO / "benchmarks" / "generate_flex.py",
+                       REPO / "benchmarks" / "history.py", REPO / "models", REPO / "macros",
+                       REPO / "seeds", REPO / "flexsync" / "warehouse.py",
+                       REPO / "extract" / "wealthfolio_snapshot.py",
+                       REPO / "dbt_project.yml")
+    root = WORK / f"templates-{key}"
+    return history.build(root, nights, TODAY, SEED)
+
+
+# ------------------------------------------------------------------------- helpers
+def _last_run(data_dir: Path, command: str) -> tuple[dict[str, float], dict[str, Any]]:
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "select stage_durations_json, counts_json from sync.runs where command = ? "
+            "order by started_at desc limit 1", [command]).fetchall()
+    if not rows:
+        return {}, {}
+    return json.loads(rows[0][0] or "{}"), json.loads(rows[0][1] or "{}")
+
+
+def _fresh_dir(name: str, template: Path | None = None) -> Path:
+    path = WORK / "runs" / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    if template is not None:
+        shutil.copy2(template / "warehouse.duckdb", path / "warehouse.duckdb")
+    return path
+
+
+def bake_dbt(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """What the image does at build time (scripts/install-image.sh): `dbt parse` with the
+    runtime profile, so every run starts from a baked partial-parse state."""
+    baked = data_dir / "dbt-baked"
+    env = {**env, "DBT_TARGET_PATH": str(data_dir / "dbt-target"),
+           "DBT_LOG_PATH": str(data_dir / "dbt-logs")}
+    if not (baked / "partial_parse.msgpack").exists():
+        measure.run([str(Path(FLEXSYNC).parent / "dbt"), "parse", "--quiet", "--project-dir",
+                     str(REPO), "--profiles-dir", str(REPO)],
+                    {**env, "DBT_TARGET_PATH": str(baked)}, cwd=REPO).check()
+    return env
+
+
+def _measured(argv: list[str], env: dict[str, str], data_dir: Path, command: str) -> Run:
+    if "DBT_TARGET_PATH" in env:  # each pod starts from the image's baked state
+        target = Path(env["DBT_TARGET_PATH"])
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(data_dir / "dbt-baked", target)
+    result = measure.run(argv, env, cwd=REPO).check()
+    stages, counts = _last_run(data_dir, command)
+    return Run(result.wall, result.max_process_rss, result.tree_rss_peak, stages, counts,
+               result.processes)
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# ------------------------------------------------------------------------- benches
+def window_file(night: dt.date) -> Path:
+    return flex_file(f"window-{night.isoformat()}", night - dt.timedelta(days=89), night)
+
+
+def sync_nights(name: str, template: Path | None, nights: int) -> list[Run]:
+    """`nights` consecutive nightly syncs from TODAY on, on one copy of `template` (or an
+    empty warehouse) with one fake Wealthfolio: steady state, as the CronJob runs."""
+    data_dir = _fresh_dir(name, template)
+    runs = []
+    with services(data_dir / "logs") as (wf, pg):
+        if template is not None:
+            payloads = json.loads((template / "payloads.json").read_text())
+            WealthfolioSession(wf.url).bulk_create(payloads)
+        env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
+        for offset in range(nights):
+            window = window_file(TODAY + dt.timedelta(days=offset))
+            log(f"{name}: night {offset + 1}/{nights}")
+            runs.append(_measured([FLEXSYNC, "sync", "--flex-file", str(window)], env,
+                                  data_dir, "sync"))
+    return runs
+
+
+def bench_daily(reps: int) -> dict[str, list[Run]]:
+    first = [sync_nights(f"daily-empty-{rep}", None, 1)[0] for rep in range(reps)]
+    steady = sync_nights("daily-steady", history_template(1), reps)
+    return {"first run (empty warehouse)": first, "steady state (yesterday synced)": steady}
+
+
+def bench_growth(reps: int, daily_steady: list[Run] | None) -> dict[str, list[Run]]:
+    out: dict[str, list[Run]] = {}
+    for label, nights in GROWTH_NIGHTS.items():
+        log(f"growth: history of {label} ({nights} nights)")
+        template = history_template(nights)
+        if label == "1 night" and daily_steady:
+            out[label] = daily_steady  # the daily bench ran exactly this
+        else:
+            out[label] = sync_nights(f"growth-{nights}", template, reps)
+        sizes = history.size_summary(template / "warehouse.duckdb")
+        out[label][0].extra.update(
+            raw_ibkr_rows=sum(v for k, v in sizes.items() if k.startswith("raw_ibkr.")),
+            wf_snapshot_rows=sizes.get("raw_wealthfolio.activities", 0),
+            warehouse_mb=(template / "warehouse.duckdb").stat().st_size / 1e6)
+    return out
+
+
+IBFLEX_SNIPPET = (
+    "import sys, time, warnings\n"
+    "from ibflex import parser\n"
+    "data = open(sys.argv[1], 'rb').read()\n"
+    "start = time.perf_counter()\n"
+    "with warnings.catch_warnings():\n"
+    "    warnings.simplefilter('ignore')\n"
+    "    response = parser.parse(data)\n"
+    "print(time.perf_counter() - start)\n"
+)
+
+
+def bench_backfill(reps: int) -> dict[str, Any]:
+    path = flex_file("backfill", TODAY - dt.timedelta(days=3651), TODAY, profile="backfill")
+    size = path.stat().st_size
+    extract_runs: list[Run] = []
+    ibflex_runs: list[Run] = []
+    transform_runs: list[Run] = []
+    for rep in range(reps):
+        log(f"backfill rep {rep + 1}/{reps}: flexsync extract")
+        data_dir = _fresh_dir(f"backfill-{rep}")
+        env = bake_dbt(data_dir, history.base_env(data_dir))
+        extract_runs.append(_measured([FLEXSYNC, "extract", "--flex-file", str(path)], env,
+                                      data_dir, "extract"))
+        log(f"backfill rep {rep + 1}/{reps}: ibflex.parser.parse")
+        result = measure.run([sys.executable, "-c", IBFLEX_SNIPPET, str(path)]).check()
+        ibflex_runs.append(Run(result.wall, result.max_process_rss, result.tree_rss_peak,
+                               extra={"parse": float(result.stdout.strip())}))
+        log(f"backfill rep {rep + 1}/{reps}: flexsync transform")
+        transform_runs.append(_measured([FLEXSYNC, "transform"], env, data_dir, "transform"))
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        rows = dict(con.execute("select table_name, estimated_size from duckdb_tables() "
+                                "where schema_name = 'raw_ibkr'").fetchall())
+        fct = con.execute("select count(*) from marts.fct_activities").fetchall()[0][0]
+    return {"size": size, "extract": extract_runs, "ibflex": ibflex_runs,
+            "transform": transform_runs, "raw_rows": rows, "fct_rows": fct}
+
+
+def bench_loader(reps: int) -> list[Run]:
+    path = flex_file("loader", TODAY - dt.timedelta(days=LOADER_DAYS - 1), TODAY)
+    prepared = WORK / f"loader-prepared-{GENERATOR_HASH}"
+    if not (prepared / "done").exists():
+        log("loader: landing + transforming the statement to post")
+        shutil.rmtree(prepared, ignore_errors=True)
+        prepared.mkdir(parents=True)
+        env = history.base_env(prepared)
+        measure.run([FLEXSYNC, "extract", "--flex-file", str(path)], env).check()
+        measure.run([FLEXSYNC, "transform"], env).check()
+        (prepared / "done").write_text("ok\n")
+    runs = []
+    for rep in range(reps):
+        log(f"loader rep {rep + 1}/{reps}")
+        data_dir = _fresh_dir(f"loader-{rep}", prepared)
+        with services(data_dir / "logs") as (wf, pg):
+            env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
+            runs.append(_measured([FLEXSYNC, "load"], env, data_dir, "load"))
+    return runs
+
+
+# ------------------------------------------------------------------------- report
+def machine() -> dict[str, str]:
+    from importlib.metadata import version
+
+    cpu = platform.processor()
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {name: version(name) for name in
+                ("duckdb", "dbt-core", "dbt-duckdb", "pyarrow", "ibflex", "defusedxml")}
+    return {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+    }
+
+
+def _stage_text(runs: list[Run]) -> str:
+    names = list(dict.fromkeys(k for r in runs for k in r.stages))
+    return ", ".join(f"{n} {_med(runs, lambda r, n=n: r.stages.get(n, 0.0)):.2f}" for n in names)
+
+
+def _rss_verdict(rss_mib: float) -> str:
+    return _verdict(rss_mib <= TARGETS["rss_mib"], f"{rss_mib - TARGETS['rss_mib']:+.0f} MiB")
+
+
+def _verdict(ok: bool, text: str) -> str:
+    return f"**met** ({text})" if ok else f"**missed** ({text})"
+
+
+def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple[str, str],
+           elapsed: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` (benchmarks/run.py) on {info['date']}, medians of {reps} "
+        f"run(s), {elapsed / 60:.1f} min in all.",
+        "",
+        f"- machine: {info['cpu']}, {info['ram']} RAM, {info['os']}",
+        f"- Python {info['python']}; {info['versions']}",
+        f"- load average at start / end: {load[0]} / {load[1]} (other work shares these cores: "
+        "compare the ratios more than the absolute seconds)",
+        "",
+        "Peak RSS: `max process` is the kernel's peak of the largest single process (wait4); "
+        "`tree` is the largest sampled sum over the process tree (what a pod's memory limit "
+        "counts). Stage seconds come from `sync.runs.stage_durations_json`.",
+        "",
+    ]
+    verdicts: list[tuple[str, str, str]] = []
+    daily = results.get("daily")
+    if daily:
+        lines += ["## Daily sync (90-day window, fake Wealthfolio + Pushgateway)", "",
+                  "| case | wall s | max process RSS MiB | tree RSS MiB | posted | stages (s) |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for label, runs in daily.items():
+            lines.append(
+                f"| {label} | {_med(runs, lambda r: r.wall):.2f} | "
+                f"{mib(_med(runs, lambda r: r.max_rss)):.0f} | "
+                f"{mib(_med(runs, lambda r: r.tree_rss)):.0f} | "
+                f"{runs[0].counts.get('posted', '?')} | {_stage_text(runs)} |")
+        lines.append("")
+        for label, runs in daily.items():
+            wall = _med(runs, lambda r: r.wall)
+            rss = mib(max(r.max_rss for r in runs))
+            verdicts.append((f"daily sync wall ≤ {TARGETS['daily_wall']:.0f} s ({label})",
+                             f"{wall:.2f} s",
+                             _verdict(wall <= TARGETS["daily_wall"],
+                                      f"{wall / TARGETS['daily_wall']:.2f}× the budget")))
+            verdicts.append((f"daily sync: every process ≤ 256 MiB ({label})",
+                             f"{rss:.0f} MiB (worst run)",
+                             _verdict(rss <= TARGETS["rss_mib"],
+                                      f"{rss - TARGETS['rss_mib']:+.0f} MiB")))
+    growth = results.get("growth")
+    if growth:
+        base = _med(growth["1 night"], lambda r: r.wall)
+        lines += ["## Growth: the same night after N nights of history", "",
+                  "| history | raw_ibkr rows | WF snapshot rows | warehouse MB | wall s | "
+                  "ratio | max process RSS MiB | stages (s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for label, runs in growth.items():
+            wall = _med(runs, lambda r: r.wall)
+            extra = runs[0].extra
+            lines.append(
+                f"| {label} | {extra.get('raw_ibkr_rows', 0):,.0f} | "
+                f"{extra.get('wf_snapshot_rows', 0):,.0f} | {extra.get('warehouse_mb', 0):,.0f} | "
+                f"{wall:.2f} | {wall / base:.2f} | {mib(_med(runs, lambda r: r.max_rss)):.0f} | "
+                f"{_stage_text(runs)} |")
+        lines.append("")
+        five = _med(growth["5 years"], lambda r: r.wall) / base
+        verdicts.append(("daily with 5 years of history ≤ 1.25× 1 night", f"{five:.2f}×",
+                         _verdict(five <= TARGETS["growth_ratio"],
+                                  f"{five / TARGETS['growth_ratio']:.2f}× the allowance")))
+    backfill = results.get("backfill")
+    if backfill:
+        size_mb = backfill["size"] / 1e6
+        ext, ibf, tr = backfill["extract"], backfill["ibflex"], backfill["transform"]
+        ext_wall = _med(ext, lambda r: r.wall)
+        ext_stage = _med(ext, lambda r: r.stages.get("extract", r.wall))
+        ibf_parse = _med(ibf, lambda r: r.extra["parse"])
+        ibf_wall = _med(ibf, lambda r: r.wall)
+        raw = backfill["raw_rows"]
+        lines += [
+            f"## Backfill: a {size_mb:.0f} MB 10-year statement", "",
+            f"Rows: {raw.get('trades', 0):,} trades-section rows (executions + orders), "
+            f"{raw.get('cash_transactions', 0):,} cash transactions, "
+            f"{raw.get('open_positions', 0):,} positions; {backfill['fct_rows']:,} activities "
+            "mapped. Full attribute sets (85 per trade), as a real 'select all' Flex query.", "",
+            "| step | wall s | MB/s | max process RSS MiB | note |", "|---|---:|---:|---:|---|",
+            f"| `flexsync extract` (process) | {ext_wall:.2f} | {size_mb / ext_wall:.0f} | "
+            f"{mib(_med(ext, lambda r: r.max_rss)):.0f} | extract stage {ext_stage:.2f} s |",
+            f"| `ibflex.parser.parse` (process) | {ibf_wall:.2f} | {size_mb / ibf_wall:.0f} | "
+            f"{mib(_med(ibf, lambda r: r.max_rss)):.0f} | parse() alone {ibf_parse:.2f} s |",
+            f"| `flexsync transform` (process) | {_med(tr, lambda r: r.wall):.2f} | | "
+            f"{mib(_med(tr, lambda r: r.max_rss)):.0f} | dbt build, stages "
+            f"{_stage_text(tr)} |",
+            "",
+        ]
+        ratio = ibf_parse / ext_wall
+        verdicts.append(("backfill extract ≥ 5× faster than ibflex.parser.parse",
+                         f"{ratio:.1f}× (parse() {ibf_parse:.1f} s vs extract process "
+                         f"{ext_wall:.1f} s)",
+                         _verdict(ratio >= TARGETS["ibflex_ratio"],
+                                  f"{ratio / TARGETS['ibflex_ratio']:.2f} of the target")))
+        rss = mib(max(r.max_rss for r in ext))
+        verdicts.append(("backfill extract peak RSS ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
+                         _rss_verdict(rss)))
+        rss = mib(max(r.max_rss for r in tr))
+        verdicts.append(("(info) backfill transform peak RSS ≤ 256 MiB",
+                         f"{rss:.0f} MiB (worst run)",
+                         _rss_verdict(rss)))
+    loader = results.get("loader")
+    if loader:
+        rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader
+                 if r.stages.get("load")]
+        rate = median(rates)
+        lines += ["## Loader: activities posted to the fake Wealthfolio (loopback)", "",
+                  "| posted | load stage s | activities/s | `flexsync load` wall s | "
+                  "max process RSS MiB |", "|---:|---:|---:|---:|---:|",
+                  f"| {loader[0].counts.get('posted', 0):,} | "
+                  f"{_med(loader, lambda r: r.stages.get('load', 0.0)):.1f} | {rate:.0f} | "
+                  f"{_med(loader, lambda r: r.wall):.1f} | "
+                  f"{mib(_med(loader, lambda r: r.max_rss)):.0f} |", ""]
+        verdicts.append(("loader ≥ 200 activities/s", f"{rate:.0f}/s",
+                         _verdict(rate >= TARGETS["loader_rate"],
+                                  f"{rate / TARGETS['loader_rate']:.1f}× the target")))
+    lines += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {v} |" for t, m, v in verdicts]
+    lines += ["", "Why, and what to change: benchmarks/README.md (Performance).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="daily,growth,backfill,loader")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    started = time.monotonic()
+    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    info = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if "daily" in sections:
+        results["daily"] = bench_daily(args.reps)
+    if "growth" in sections:
+        steady = results.get("daily", {}).get("steady state (yesterday synced)")
+        results["growth"] = bench_growth(args.reps, steady)
+    if "backfill" in sections:
+        results["backfill"] = bench_backfill(args.reps)
+    if "loader" in sections:
+        results["loader"] = bench_loader(args.reps)
+    load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = report(results, info, args.reps, (load_start, load_end), time.monotonic() - started)
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

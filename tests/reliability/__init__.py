@@ -1,0 +1,1 @@
+"""The reliability suite (`make reliability`): real faults injected, figures reported."""

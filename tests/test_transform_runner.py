@@ -1,0 +1,151 @@
+"""flexsync.transform without dbt (fakes), and the one real failure path through the CLI."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from flexsync import transform
+from flexsync.cli import app
+from flexsync.errors import ConfigurationError, DbtError, ExitCode, WarehouseLockedError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _result(status: str, unique_id: str, message: str = "") -> SimpleNamespace:
+    return SimpleNamespace(status=status, node=SimpleNamespace(unique_id=unique_id,
+                                                               name=unique_id.split(".")[-1]),
+                           message=message)
+
+
+def _outcome(*results: SimpleNamespace, success: bool = True,
+             exception: BaseException | None = None) -> SimpleNamespace:
+    return SimpleNamespace(result=SimpleNamespace(results=list(results)), success=success,
+                           exception=exception)
+
+
+def test_failed_nodes_are_named_in_the_dbt_error() -> None:
+    outcome = _outcome(
+        _result("success", "model.flexsync.stg_ibkr__trades"),
+        _result("fail", "test.flexsync.unique_fct_activities_external_id",
+                "Got 2 results, configured to fail if != 0"),
+        _result("error", "model.flexsync.fct_activities", "Binder Error: x\nmore"),
+        _result("skipped", "model.flexsync.activities_to_post"),
+        success=False,
+    )
+    with pytest.raises(DbtError) as caught:
+        transform._raise_for_failures(outcome)
+    text = str(caught.value)
+    assert "2 node(s) failed" in text
+    assert "test.flexsync.unique_fct_activities_external_id (fail: Got 2 results" in text
+    assert "model.flexsync.fct_activities (error: Binder Error: x)" in text
+    assert "activities_to_post" not in text
+    assert caught.value.exit_code == ExitCode.DBT
+
+
+def test_warnings_are_returned_not_raised() -> None:
+    outcome = _outcome(_result("pass", "test.flexsync.a"),
+                       _result("warn", "test.flexsync.codes_known", "Got 1 result"))
+    assert transform._raise_for_failures(outcome) == (
+        2, ["test.flexsync.codes_known: Got 1 result"])
+
+
+def test_a_locked_warehouse_is_exit_8_not_6() -> None:
+    locked = _outcome(_result("error", "model.flexsync.stg_ibkr__trades",
+                              'IO Error: Could not set lock on file "w.duckdb": Conflicting '
+                              "lock is held in python3.11 (PID 42)"), success=False)
+    with pytest.raises(WarehouseLockedError):
+        transform._raise_for_failures(locked)
+    crashed = _outcome(success=False, exception=RuntimeError("Could not set lock on file x"))
+    with pytest.raises(WarehouseLockedError):
+        transform._raise_for_failures(crashed)
+
+
+def test_an_invocation_error_is_a_dbt_error() -> None:
+    outcome = _outcome(success=False, exception=RuntimeError("Compilation Error in model x\n.."))
+    with pytest.raises(DbtError, match=r"dbt build could not run: Compilation Error in model x$"):
+        transform._raise_for_failures(outcome)
+
+
+def test_production_runs_leave_unit_tests_to_make_test() -> None:
+    args = transform.build_args(REPO_ROOT, None, include_unit_tests=False, log_format="text")
+    assert args[:5] == ["build", "--project-dir", str(REPO_ROOT), "--profiles-dir",
+                        str(REPO_ROOT)]
+    assert args[args.index("--exclude-resource-type") + 1] == "unit_test"
+    with_units = transform.build_args(REPO_ROOT, ["position_drift+"], include_unit_tests=True,
+                                      log_format="json")
+    assert "--exclude-resource-type" not in with_units
+    assert with_units[with_units.index("--select") + 1] == "position_drift+"
+    assert with_units[with_units.index("--log-format") + 1] == "json"
+
+
+def test_project_dir_from_env_or_from_the_source_tree(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.delenv("FLEXSYNC_PROJECT_DIR", raising=False)
+    assert transform.find_project_dir() == REPO_ROOT
+    monkeypatch.setenv("FLEXSYNC_PROJECT_DIR", str(REPO_ROOT))
+    assert transform.find_project_dir() == REPO_ROOT
+    monkeypatch.setenv("FLEXSYNC_PROJECT_DIR", str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"no dbt_project\.yml"):
+        transform.find_project_dir()
+
+
+def test_environment_is_restored_after_the_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEXSYNC_RUN_ID", "outer")
+    monkeypatch.delenv("FLEXSYNC_RUN_AT", raising=False)
+    seen: dict[str, Any] = {}
+    with transform._environment({"FLEXSYNC_RUN_ID": "inner", "FLEXSYNC_RUN_AT": "t"}):
+        seen.update(run_id=os.environ["FLEXSYNC_RUN_ID"], run_at=os.environ["FLEXSYNC_RUN_AT"])
+    assert seen == {"run_id": "inner", "run_at": "t"}
+    assert os.environ["FLEXSYNC_RUN_ID"] == "outer"
+    assert "FLEXSYNC_RUN_AT" not in os.environ
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (Decimal("0E-10"), "0"), (Decimal("-1.1000000000"), "-1.1"),
+    (Decimal("12500.0000000000"), "12500"), (Decimal("0.0000000001"), "0.0000000001"),
+    (None, "?"),
+])
+def test_amounts_are_logged_as_people_write_them(value: Decimal | None, text: str) -> None:
+    assert transform.format_amount(value) == text
+
+
+def test_summary_line_and_counts() -> None:
+    result = transform.TransformResult(fct_rows=3, to_post=2, unmapped=1, drift_rows=4,
+                                       nodes_run=50)
+    assert result.counts == {"fct_rows": 3, "to_post": 2, "unmapped": 1, "drift_rows": 4}
+    assert result.summary() == ("dbt build ok (50 nodes): 3 activities mapped, 2 to post, "
+                                "1 unmapped, 4 drift rows")
+
+
+def test_empty_warehouse_builds_then_a_failing_data_test_exits_6(tmp_path: Path) -> None:
+    """Real dbt, twice. First on a warehouse holding only the pre-created raw tables (the
+    models read nothing but CORE_SECTION_COLUMNS, so a statement lacking a section or an
+    attribute still builds). Then a ledger row with a status the loaders never write
+    fails a data test: exit 6, the test named, no traceback."""
+    data_dir = tmp_path / "data"
+    env = {"BROKER_SYNC_DATA_DIR": str(data_dir), "DO_NOT_TRACK": "1",
+           "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs"),
+           "IBKR_ACCOUNT_ID": ""}
+    runner = CliRunner()
+    empty = runner.invoke(app, ["transform"], env=env, catch_exceptions=False)
+    assert empty.exit_code == 0, empty.output
+    assert "0 activities mapped, 0 to post, 0 unmapped, 0 drift rows" in empty.output
+
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
+    con.execute("insert into sync.posted_activities values "
+                "('ibkr:trade:1', null, 'bogus', null, 'r', now())")
+    con.close()
+    result = runner.invoke(app, ["transform"], env=env, catch_exceptions=False)
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == ExitCode.DBT, output
+    assert "dbt build failed: 1 node(s) failed" in output
+    assert "accepted_values_stg_sync__posted_activities_status" in output
+    assert "Traceback" not in output
