@@ -51,6 +51,8 @@ def base_env(data_dir: Path, wf_url: str | None = None, push_url: str | None = N
         "BROKER_SYNC_DATA_DIR": str(data_dir), "IBKR_ACCOUNT_ID_UPSTREAM": generate_flex.ACCOUNT,
         "IBKR_ACCOUNT_ID": WF_ACCOUNT, "DO_NOT_TRACK": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Never the repo's target/ and logs/: a developer's dbt may be using them.
+        "DBT_TARGET_PATH": str(data_dir / "dbt-target"), "DBT_LOG_PATH": str(data_dir / "dbt-logs"),
     })
     if wf_url:
         env.update({"WF_BASE_URL": wf_url, "WF_PASSWORD": "bench-password-not-a-secret",
@@ -150,20 +152,33 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
                 f'from src.raw_ibkr."{table}" t join nights n on {in_window}'
             )
         con.execute(
-            "insert into raw_ibkr.extracts select n.extract_id, n.sha, 'history', '123456', "
-            "'hist', n.landed_at, n.landed_at, 1000000, null, '1', 1, 1000, "
+            "insert into raw_ibkr.extracts by name select n.extract_id, "
+            "n.sha as file_sha256, 'history' as source, '123456' as query_id, "
+            "'hist' as reference_code, n.landed_at as fetched_at, n.landed_at, "
+            "1000000 as byte_size, '1' as statement_count_declared, 1 as statement_count, "
+            "1000 as row_count, "
             "'account_information,cash_transactions,open_positions,securities_info,trades' "
-            "from nights n")
+            "as sections from nights n")
         con.execute(
-            "insert into raw_ibkr.statements select n.extract_id, n.sha, 0, ?, "
-            "strftime(n.window_start, '%Y-%m-%d'), strftime(n.window_end, '%Y-%m-%d'), '', "
-            "strftime(n.window_end + 1, '%Y-%m-%d') || ';06:12:41', '{}' from nights n",
+            "insert into raw_ibkr.statements by name select n.extract_id, n.sha as file_sha256, "
+            "0 as statement_index, ? as account_id, "
+            "strftime(n.window_start, '%Y-%m-%d') as from_date, "
+            "strftime(n.window_end, '%Y-%m-%d') as to_date, '' as period, "
+            "strftime(n.window_end + 1, '%Y-%m-%d') || ';06:12:41' as when_generated, "
+            "'{}' as attributes_json, "
+            "'AccountInformation,Trades,OpenPositions,CashTransactions,SecuritiesInfo' "
+            "as sections from nights n",
             [generate_flex.ACCOUNT])
-        con.execute("insert into raw_ibkr.flex_validation select n.extract_id, n.sha, true, "
-                    "null, 0, '[]', n.landed_at from nights n")
         con.execute(
-            "insert into sync.runs select 'run-' || n.extract_id, 'sync', n.landed_at, "
-            "n.landed_at + interval 9 second, 'success', 0, '{}', '{}', 'ok' from nights n")
+            "insert into raw_ibkr.flex_validation by name select n.extract_id, "
+            "n.sha as file_sha256, true as ok, 0 as warning_count, '[]' as warnings_json, "
+            "n.landed_at as validated_at from nights n")
+        con.execute(
+            "insert into sync.runs by name select 'run-' || n.extract_id as run_id, "
+            "'sync' as command, n.landed_at as started_at, "
+            "n.landed_at + interval 9 second as finished_at, 'success' as outcome, "
+            "0 as exit_code, '{}' as stage_durations_json, '{}' as counts_json, "
+            "'ok' as message from nights n")
         # Wealthfolio as its snapshots saw it, and the ledger.
         base = pa.table(
             {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
@@ -181,9 +196,11 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
             "n.landed_at + s.k * interval 5 second as snapshot_at "
             "from nights n cross join (values (0), (1)) s(k)")
         con.execute(
-            "insert into raw_wealthfolio.snapshots select s.snapshot_id, s.snapshot_at, ?, "
-            "'run-' || s.extract_id, count(wf.id), count(wf.id) from snaps s left join wf "
-            "on wf.posted_on <= s.window_end - (1 - s.k) group by all", [WF_ACCOUNT])
+            "insert into raw_wealthfolio.snapshots by name select s.snapshot_id, "
+            "s.snapshot_at, ? as wf_account_id, 'run-' || s.extract_id as run_id, "
+            "count(wf.id) as total_row_count, count(wf.id) as row_count from snaps s "
+            "left join wf on wf.posted_on <= s.window_end - (1 - s.k) group by all",
+            [WF_ACCOUNT])
         columns = ", ".join(COLUMN_FIELDS) + ", raw_json"
         selected = ", ".join(f"wf.{column}" for column in columns.split(", "))
         con.execute(
@@ -191,9 +208,10 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
             f"select s.snapshot_id, s.snapshot_at, {selected} "
             "from snaps s join wf on wf.posted_on <= s.window_end - (1 - s.k)")
         con.execute(
-            "insert into sync.posted_activities select wf.idempotency_key, wf.id, 'posted', "
-            "null, 'run-hist-' || strftime(wf.posted_on, '%Y%m%d'), "
-            "wf.posted_on + interval 1 day + interval 2 hour from wf")
+            "insert into sync.posted_activities by name select "
+            "wf.idempotency_key as external_id, wf.id as wf_activity_id, 'posted' as status, "
+            "'run-hist-' || strftime(wf.posted_on, '%Y%m%d') as run_id, "
+            "wf.posted_on + interval 1 day + interval 2 hour as recorded_at from wf")
         con.execute("detach src")
         con.execute("checkpoint")
 

@@ -124,8 +124,6 @@ def bake_dbt(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
     """What the image does at build time (scripts/install-image.sh): `dbt parse` with the
     runtime profile, so every run starts from a baked partial-parse state."""
     baked = data_dir / "dbt-baked"
-    env = {**env, "DBT_TARGET_PATH": str(data_dir / "dbt-target"),
-           "DBT_LOG_PATH": str(data_dir / "dbt-logs")}
     if not (baked / "partial_parse.msgpack").exists():
         measure.run([str(Path(FLEXSYNC).parent / "dbt"), "parse", "--quiet", "--project-dir",
                      str(REPO), "--profiles-dir", str(REPO)],

@@ -306,6 +306,9 @@ class _Batch:
 class _Statement:
     index: int
     attributes: dict[str, str]
+    # Section containers present, even empty ones: an absent <OpenPositions> says nothing
+    # about positions, an empty one says there are none.
+    sections: list[str] = field(default_factory=list)
 
 
 class _FlexReader(DefusedExpatParser):
@@ -368,6 +371,7 @@ class _StatementWalker:
             self.account_id = pairs.get("accountId")
         elif depth == 3 and self.statement is not None:
             self.section_table = section_table_name(tag)
+            self.statement.sections.append(tag)
 
     def end(self, tag: str) -> None:
         self.tags.pop()
@@ -564,10 +568,12 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
     for st in statements:
         attrs = st.attributes
         con.execute(
-            "insert into raw_ibkr.statements values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert into raw_ibkr.statements (extract_id, file_sha256, statement_index, "
+            "account_id, from_date, to_date, period, when_generated, attributes_json, sections) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [extract_id, sha, st.index, attrs.get("accountId"), attrs.get("fromDate"),
              attrs.get("toDate"), attrs.get("period"), attrs.get("whenGenerated"),
-             json.dumps(attrs, sort_keys=True)],
+             json.dumps(attrs, sort_keys=True), ",".join(st.sections)],
         )
     if declared is not None and declared != str(len(statements)):
         log.warning("%s: FlexStatements count=%s but %d statements found; all landed",

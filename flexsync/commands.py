@@ -58,7 +58,8 @@ def run_transform_stage(settings: Settings, record: RunRecord,
     from flexsync.transform import run_transform
 
     with record.stage(label):
-        result = run_transform(settings, record.run_id, select=select)
+        result = run_transform(settings, record.run_id, select=select,
+                               run_at=record.started_at)
     record.counts.update({f"{label}_{k}": v for k, v in result.counts.items()})
     _stage_line(label, record.stage_seconds[label], result.summary())
 

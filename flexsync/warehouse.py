@@ -86,7 +86,8 @@ create table if not exists raw_ibkr.statements (
     to_date varchar,
     period varchar,
     when_generated varchar,
-    attributes_json varchar
+    attributes_json varchar,
+    sections varchar
 );
 create table if not exists raw_ibkr.flex_validation (
     extract_id varchar not null,
@@ -194,6 +195,8 @@ def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConn
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw and sync tables if missing (idempotent)."""
     con.execute(SYSTEM_DDL)
+    # Warehouses created before a column existed get it added (all nullable).
+    con.execute("alter table raw_ibkr.statements add column if not exists sections varchar")
     con.execute(_core_table_ddl())
 
 

@@ -1,5 +1,7 @@
-{#- One row per IBKR account: its latest landed statement (latest period end, then
-    latest generation, then latest landing). Broker positions come from it. -#}
+{#- One row per IBKR account: its latest landed statement that carries an
+    OpenPositions section (latest period end, then latest generation, then latest
+    landing). Broker positions come from it; a statement without the section says
+    nothing about positions, so it must not make every holding look like drift. -#}
 with
 
 statements as (
@@ -22,7 +24,9 @@ joined as (
     from statements
     inner join extracts
         on statements.extract_id = extracts.extract_id
-    where statements.broker_account_id is not null
+    where
+        statements.broker_account_id is not null
+        and coalesce(statements.has_open_positions, true)
 
 ),
 

@@ -18,6 +18,13 @@ renamed as (
 
         ---------- strings
         {{ flex_text('period') }} as period,
+        sections,
+
+        ---------- booleans
+        {# Statements landed before sections were recorded count as having positions. #}
+        coalesce(
+            list_contains(string_split(sections, ','), 'OpenPositions'), true
+        ) as has_open_positions,
 
         ---------- dates and times
         {{ flex_date('from_date') }} as from_date,
