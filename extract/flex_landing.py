@@ -536,7 +536,10 @@ def _land_all(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
     except BaseException:
         for job, _ in archives:
             job.discard()
-        con.execute("rollback")
+        # A failed commit (disk full) has already ended the transaction: a second error
+        # from the rollback must not replace the real one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("rollback")
         raise
     return results
 

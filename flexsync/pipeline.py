@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from extract.flex_landing import FlexSource, LandingResult, land_sources
 from flexsync.config import Settings, require
 from flexsync.errors import ConfigurationError, ExitCode, FlexsyncError
@@ -64,7 +66,7 @@ def record_run(settings: Settings, record: RunRecord, exit_code: int, message: s
                  json.dumps(record.stage_seconds), json.dumps(record.counts, default=str),
                  message[:2000]],
             )
-    except FlexsyncError as exc:
+    except (FlexsyncError, duckdb.Error) as exc:  # e.g. the disk that failed the run is full
         log.warning("could not record the run in sync.runs: %s", exc)
 
 

@@ -112,6 +112,10 @@ def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: 
         args += ["--select", *select]
     if log_format == "json":
         args += ["--log-format", "json"]
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # Our own one-line stage summary says what dbt did; dbt's per-node lines are for -v
+        # (failures are still printed, and named in the DbtError).
+        args += ["--log-level", "warn"]
     if not sys.stdout.isatty():
         args.append("--no-use-colors")
     return args
