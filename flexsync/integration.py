@@ -67,7 +67,17 @@ def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
         unmapped=_unmapped_count(settings),
         exit_code=exit_code,
     )
-    return build_registry(drift, settings.account_label, figures, success, datetime.now(UTC))
+    return build_registry(drift, settings.account_label, figures, success, datetime.now(UTC),
+                          previous_success=_previous_success(settings))
+
+
+def _previous_success(settings: Settings) -> datetime | None:
+    """When the last fully successful run finished (re-pushed by a failed run)."""
+    with connect(settings.warehouse_path) as con:
+        row = con.execute(
+            "select max(finished_at) from sync.runs where outcome = 'success' "
+            "and command in ('sync', 'load')").fetchone()
+    return row[0].replace(tzinfo=UTC) if row and row[0] else None
 
 
 def push_metrics(settings: Settings, record: RunRecord, success: bool, exit_code: int,

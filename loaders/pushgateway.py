@@ -4,18 +4,13 @@ Metrics are built with prometheus-client and sent with `push_to_gateway` (HTTP P
 which replaces the whole group: a position closed since the last run has no series
 in the new push, so its drift series disappears.
 
-Two groups per account, both under job `broker-sync-ibkr`:
-
-* ``{account=<label>}`` — drift per symbol and the run figures, PUT on every run.
-* ``{account=<label>, push="last_success"}`` — only
-  ``ibkr_sync_last_success_timestamp_seconds``, PUT only when the whole run succeeded.
-
-Why a separate group for the success timestamp rather than reading the old value
-back from the gateway and re-pushing it: a failed run then never touches the
-success timestamp at all, so it cannot lose it (a read-back could fail, parse
-differently or race, and a bug there would silently reset the staleness clock or
-drop it). A failed run's PUT of the main group does not reach the other group.
-Decommissioning an account means deleting both groups.
+One PUT per run, to the group ``{account=<label>}`` of job `broker-sync-ibkr`:
+drift per symbol, the run figures, and ``ibkr_sync_last_success_timestamp_seconds``.
+The success timestamp only *advances* when the whole run succeeded; a failed run
+pushes the previous success time again (the caller reads it from its own run
+history, `sync.runs`), because the PUT replaces the whole group and would
+otherwise erase it — the staleness alert must keep counting from the last real
+success, not fire the moment one run fails.
 """
 
 from __future__ import annotations
@@ -32,16 +27,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from flexsync.errors import PushgatewayError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB = "broker-sync-ibkr"
-SUCCESS_GROUP_LABEL = "push"
-SUCCESS_GROUP_VALUE = "last_success"
 
 DRIFT_METRIC = "ibkr_position_drift_shares"
 LAST_SUCCESS_METRIC = "ibkr_sync_last_success_timestamp_seconds"
@@ -95,6 +86,7 @@ def build_registry(
     run_figures: RunFigures,
     success: bool,
     now: datetime,
+    previous_success: datetime | None = None,
 ) -> CollectorRegistry:
     """Everything one run pushes, in a fresh registry (never the process-global one)."""
     if now.tzinfo is None:
@@ -127,12 +119,15 @@ def build_registry(
     for name, help_text, value in figures:
         Gauge(name, help_text, registry=registry).set(value)
 
-    if success:
+    last_success = now if success else previous_success
+    if last_success is not None:
+        if last_success.tzinfo is None:
+            raise ValueError("previous_success must be timezone-aware")
         Gauge(
             LAST_SUCCESS_METRIC,
             "Unix time of the last fully successful sync run.",
             registry=registry,
-        ).set(now.timestamp())
+        ).set(last_success.timestamp())
     return registry
 
 
@@ -152,7 +147,7 @@ def push_run_metrics(
     backoff_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """PUT the run's group, then (only if the registry holds it) the success group.
+    """PUT the run's group (one request; replaces everything the last run pushed).
 
     Connection errors, timeouts and 5xx are retried a bounded number of times with
     a growing pause; a 4xx (the gateway rejected the metrics) is not retried.
@@ -162,38 +157,11 @@ def push_run_metrics(
         raise PushgatewayError("PUSHGATEWAY_URL not provided")
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
-    families = list(registry.collect())
-    run_families = [f for f in families if f.name != LAST_SUCCESS_METRIC]
-    success_families = [f for f in families if f.name == LAST_SUCCESS_METRIC]
-
-    pushes: list[tuple[dict[str, str], list[Metric]]] = [
-        ({"account": account_label}, run_families)
-    ]
-    if success_families:
-        pushes.append(
-            ({"account": account_label, SUCCESS_GROUP_LABEL: SUCCESS_GROUP_VALUE},
-             success_families)
-        )
-    for grouping_key, group_families in pushes:
-        _put_with_retries(
-            url, job, grouping_key, _registry_of(group_families), timeout,
-            attempts=attempts, backoff_seconds=backoff_seconds, sleep=sleep,
-        )
+    _put_with_retries(
+        url, job, {"account": account_label}, registry, timeout,
+        attempts=attempts, backoff_seconds=backoff_seconds, sleep=sleep,
+    )
     log.info("pushed metrics to the Pushgateway (job %s, account %s)", job, account_label)
-
-
-class _StaticCollector(Collector):
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return list(self._families)
-
-
-def _registry_of(families: list[Metric]) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(_StaticCollector(families))
-    return registry
 
 
 def _put_with_retries(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -40,9 +42,11 @@ def push(
     now: datetime = T0,
     figures: RunFigures | None = None,
     account: str = ACCOUNT,
+    previous_success: datetime | None = None,
 ) -> None:
     registry = build_registry(
-        drift_rows, account, figures or RunFigures(), success=success, now=now
+        drift_rows, account, figures or RunFigures(), success=success, now=now,
+        previous_success=previous_success,
     )
     push_run_metrics(gateway_url, JOB, account, registry, timeout=5, sleep=_no_sleep)
 
@@ -132,6 +136,7 @@ def test_last_success_survives_a_failed_run(pushgateway: RunningPushgateway) -> 
         success=False,
         now=failed_at,
         figures=RunFigures(exit_code=4),
+        previous_success=T0,  # what the caller's run history (sync.runs) says
     )
 
     # The failed run's figures are current, the success timestamp is the earlier run's.
@@ -142,8 +147,19 @@ def test_last_success_survives_a_failed_run(pushgateway: RunningPushgateway) -> 
         failed_at.timestamp()
     )
     assert single_value(pushgateway, "ibkr_sync_last_run_exit_code") == 4.0
-    # Exactly one success series, even though it lives in its own group.
     assert len(pushgateway.samples("ibkr_sync_last_success_timestamp_seconds")) == 1
+
+
+def test_one_put_per_run_into_one_group(pushgateway: RunningPushgateway) -> None:
+    push(pushgateway.url, [DriftRow("VOD.L", Decimal("1"))], success=True, now=T0)
+    push(pushgateway.url, [], success=False, now=T0 + timedelta(days=1),
+         previous_success=T0)
+    groups = json.loads(urllib.request.urlopen(
+        f"{pushgateway.url}/api/v1/metrics", timeout=5).read())["data"]
+    assert [g["labels"] for g in groups] == [{"job": JOB, "account": ACCOUNT}]
+    # Each group records the time of its last PUT: one group, pushed by the last run.
+    assert {name for name in groups[0] if name != "labels"} >= {
+        "ibkr_sync_last_success_timestamp_seconds", "push_time_seconds"}
 
 
 def test_run_figures_are_pushed(pushgateway: RunningPushgateway) -> None:
