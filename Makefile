@@ -29,6 +29,9 @@ test: setup lint dbt-test pytest ## Run every test: linters, dbt unit/data tests
 pytest: setup
 	$(BIN)/pytest -q
 
+reliability: setup ## Inject real faults (SIGKILL, outages, hostile files ...) and print the figures
+	$(BIN)/pytest -q tests/reliability -p tests.reliability.report
+
 lint: setup ## ruff, mypy and sqlfluff
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -45,6 +48,9 @@ sync: setup ## Run the nightly job (flexsync sync) with the environment's config
 
 docs: setup ## Generate the dbt docs (target/index.html)
 	BROKER_SYNC_DATA_DIR=$${BROKER_SYNC_DATA_DIR:-$(DEMO_DIR)} $(BIN)/dbt docs generate --project-dir . --profiles-dir .
+
+bench: setup ## Speed and memory benchmarks (~15 min, 2 cores): writes benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/run.py
 
 clean: ## Remove the venv, data and dbt artefacts
 	rm -rf $(VENV) data target logs .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,13 @@
 """Run a command and measure it: wall time and peak RSS of every process it starts.
 
 Two independent readings of memory:
-- `os.wait4` returns the kernel's ru_maxrss for the child, which on Linux is the
-  maximum over the child and every descendant it reaped: the exact per-process peak
-  (a pod's container limit is hit by the sum, so the sampled tree sum is kept too);
+- the kernel's ru_maxrss, read by GNU time (`/usr/bin/time -f %M`) around the command:
+  the exact peak of the largest single process (the command or anything it waited
+  for). Not os.wait4 from here: a child spawned by a big parent inherits the parent's
+  high-water mark at exec, so every command would report this harness's own peak;
 - psutil samples the process tree every SAMPLE_SECONDS: peak per process (by pid and
-  name) and the peak of the sum over the tree.
+  name) and the peak of the sum over the tree (what a pod's memory limit counts).
+Without /usr/bin/time the sampled per-process peak stands in for the first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import psutil
 
 SAMPLE_SECONDS = 0.02
 MIB = 1024 * 1024
+GNU_TIME = Path("/usr/bin/time")
 
 
 @dataclass
@@ -30,7 +33,7 @@ class Measured:
     argv: list[str]
     wall: float
     returncode: int
-    max_process_rss: int  # bytes, from wait4 (kernel peak of the child and descendants)
+    max_process_rss: int  # bytes: the kernel's peak of the largest process (GNU time)
     tree_rss_peak: int  # bytes, largest sampled sum over the process tree
     processes: dict[str, int] = field(default_factory=dict)  # "name[pid]" -> sampled peak
     stdout: str = ""
@@ -46,32 +49,40 @@ class Measured:
 def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None,
         timeout: float = 1800) -> Measured:
     """Run `argv` to completion, sampling its process tree."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("w+") as maxrss:
+        wrapped = list(argv)
+        if GNU_TIME.exists():
+            wrapped = [str(GNU_TIME), "-q", "-f", "%M", "-o", maxrss.name, *argv]
         start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=env, cwd=cwd)
+        proc = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, cwd=cwd)
         peaks: dict[int, tuple[str, int]] = {}
         tree_peak = 0
-        status = rusage = None
+        status = None
         try:
             root = psutil.Process(proc.pid)
             while True:
-                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
                 tree_peak = max(tree_peak, _sample(root, peaks))
                 if time.perf_counter() - start > timeout:
                     proc.kill()
+                    os.wait4(proc.pid, 0)
                     raise TimeoutError(f"{argv[0]} ran longer than {timeout} s")
                 time.sleep(SAMPLE_SECONDS)
         except psutil.NoSuchProcess:
-            _, status, rusage = os.wait4(proc.pid, 0)
+            _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        sampled = max((rss for _, rss in peaks.values()), default=0)
+        kernel = maxrss.read().strip().splitlines()
+        peak = int(kernel[-1]) * 1024 if kernel and kernel[-1].isdigit() else sampled
         return Measured(
             argv=list(argv), wall=wall, returncode=proc.returncode,
-            max_process_rss=rusage.ru_maxrss * 1024, tree_rss_peak=tree_peak,
+            max_process_rss=max(peak, sampled), tree_rss_peak=tree_peak,
             processes={f"{name}[{pid}]": rss for pid, (name, rss) in peaks.items()},
             stdout=out.read(), stderr=err.read(),
         )

@@ -8,9 +8,15 @@ element in it a row, every attribute a VARCHAR column (absent -> NULL, empty ->
 Order of work, so that a refused file writes nothing:
 1. hash the bytes (streamed) — the same bytes landed before are a no-op;
 2. parse with defusedxml in one pass inside a single transaction; the account
-   guard runs at each <FlexStatement> start, before its rows are buffered;
-3. archive the exact bytes (gzip), record extract + statements + ibflex's verdict;
-4. commit. Any error rolls the whole batch back.
+   guard runs at each <FlexStatement> start, before its rows are buffered (the
+   exact bytes are gzipped to a temporary file on a thread meanwhile);
+3. record extract + statements + ibflex's verdict; the archive file takes its place;
+4. commit. Any error rolls the whole batch back and deletes the temporary archive.
+
+Speed and memory (benchmarks/README.md): rows travel as expat's attribute lists,
+grouped by attribute list into Arrow batches that a second thread appends while
+the parse goes on; DuckDB's memory is capped while landing, so the peak RSS does
+not depend on the file's size.
 """
 
 from __future__ import annotations

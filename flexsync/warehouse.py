@@ -161,6 +161,13 @@ def _core_table_ddl() -> str:
     return "\n".join(statements)
 
 
+# DuckDB reports a damaged file (random bytes, truncated by a full disk) as an IO error.
+_CORRUPT_MARKERS = ("not a valid DuckDB database", "Could not read enough bytes", "orrupt",
+                    "checksum")
+_CORRUPT_HINT = (". If the file is corrupt, move it aside and re-land the archived statements "
+                 "(see README, troubleshooting)")
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -180,7 +187,8 @@ def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConn
                 "(another flexsync run, or a tool with the file open); "
                 "try again when it finishes — analysts should use analytics.duckdb"
             ) from None
-        raise WarehouseError(f"cannot open the warehouse {path}: {exc}") from None
+        hint = _CORRUPT_HINT if any(m in str(exc) for m in _CORRUPT_MARKERS) else ""
+        raise WarehouseError(f"cannot open the warehouse {path}: {exc}{hint}") from None
     except duckdb.Error as exc:
         raise WarehouseError(
             f"cannot open the warehouse {path}: {exc}. If the file is corrupt, move it "

@@ -329,7 +329,7 @@ def ledger_problems(data_dir: Path, fake: FakeWealthfolio, expected: Iterable[st
     return problems
 
 
-class readonly:  # noqa: N801 - used like a function, as duckdb.connect is
+class readonly:  # used like a function, as duckdb.connect is
     """Open a DuckDB file read-only, as an analyst would."""
 
     def __init__(self, path: Path) -> None:
@@ -586,6 +586,8 @@ def conclude(record: Callable[..., Any], scenario: str, faults: int,
         problems.append(f"{pending} activities still pending in marts.activities_to_post")
     if not lock_is_free(data_dir):
         problems.append("the run lock is still held")
+    if not (data_dir / "wf-session.json").exists():
+        problems.append("no Wealthfolio session cache was written (nothing to check)")
     record(scenario=scenario, faults=faults, expected=figures.expected,
            in_wealthfolio=figures.in_wealthfolio, lost=figures.lost,
            duplicated=figures.duplicated, secrets=len(scanner.hits))

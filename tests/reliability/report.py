@@ -143,6 +143,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     previous = LEDGER.outcomes.get(report.nodeid)
     if report.failed:
         LEDGER.outcomes[report.nodeid] = "failed"  # a failed setup/teardown fails it too
+    elif report.skipped and hasattr(report, "wasxfail"):
+        LEDGER.outcomes[report.nodeid] = "xfail"  # a known bug, documented in its reason
     elif report.skipped and previous != "failed":
         LEDGER.outcomes[report.nodeid] = "skipped"
     elif report.when == "call" and report.passed and previous is None:
@@ -154,9 +156,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("reliability report")
     for text in render_table(LEDGER):
         terminalreporter.write_line(text)
-    skipped = sorted(n for n, o in LEDGER.outcomes.items() if o == "skipped")
-    if skipped:
-        terminalreporter.write_line(f"skipped ({len(skipped)}): " + ", ".join(skipped))
+    for outcome, title in (("xfail", "known product bugs (strict xfail)"),
+                           ("skipped", "skipped")):
+        names = sorted(n for n, o in LEDGER.outcomes.items() if o == outcome)
+        if names:
+            terminalreporter.write_line(f"{title} ({len(names)}): " + ", ".join(names))
     reasons = LEDGER.verdict()
     if reasons:
         terminalreporter.write_line("RELIABILITY FAILED: " + "; ".join(reasons), red=True,
@@ -166,6 +170,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     else:
         totals = LEDGER.totals
+        skipped = sum(1 for o in LEDGER.outcomes.values() if o == "skipped")
         terminalreporter.write_line(
             f"reliability ok: {totals['scenarios']} scenarios, {totals['faults']} faults "
-            f"injected, lost 0, duplicated 0, secrets 0", green=True, bold=True)
+            f"injected, lost 0, duplicated 0, secrets 0"
+            + (f" ({skipped} test(s) skipped: no evidence from them, see above)"
+               if skipped else ""), green=True, bold=True)

@@ -63,18 +63,6 @@ def test_500_storm_on_creates(demo_data_dir: Path, wf: ReliabilityFakeWealthfoli
              demo_data_dir, runs)
 
 
-def test_500_storm_on_every_endpoint(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
-                                     reliability_ledger: Recorder) -> None:
-    wf.error_storm(50)
-    first = _load(demo_data_dir, wf)
-    assert_clean_failure(first, 5, "Wealthfolio login failed", "500")
-    assert len(wf.requests) == MAX_ATTEMPTS  # bounded: four logins, then it gives up
-    assert not wf.activities
-    runs = _recover(demo_data_dir, wf, first)
-    conclude(reliability_ledger, "WF 500 storm on every endpoint", MAX_ATTEMPTS, wf,
-             demo_data_dir, runs)
-
-
 def test_create_timeouts(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
                          reliability_ledger: Recorder) -> None:
     # The third activity's answers never arrive in time; the server still stores it
@@ -93,15 +81,31 @@ def test_create_timeouts(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
              demo_data_dir, runs)
 
 
-def test_wealthfolio_down(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
-                          reliability_ledger: Recorder) -> None:
+def test_unusable_at_login_down_500_storm_429(demo_data_dir: Path,
+                                              wf: ReliabilityFakeWealthfolio,
+                                              reliability_ledger: Recorder) -> None:
+    """Three nights Wealthfolio cannot even be logged in to: nothing posted, three clear
+    exit-5 lines with bounded retries; the fourth night posts everything."""
     dead = f"http://127.0.0.1:{free_port()}"
-    first = _load(demo_data_dir, wf, WF_BASE_URL=dead)
-    assert_clean_failure(first, 5, "Wealthfolio login failed at", "ConnectError",
+    down = _load(demo_data_dir, wf, WF_BASE_URL=dead)
+    assert_clean_failure(down, 5, "Wealthfolio login failed at", "ConnectError",
                          f"{MAX_ATTEMPTS} attempts")
     assert not wf.requests
-    runs = _recover(demo_data_dir, wf, first)
-    conclude(reliability_ledger, "WF down (connection refused)", 1, wf, demo_data_dir, runs)
+
+    wf.error_storm(50)
+    storm = _load(demo_data_dir, wf)
+    assert_clean_failure(storm, 5, "Wealthfolio login failed", "500")
+    assert len(wf.requests) == MAX_ATTEMPTS  # bounded: four logins, then it gives up
+    wf.clear_faults()
+
+    wf.rate_limit_login(600)
+    limited = _load(demo_data_dir, wf)
+    assert_clean_failure(limited, 5, "rate-limited", "gave up")
+    assert len(wf.requests) == MAX_ATTEMPTS + 1  # asked to wait 600 s: gave up at once
+    assert not wf.activities
+    runs = [down, storm, *_recover(demo_data_dir, wf, limited)]
+    conclude(reliability_ledger, "WF unusable at login: down, 500 storm, 429 (3 runs)",
+             2 + MAX_ATTEMPTS, wf, demo_data_dir, runs)
 
 
 def test_connection_dropped_after_storing(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
@@ -125,7 +129,7 @@ def test_401_mid_run_with_a_rotated_password(demo_data_dir: Path,
     session = demo_data_dir / "wf-session.json"
     with WealthfolioClient(wf.base_url, WF_PASSWORD, session_path=session) as client:
         client.login()  # a cached session from an earlier run
-    wf.password = "rotated-by-the-admin"  # noqa: S105 - the fake's new password
+    wf.password = "rotated-by-the-admin"  # the fake server's new password
     wf.expire_sessions_on("POST", "/activities", skip=3)
     first = _load(demo_data_dir, wf)
     assert_clean_failure(first, 5, "Wealthfolio rejected WF_PASSWORD", "401")
@@ -134,17 +138,6 @@ def test_401_mid_run_with_a_rotated_password(demo_data_dir: Path,
     runs = _recover(demo_data_dir, wf, first)
     conclude(reliability_ledger, "WF 401 mid-run, password rotated", 2, wf, demo_data_dir,
              runs)
-
-
-def test_429_on_login_beyond_the_wait_bound(demo_data_dir: Path,
-                                            wf: ReliabilityFakeWealthfolio,
-                                            reliability_ledger: Recorder) -> None:
-    wf.rate_limit_login(600)
-    first = _load(demo_data_dir, wf)
-    assert_clean_failure(first, 5, "rate-limited", "gave up")
-    assert not wf.activities
-    runs = _recover(demo_data_dir, wf, first)
-    conclude(reliability_ledger, "WF 429 on login (wait 600 s)", 1, wf, demo_data_dir, runs)
 
 
 def test_malformed_json_from_search(demo_data_dir: Path, wf: ReliabilityFakeWealthfolio,
