@@ -29,3 +29,11 @@
         lambda product, factor: cast(product * factor as {{ decimal_type() }})
     )
 {%- endmacro %}
+
+{#- True when a * b of two DECIMAL(38, 10) cannot overflow (the scaled product must stay
+    below 1.7e38, so each factor below 1e9): DuckDB raises (it does not return
+    NULL) when a decimal product overflows, and one odd Flex row must never stop the
+    whole build. Integer bounds keep the comparison DECIMAL, never DOUBLE. -#}
+{% macro product_fits(a, b) -%}
+    (abs({{ a }}) < 1000000000 and abs({{ b }}) < 1000000000)
+{%- endmacro %}

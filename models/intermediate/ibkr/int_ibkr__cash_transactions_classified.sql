@@ -89,6 +89,7 @@ classified as (
             when with_mapping.mapped_activity_type is null
                 then 'no cash_type_mapping row for this type and direction'
             when with_mapping.transacted_at is null then 'unparseable date'
+            when with_mapping.currency is null then 'missing currency'
             when
                 with_mapping.mapped_activity_type = 'DIVIDEND'
                 and with_mapping.canonical_symbol is null

@@ -190,6 +190,10 @@ classified as (
             when with_symbols.quantity is null or with_symbols.quantity = 0
                 then 'zero or missing quantity'
             when with_symbols.trade_price is null then 'missing trade price'
+            when with_symbols.trade_price < 0 then 'negative trade price'
+            when not {{ product_fits('with_symbols.quantity', 'with_symbols.trade_price') }}
+                then 'quantity or price out of range'
+            when with_symbols.currency is null then 'missing currency'
             when with_symbols.traded_at is null then 'unparseable trade date'
             when with_symbols.canonical_symbol is null then 'no symbol'
             when
@@ -219,7 +223,9 @@ final as (
         {{ to_major_amount('classified.trade_price', 'classified.currency') }}
             as activity_unit_price,
         {{ to_major_amount(
-            'cast(abs(classified.quantity * classified.trade_price) as ' ~ decimal_type() ~ ')',
+            'case when ' ~ product_fits('classified.quantity', 'classified.trade_price')
+            ~ ' then cast(abs(classified.quantity * classified.trade_price) as '
+            ~ decimal_type() ~ ') end',
             'classified.currency'
         ) }} as activity_amount,
         {{ to_major_amount(
@@ -228,7 +234,9 @@ final as (
         ) }} as activity_fee,
         {{ to_major_currency('classified.currency') }} as activity_currency,
         {{ to_major_amount(
-            'cast(classified.quantity * classified.trade_price as ' ~ decimal_type() ~ ')',
+            'case when ' ~ product_fits('classified.quantity', 'classified.trade_price')
+            ~ ' then cast(classified.quantity * classified.trade_price as '
+            ~ decimal_type() ~ ') end',
             'classified.currency'
         ) }} as signed_trade_amount
     from classified
