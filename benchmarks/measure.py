@@ -12,6 +12,7 @@ Without /usr/bin/time the sampled per-process peak stands in for the first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -67,7 +68,7 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
                     break
                 tree_peak = max(tree_peak, _sample(root, peaks))
                 if time.perf_counter() - start > timeout:
-                    proc.kill()
+                    _kill_tree(root)
                     os.wait4(proc.pid, 0)
                     raise TimeoutError(f"{argv[0]} ran longer than {timeout} s")
                 time.sleep(SAMPLE_SECONDS)
@@ -86,6 +87,18 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
             processes={f"{name}[{pid}]": rss for pid, (name, rss) in peaks.items()},
             stdout=out.read(), stderr=err.read(),
         )
+
+
+def _kill_tree(root: psutil.Process) -> None:
+    """Kill the command and everything it started (GNU time does not pass SIGKILL on)."""
+    try:
+        children = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for proc in [*children, root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(children, timeout=10)
 
 
 def _sample(root: psutil.Process, peaks: dict[int, tuple[str, int]]) -> int:
