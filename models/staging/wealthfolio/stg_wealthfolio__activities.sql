@@ -1,10 +1,31 @@
-{#- One row per Wealthfolio activity per snapshot, typed, with the canonical symbol
-    (Wealthfolio returns LSE assets as 'VOD' + MIC 'XLON': that is 'VOD.L'). -#}
+{#- One row per Wealthfolio activity of each account's latest snapshot, typed, with the
+    canonical symbol (Wealthfolio returns LSE assets as 'VOD' + MIC 'XLON': that is
+    'VOD.L'). Every consumer wants Wealthfolio as it is now; older snapshots stay in
+    raw_wealthfolio for analysts, and reading only the latest keeps the nightly work
+    from growing with the history. -#}
 with
+
+snapshots as (
+
+    select * from {{ source('wealthfolio', 'snapshots') }}
+
+),
+
+latest_snapshots as (
+
+    select snapshots.snapshot_id
+    from snapshots
+    qualify row_number() over (
+            partition by snapshots.wf_account_id
+            order by snapshots.snapshot_at desc, snapshots.snapshot_id desc
+        ) = 1
+
+),
 
 source as (
 
     select * from {{ source('wealthfolio', 'activities') }}
+    where _snapshot_id in (select latest_snapshots.snapshot_id from latest_snapshots)
 
 ),
 
