@@ -79,7 +79,9 @@ def start_pushgateway(log: Path) -> Service | None:
         return None
     port = free_port()
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        # Debian's default persists to /var/lib/prometheus: keep each run's gateway fresh.
+        [binary, f"--web.listen-address=127.0.0.1:{port}",
+         f"--persistence.file={log.parent / f'pushgateway-{port}.data'}"],
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

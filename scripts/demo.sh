@@ -25,6 +25,7 @@ push_url=""
 if command -v prometheus-pushgateway >/dev/null 2>&1; then
   pg_port=$($BIN/python scripts/free_port.py)
   prometheus-pushgateway --web.listen-address="127.0.0.1:$pg_port" \
+    --persistence.file="$DEMO_DIR/pushgateway.data" \
     >"$DEMO_DIR/pushgateway.log" 2>&1 &
   pids+=($!)
   push_url="http://127.0.0.1:$pg_port"
