@@ -8,7 +8,6 @@ line and exit with their code (SPEC §6); unexpected ones exit 1.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -277,8 +276,3 @@ def _remember(factory: Callable[[], Settings]) -> Callable[[], Settings]:
         return settings
 
     return wrapped
-
-
-def entrypoint() -> None:  # pragma: no cover - console script shim
-    app()
-    sys.exit(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from flexsync.config import Settings
@@ -10,7 +11,6 @@ from flexsync.errors import ExitCode, FlexsyncError
 from flexsync.pipeline import (
     RunRecord,
     download_and_land,
-    initialise_warehouse,
     land_flex_files,
     new_run_id,
     record_run,
@@ -64,13 +64,12 @@ def run_transform_stage(settings: Settings, record: RunRecord,
     _stage_line(label, record.stage_seconds[label], result.summary())
 
 
-def _finish(settings: Settings, record: RunRecord, body: object) -> int:
+def _finish(settings: Settings, record: RunRecord, body: Callable[[], object]) -> int:
     """Run a command body, record the run whatever happens, return the exit code."""
     code = int(ExitCode.OK)
     message = "ok"
     record_run_start(settings, record)
     try:
-        assert callable(body)
         result = body()
         if isinstance(result, int):
             code = result
@@ -86,13 +85,11 @@ def _finish(settings: Settings, record: RunRecord, body: object) -> int:
 
 
 def extract(settings: Settings, files: list[Path]) -> int:
-    initialise_warehouse(settings)
     record = RunRecord(new_run_id(), "extract")
     return _finish(settings, record, lambda: run_extract_stage(settings, record, files))
 
 
 def transform(settings: Settings) -> int:
-    initialise_warehouse(settings)
     record = RunRecord(new_run_id(), "transform")
     return _finish(settings, record, lambda: run_transform_stage(settings, record))
 
@@ -100,7 +97,6 @@ def transform(settings: Settings) -> int:
 def load(settings: Settings, dry_run: bool) -> int:
     from flexsync.integration import load_stage
 
-    initialise_warehouse(settings)
     record = RunRecord(new_run_id(), "load")
     return _finish(settings, record, lambda: load_stage(settings, record, dry_run))
 
@@ -108,7 +104,6 @@ def load(settings: Settings, dry_run: bool) -> int:
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     from flexsync.integration import sync_run
 
-    initialise_warehouse(settings)
     record = RunRecord(new_run_id(), "sync")
     return _finish(settings, record, lambda: sync_run(settings, record, files, dry_run))
 

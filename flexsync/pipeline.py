@@ -71,10 +71,8 @@ def record_run(settings: Settings, record: RunRecord, exit_code: int, message: s
 
 
 def record_run_start(settings: Settings, record: RunRecord) -> None:
-    """The run's row exists while it runs: dbt reads the current run id from it.
-
-    (Passing the run id as a dbt --var would force a full re-parse on every run.)
-    """
+    """Prepare the warehouse and give the run its row in sync.runs while it runs."""
+    prepare_data_dir(settings.data_dir)
     with connect(settings.warehouse_path) as con:
         ensure_schema(con)
         # We hold the run lock, so a row still 'running' is a run that died (SIGKILL,
@@ -89,12 +87,6 @@ def record_run_start(settings: Settings, record: RunRecord) -> None:
             "values (?, ?, ?, 'running')",
             [record.run_id, record.command, record.started_at.replace(tzinfo=None)],
         )
-
-
-def initialise_warehouse(settings: Settings) -> None:
-    prepare_data_dir(settings.data_dir)
-    with connect(settings.warehouse_path) as con:
-        ensure_schema(con)
 
 
 def land_flex_files(settings: Settings, paths: list[Path]) -> list[LandingResult]:
