@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flexsync.errors import ConfigurationError
+from flexsync.logs import without_userinfo
 
 DEFAULT_SEND_URL = (
     "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService/SendRequest"
@@ -110,11 +111,11 @@ class Settings:
             "data dir": str(self.data_dir),
             "IBKR account(s) (guard)": ", ".join(self.upstream_account_ids) or "(not set)",
             "Wealthfolio account": self.wf_account_id or "(not set)",
-            "Wealthfolio URL": self.wf_base_url or "(not set: file mode)",
+            "Wealthfolio URL": without_userinfo(self.wf_base_url) or "(not set: file mode)",
             "Flex query id": self.flex_query_id or "(not set)",
             "Flex token": "set" if self.flex_token else "(not set)",
             "Wealthfolio password": "set" if self.wf_password else "(not set)",
-            "Pushgateway": self.pushgateway_url or "(not set)",
+            "Pushgateway": without_userinfo(self.pushgateway_url) or "(not set)",
             "Pushgateway job / account label": f"{self.pushgateway_job} / {self.account_label}",
         }
 

@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 _REDACTED = "********"
 # The Flex token travels as ?t=... in URLs; scrub it even when we do not know the value.
@@ -29,6 +30,17 @@ def scrub(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, _REDACTED)
     return _TOKEN_PARAM.sub(r"\1" + _REDACTED, text)
+
+
+def without_userinfo(url: str) -> str:
+    """A URL safe to print: any user:password@ part removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class ScrubbingFormatter(logging.Formatter):

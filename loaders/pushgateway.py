@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
 from flexsync.errors import PushgatewayError
+from flexsync.logs import without_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _put_with_retries(
     backoff_seconds: float,
     sleep: Callable[[float], None],
 ) -> None:
-    safe_url = _without_userinfo(url)
+    safe_url = without_userinfo(url)
     for attempt in range(1, attempts + 1):
         try:
             push_to_gateway(
@@ -219,16 +219,6 @@ def _http_error_detail(exc: urllib.error.HTTPError) -> str:
     except Exception:  # the body is a courtesy; the status code is the message
         return ""
     return " ".join(body.split())[:300]
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def _drift_by_symbol(rows: Iterable[DriftInput]) -> dict[str, Decimal]:
