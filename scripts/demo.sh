@@ -58,6 +58,18 @@ echo "== exit code $code"
 echo
 echo "== flexsync status"
 $BIN/flexsync status
+echo
+echo "== marts.fct_activities (what was mapped from the statement and posted)"
+$BIN/python - "$DEMO_DIR/analytics.duckdb" <<'PY' || true
+import sys
+import duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+con.sql(
+    "select activity_date, activity_type, symbol, quantity::varchar as quantity, "
+    "unit_price::varchar as unit_price, amount::varchar as amount, fee::varchar as fee, "
+    "currency, external_id from marts.fct_activities order by activity_date, external_id"
+).show(max_width=200)
+PY
 if [ -n "$push_url" ]; then
   echo
   echo "== metrics in the Pushgateway ($push_url/metrics)"
