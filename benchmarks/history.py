@@ -13,13 +13,16 @@ is built the way it would have ended up, with SQL:
    `hist-<d>` (trades by tradeDate, cash by reportDate; OpenPositions,
    SecuritiesInfo and AccountInformation rows — the history's final ones — in every
    window), its extracts/statements/flex_validation rows, a sync.runs row, two
-   Wealthfolio snapshots (before and after that night's posting) holding every
-   activity dated up to then, and the ledger row of each activity on the night after
+   Wealthfolio snapshots (before and after that night's posting) as
+   extract/wealthfolio_snapshot.py writes them — 'changes' snapshots appending only
+   what is new: the first night's first snapshot every activity posted before the
+   history, each night's second snapshot the activities posted that night, the other
+   first snapshots nothing — and the ledger row of each activity on the night after
    its date.
 
 So the raw tables hold what 90-day overlapping windows accumulate (each trade about
-90 times) and raw_wealthfolio.activities what two full snapshots a night accumulate
-(5 years: ≈26 M rows, ≈10 GB). Known simplifications: every window carries the final
+90 times) and raw_wealthfolio.activities one row per activity (nothing is edited or
+deleted in the history). Known simplifications: every window carries the final
 positions, not the positions of its own day; dbt's marts and the incremental
 position_drift_history start empty (the first measured night builds them — a few
 thousand drift rows a year would not change its cost).
@@ -120,11 +123,17 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
                wf_rows: list[dict[str, Any]], dates: dict[str, date]) -> None:
     import pyarrow as pa
 
-    from extract.wealthfolio_snapshot import COLUMN_FIELDS, _raw_json, _text
+    from extract.wealthfolio_snapshot import (
+        COLUMN_FIELDS,
+        LANDED_COLUMNS,
+        _raw_json,
+        _text,
+        row_hash_sql,
+    )
     from flexsync.warehouse import ensure_schema
 
     with duckdb.connect(str(warehouse)) as con:
-        # Bounded, so building 5 years (≈26 M snapshot rows) cannot starve the machine.
+        # Bounded, so building 5 years (≈2,000 nights) cannot starve the machine.
         con.execute("set memory_limit = '1GB'")
         ensure_schema(con)
         con.execute(f"attach '{scratch_db}' as src (read_only)")
@@ -191,23 +200,33 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
         con.register("wf_base", base)
         con.execute("create temp table wf as select * from wf_base")
         con.unregister("wf_base")
+        # Snapshot k of a night sees what was posted up to `seen_until` (k=0: before the
+        # night's posting, k=1: after it) and appends what the previous one had not seen.
         con.execute(
-            "create temp table snaps as select n.*, s.k, "
+            "create temp table snaps as select *, "
+            "lag(seen_until) over (order by snapshot_at) as seen_before from ("
+            "select n.*, s.k, "
             "'wf-hist-' || strftime(n.window_end, '%Y%m%d') || '-' || s.k as snapshot_id, "
-            "n.landed_at + s.k * interval 5 second as snapshot_at "
-            "from nights n cross join (values (0), (1)) s(k)")
+            "n.landed_at + s.k * interval 5 second as snapshot_at, "
+            "n.window_end - (1 - s.k) as seen_until "
+            "from nights n cross join (values (0), (1)) s(k))")
+        appended = ("wf.posted_on <= s.seen_until "
+                    "and (s.seen_before is null or wf.posted_on > s.seen_before)")
         con.execute(
             "insert into raw_wealthfolio.snapshots by name select s.snapshot_id, "
             "s.snapshot_at, ? as wf_account_id, 'run-' || s.extract_id as run_id, "
-            "count(wf.id) as total_row_count, count(wf.id) as row_count from snaps s "
-            "left join wf on wf.posted_on <= s.window_end - (1 - s.k) group by all",
+            "count(wf.id) filter (where wf.posted_on <= s.seen_until) as total_row_count, "
+            f"count(wf.id) filter (where {appended}) as row_count, "
+            "'changes' as kind, "
+            "count(wf.id) filter (where wf.posted_on <= s.seen_until) as activity_count "
+            "from snaps s left join wf on wf.posted_on <= s.seen_until group by all",
             [WF_ACCOUNT])
-        columns = ", ".join(COLUMN_FIELDS) + ", raw_json"
-        selected = ", ".join(f"wf.{column}" for column in columns.split(", "))
+        columns = ", ".join(LANDED_COLUMNS)
+        selected = ", ".join(f"wf.{column}" for column in LANDED_COLUMNS)
         con.execute(
-            f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}) "
-            f"select s.snapshot_id, s.snapshot_at, {selected} "
-            "from snaps s join wf on wf.posted_on <= s.window_end - (1 - s.k)")
+            f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}, "
+            f"_row_hash, _deleted) select s.snapshot_id, s.snapshot_at, {selected}, "
+            f"{row_hash_sql('wf')}, false from snaps s join wf on {appended}")
         con.execute(
             "insert into sync.posted_activities by name select "
             "wf.idempotency_key as external_id, wf.id as wf_activity_id, 'posted' as status, "

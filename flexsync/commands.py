@@ -54,12 +54,13 @@ def snapshot_stage(settings: Settings, record: RunRecord) -> str:
 
 
 def run_transform_stage(settings: Settings, record: RunRecord,
-                        select: list[str] | None = None, label: str = "transform") -> None:
+                        select: list[str] | None = None, label: str = "transform",
+                        full_refresh: bool = False) -> None:
     from flexsync.transform import run_transform
 
     with record.stage(label):
         result = run_transform(settings, record.run_id, select=select,
-                               run_at=record.started_at)
+                               run_at=record.started_at, full_refresh=full_refresh)
     record.counts.update({f"{label}_{k}": v for k, v in result.counts.items()})
     _stage_line(label, record.stage_seconds[label], result.summary())
 
@@ -89,9 +90,10 @@ def extract(settings: Settings, files: list[Path]) -> int:
     return _finish(settings, record, lambda: run_extract_stage(settings, record, files))
 
 
-def transform(settings: Settings) -> int:
+def transform(settings: Settings, full_refresh: bool = False) -> int:
     record = RunRecord(new_run_id(), "transform")
-    return _finish(settings, record, lambda: run_transform_stage(settings, record))
+    return _finish(settings, record,
+                   lambda: run_transform_stage(settings, record, full_refresh=full_refresh))
 
 
 def load(settings: Settings, dry_run: bool) -> int:
@@ -103,7 +105,9 @@ def load(settings: Settings, dry_run: bool) -> int:
 
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     from flexsync.integration import sync_run
+    from flexsync.transform import preload_dbt
 
+    preload_dbt()
     record = RunRecord(new_run_id(), "sync")
     return _finish(settings, record, lambda: sync_run(settings, record, files, dry_run))
 

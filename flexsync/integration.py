@@ -36,13 +36,14 @@ def _client(settings: Settings) -> WealthfolioClient:
 
 
 def take_snapshot(settings: Settings, run_id: str) -> int:
-    """Append every activity of the Wealthfolio account to raw_wealthfolio (a new snapshot)."""
+    """Snapshot the Wealthfolio account into raw_wealthfolio (what changed since the last
+    snapshot); return how many activities Wealthfolio holds."""
     from extract.wealthfolio_snapshot import snapshot_activities
 
     require(settings, "wf_account_id")
     with _client(settings) as client, connect(settings.warehouse_path) as con:
         result = snapshot_activities(con, client, settings.wf_account_id, run_id)
-    return int(result.row_count)
+    return int(result.activity_count)
 
 
 def _unmapped_count(settings: Settings) -> int:

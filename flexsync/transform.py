@@ -14,9 +14,12 @@ marts.unmapped_transactions is logged at WARNING (logger `flexsync.transform`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,14 +105,9 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
-               log_format: str) -> list[str]:
-    args = ["build", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
-    if not include_unit_tests:
-        # Unit tests check the SQL logic, not the data: `make test` runs them.
-        args += ["--exclude-resource-type", "unit_test"]
-    if select:
-        args += ["--select", *select]
+def global_args(project_dir: Path, log_format: str) -> list[str]:
+    """Flags every dbt command of a run shares."""
+    args = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
     if log_format == "json":
         args += ["--log-format", "json"]
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -118,6 +116,17 @@ def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: 
         args += ["--log-level", "warn"]
     if not sys.stdout.isatty():
         args.append("--no-use-colors")
+    return args
+
+
+def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
+               log_format: str) -> list[str]:
+    args = ["build", *global_args(project_dir, log_format)]
+    if not include_unit_tests:
+        # Unit tests check the SQL logic, not the data: `make test` runs them.
+        args += ["--exclude-resource-type", "unit_test"]
+    if select:
+        args += ["--select", *select]
     return args
 
 
@@ -134,13 +143,124 @@ def _close_dbt_connections() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def _invoke_dbt(args: list[str]) -> Any:
+def preload_dbt() -> None:
+    """Import dbt (~2 s, most of it while the extract waits on DuckDB, the network or the
+    disk) on a background thread, so the transform finds it imported. The modules the
+    extract needs are imported first: two threads importing the same modules in a
+    different order could deadlock on the import locks."""
+    import ibflex.parser  # noqa: F401
+
+    import extract.flex_client
+    import extract.wealthfolio_snapshot  # noqa: F401
+    import flexsync.pipeline  # noqa: F401
+    import loaders.wealthfolio_client  # noqa: F401
+
+    threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
+
+
+def _import_dbt() -> None:
+    try:
+        import dbt.adapters.duckdb
+        import dbt.cli.main  # noqa: F401
+    except Exception:
+        log.debug("dbt preload failed", exc_info=True)
+
+
+def _invoke_dbt(args: list[str], manifest: Any = None) -> Any:
     from dbt.cli.main import dbtRunner
 
     try:
-        return dbtRunner().invoke(args)
+        return dbtRunner(manifest=manifest).invoke(args)
     finally:
         _close_dbt_connections()
+
+
+# The parsed project, per (project, dbt target path): a sync's drift rebuild after posting
+# reuses the first build's manifest instead of parsing the project again.
+_manifests: dict[tuple[str, str], Any] = {}
+
+
+def parsed_manifest(project_dir: Path, log_format: str) -> Any:
+    """dbt's parsed project (from the partial-parse state when nothing changed)."""
+    key = (str(project_dir), os.environ.get("DBT_TARGET_PATH", ""))
+    if key not in _manifests:
+        outcome = _invoke_dbt(["parse", *global_args(project_dir, log_format)])
+        if not outcome.success or outcome.result is None:
+            text = str(outcome.exception or "see the dbt output above").strip()
+            raise DbtError(f"dbt could not parse the project: {text.splitlines()[0]}")
+        _manifests[key] = outcome.result
+    return _manifests[key]
+
+
+def _macro_closure(manifest: Any, macro_ids: list[str]) -> set[str]:
+    seen: set[str] = set()
+    pending = list(macro_ids)
+    while pending:
+        macro_id = pending.pop()
+        if macro_id in seen or macro_id not in manifest.macros:
+            continue
+        seen.add(macro_id)
+        pending.extend(manifest.macros[macro_id].depends_on.macros)
+    return seen
+
+
+def incremental_fingerprints(manifest: Any) -> dict[str, str]:
+    """schema.table → digest of the SQL that builds it, for every incremental model that
+    may be rebuilt from raw (not those with full_refresh=false, e.g. the drift history,
+    which exists nowhere else). An incremental table keeps what older SQL computed, so
+    when the digest changes the table must be rebuilt from scratch."""
+    fingerprints: dict[str, str] = {}
+    for node in manifest.nodes.values():
+        config = node.config
+        if (node.resource_type != "model" or config.materialized != "incremental"
+                or config.full_refresh is False):
+            continue
+        digest = hashlib.sha256(node.raw_code.encode())
+        settings = {key: config.get(key) for key in
+                    ("unique_key", "incremental_strategy", "on_schema_change")}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        for macro_id in sorted(_macro_closure(manifest, list(node.depends_on.macros))):
+            digest.update(macro_id.encode())
+            digest.update(manifest.macros[macro_id].macro_sql.encode())
+        fingerprints[f"{node.schema}.{node.alias or node.name}"] = digest.hexdigest()
+    return fingerprints
+
+
+def drop_stale_incremental_models(settings: Settings, fingerprints: dict[str, str],
+                                  full_refresh: bool) -> list[str]:
+    """Drop the incremental tables built by other SQL than tonight's (or all of them on
+    --full-refresh) so that dbt builds them again from every landed row."""
+    dropped: list[str] = []
+    with connect(settings.warehouse_path) as con:
+        built = dict(con.execute(
+            "select relation, fingerprint from sync.dbt_incremental_models").fetchall())
+        existing = {
+            f"{schema}.{name}": kind for schema, name, kind in con.execute(
+                "select table_schema, table_name, table_type from information_schema.tables"
+            ).fetchall()
+        }
+        for relation, fingerprint in sorted(fingerprints.items()):
+            if relation not in existing or (not full_refresh
+                                            and built.get(relation) == fingerprint):
+                continue
+            kind = "view" if existing[relation] == "VIEW" else "table"
+            schema, name = relation.split(".", 1)
+            con.execute(f'drop {kind} "{schema}"."{name}"')
+            dropped.append(relation)
+    return dropped
+
+
+def record_incremental_models(settings: Settings, fingerprints: dict[str, str],
+                              built: set[str]) -> None:
+    """Remember which SQL built each incremental table (see drop_stale_incremental_models)."""
+    rows = [(relation, fingerprint) for relation, fingerprint in fingerprints.items()
+            if relation.split(".", 1)[1] in built]
+    if not rows:
+        return
+    with connect(settings.warehouse_path) as con:
+        con.executemany(
+            "insert or replace into sync.dbt_incremental_models values (?, ?, now()::timestamp)",
+            rows)
 
 
 def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
@@ -184,8 +304,11 @@ def _built_nodes(outcome: Any) -> set[str]:
 
 def run_transform(settings: Settings, run_id: str, select: list[str] | None = None,
                   include_unit_tests: bool = False,
-                  run_at: datetime | None = None) -> TransformResult:
-    """`dbt build` the project into the warehouse; raise DbtError (exit 6) on any failure."""
+                  run_at: datetime | None = None, full_refresh: bool = False) -> TransformResult:
+    """`dbt build` the project into the warehouse; raise DbtError (exit 6) on any failure.
+
+    full_refresh rebuilds the incremental staging models from every landed row (the
+    drift history is never dropped)."""
     project_dir = find_project_dir()
     data_dir = settings.data_dir.resolve()
     moment = (run_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
@@ -200,11 +323,18 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
     args = build_args(project_dir, select, include_unit_tests, settings.log_format)
     log.debug("dbt %s", " ".join(args))
     with _environment(env):
-        outcome = _invoke_dbt(args)
+        manifest = parsed_manifest(project_dir, settings.log_format)
+        fingerprints = incremental_fingerprints(manifest)
+        for relation in drop_stale_incremental_models(settings, fingerprints, full_refresh):
+            log.info("rebuilding %s from every landed row (%s)", relation,
+                     "--full-refresh" if full_refresh else "its SQL changed")
+        outcome = _invoke_dbt(args, manifest)
     nodes_run, warnings = _raise_for_failures(outcome)
     for warning in warnings:
         log.warning("dbt warning: %s", warning)
-    result = _read_marts(settings, log_unmapped="unmapped_transactions" in _built_nodes(outcome),
+    built = _built_nodes(outcome)
+    record_incremental_models(settings, fingerprints, built)
+    result = _read_marts(settings, log_unmapped="unmapped_transactions" in built,
                          run_id=run_id)
     result.nodes_run = nodes_run
     result.warnings = warnings

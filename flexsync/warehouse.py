@@ -103,8 +103,11 @@ create table if not exists raw_wealthfolio.snapshots (
     snapshot_at timestamp not null,
     wf_account_id varchar,
     run_id varchar,
-    total_row_count bigint,
-    row_count bigint
+    total_row_count bigint,  -- the totalRowCount Wealthfolio reported
+    row_count bigint,  -- rows this snapshot appended to raw_wealthfolio.activities
+    kind varchar,  -- 'changes': only new/changed/gone activities appended; 'full' or NULL
+                   -- (every snapshot before this column existed): every activity appended
+    activity_count bigint  -- activities Wealthfolio returned, one per id
 );
 create table if not exists raw_wealthfolio.activities (
     _snapshot_id varchar not null,
@@ -128,7 +131,9 @@ create table if not exists raw_wealthfolio.activities (
     source_system varchar,
     source_record_id varchar,
     comment varchar,
-    raw_json varchar
+    raw_json varchar,
+    _row_hash varchar,  -- md5 of the landed columns (extract/wealthfolio_snapshot.py)
+    _deleted boolean  -- true: a tombstone, the activity disappeared from Wealthfolio
 );
 create table if not exists sync.posted_activities (
     external_id varchar not null,
@@ -149,7 +154,23 @@ create table if not exists sync.runs (
     counts_json varchar,
     message varchar
 );
+create table if not exists sync.dbt_incremental_models (
+    relation varchar primary key,
+    fingerprint varchar not null,
+    built_at timestamp not null
+);
 """
+
+
+# raw_wealthfolio columns added after the first release (table, column, type): SYSTEM_DDL
+# creates them in new warehouses; older ones get them added, in the same order, NULL in
+# the rows already there (see the DDL comments for their meaning).
+_WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("snapshots", "kind", "varchar"),
+    ("snapshots", "activity_count", "bigint"),
+    ("activities", "_row_hash", "varchar"),
+    ("activities", "_deleted", "boolean"),
+)
 
 
 def _core_table_ddl() -> str:
@@ -205,6 +226,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SYSTEM_DDL)
     # Warehouses created before a column existed get it added (all nullable).
     con.execute("alter table raw_ibkr.statements add column if not exists sections varchar")
+    for table, column, typ in _WEALTHFOLIO_ADDED_COLUMNS:
+        con.execute(f"alter table raw_wealthfolio.{table} add column if not exists {column} {typ}")
     con.execute(_core_table_ddl())
 
 

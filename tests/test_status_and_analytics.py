@@ -56,8 +56,16 @@ def test_readme_analyst_queries_run_on_the_demo_warehouse(demo_warehouse: tuple[
     con = duckdb.connect(str(data_dir / "analytics.duckdb"), read_only=True)
     try:
         results = [con.execute(q).fetchall() for q in queries]
+        # The query rebuilding Wealthfolio from its snapshots (one row per activity
+        # version) agrees with dbt's current state.
+        [state_sql] = [q for q in queries if "raw_wealthfolio.activities" in q]
+        rebuilt = con.execute(
+            f"select id from ({state_sql.strip().rstrip(';')})").fetchall()
+        current = con.execute(
+            "select wf_activity_id from staging.stg_wealthfolio__activities").fetchall()
     finally:
         con.close()
+    assert rebuilt and sorted(rebuilt) == sorted(current)
     by_month, drift, unmapped = results[0], results[1], results[2]
     assert ("BUY" in {r[1] for r in by_month}) and ("DIVIDEND" in {r[1] for r in by_month})
     assert {r[1] for r in drift} >= {"VOD.L", "VUAG.L", "AAPL", "EUNL.DE"}

@@ -55,7 +55,8 @@ def _seed_wealthfolio_and_ledger(warehouse: Path) -> None:
     con = duckdb.connect(str(warehouse))
     try:
         con.execute(
-            "insert into raw_wealthfolio.snapshots values "
+            "insert into raw_wealthfolio.snapshots (snapshot_id, snapshot_at, wf_account_id, "
+            "run_id, total_row_count, row_count) values "  # kind NULL: full, pre-upgrade
             "('snap-old', '2025-04-01 02:00:00', ?, 'run-old', 1, 1),"
             "('snap-new', '2025-05-02 02:00:00', ?, 'run-new', 8, 8)",
             [WF_ACCOUNT, WF_ACCOUNT],

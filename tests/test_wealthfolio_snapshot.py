@@ -1,20 +1,44 @@
-"""Wealthfolio snapshot → raw_wealthfolio.{snapshots,activities}, append-only."""
+"""Wealthfolio snapshot → raw_wealthfolio.{snapshots,activities}: append-only changes.
+
+Every snapshot fetches every page and records a snapshots row; activities rows are
+appended only for activities that are new, changed, or gone (tombstones). Updates
+are made in the fake's in-memory store: the fake does not serve PUT /activities.
+Deletes go through its DELETE /api/v1/activities/{id}.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 
-from extract.wealthfolio_snapshot import snapshot_activities
+from extract.wealthfolio_snapshot import (
+    COLUMN_FIELDS,
+    _raw_json,
+    _text,
+    account_state_sql,
+    snapshot_activities,
+)
 from loaders.wealthfolio_client import WealthfolioClient
 from tests.fakes.fake_wealthfolio import FakeWealthfolio
+from tests.fakes.wealthfolio_activities import FreshActivitySource
+from tests.helpers import REPO_ROOT
+from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD
 
 MakeClient = Callable[..., WealthfolioClient]
+Delete = Callable[[str], None]
 
 
 def _post(client: WealthfolioClient, account_id: str, key: str, **extra: Any) -> str:
@@ -33,10 +57,62 @@ def _post(client: WealthfolioClient, account_id: str, key: str, **extra: Any) ->
     return outcome.activity_id
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    cursor = con.execute(sql)
+def _edit(fake: FakeWealthfolio, activity_id: str, **fields: Any) -> None:
+    """A user's edit in Wealthfolio (the fake has no PUT /activities: edit its store)."""
+    with fake.lock:
+        record = fake.activities[activity_id]
+        record.update(fields)
+        record["updatedAt"] = record["updatedAt"] + timedelta(seconds=1)
+
+
+@pytest.fixture
+def wf_delete(fake_wealthfolio: FakeWealthfolio) -> Iterator[Delete]:
+    """DELETE /api/v1/activities/{id} on the fake, as a user deleting in Wealthfolio."""
+    with httpx.Client(base_url=fake_wealthfolio.base_url, timeout=2.0) as http:
+        login = http.post("/api/v1/auth/login", json={"password": WF_TEST_PASSWORD})
+        assert login.status_code == 200, login.text
+
+        def delete(activity_id: str) -> None:
+            answer = http.delete(f"/api/v1/activities/{activity_id}")
+            assert answer.status_code == 200, answer.text
+
+        yield delete
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str,
+          params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+
+def _appended(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> list[dict[str, Any]]:
+    return _rows(con, "select * from raw_wealthfolio.activities where _snapshot_id = ? "
+                      "order by id", [snapshot_id])
+
+
+def _state(con: duckdb.DuckDBPyConnection, account_id: str) -> dict[str, str]:
+    """{activity id: raw_json} of the account's state rebuilt from the warehouse."""
+    return dict(con.execute(f"select id, raw_json from ({account_state_sql()})",
+                            {"account": account_id}).fetchall())
+
+
+def _wealthfolio_now(client: WealthfolioClient, account_id: str) -> dict[str, str]:
+    return {row["id"]: _raw_json(row) for row in client.search_all(account_id).rows}
+
+
+class _StubSource:
+    """An ActivitySource without HTTP: what search_all would have returned."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def search_all(self, account_id: str) -> Any:
+        return SimpleNamespace(rows=list(self.rows), total_row_count=len(self.rows))
+
+
+
+# ----------------------------------------------------------------------------- landing
 
 
 def test_snapshot_lands_every_activity_as_text(
@@ -50,13 +126,15 @@ def test_snapshot_lands_every_activity_as_text(
 
     when = datetime(2025, 3, 15, 2, 0, tzinfo=UTC)
     result = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "run-1", now=when)
-    assert (result.row_count, result.total_row_count) == (2, 2)
+    assert (result.row_count, result.total_row_count, result.activity_count) == (2, 2, 2)
+    assert (result.new_count, result.changed_count, result.deleted_count) == (2, 0, 0)
     assert result.snapshot_at == datetime(2025, 3, 15, 2, 0)
 
     snaps = _rows(wf_warehouse, "select * from raw_wealthfolio.snapshots")
     assert snaps == [{"snapshot_id": result.snapshot_id, "snapshot_at": datetime(2025, 3, 15, 2),
                       "wf_account_id": wf_account_id, "run_id": "run-1",
-                      "total_row_count": 2, "row_count": 2}]
+                      "total_row_count": 2, "row_count": 2, "kind": "changes",
+                      "activity_count": 2}]
     rows = {r["idempotency_key"]: r for r in _rows(
         wf_warehouse, "select * from raw_wealthfolio.activities")}
     assert set(rows) == {"ibkr:trade:1", "ibkr:cash:7"}
@@ -72,6 +150,8 @@ def test_snapshot_lands_every_activity_as_text(
     assert buy["instrument_type"] == "EQUITY" and buy["currency"] == "GBP"
     assert (buy["source_system"], buy["source_record_id"]) == ("IBKR", "1")
     assert buy["comment"] == "IBKR trade"
+    assert buy["_deleted"] is False
+    assert len(buy["_row_hash"]) == 32 and buy["_row_hash"] != rows["ibkr:cash:7"]["_row_hash"]
     raw = json.loads(buy["raw_json"])
     assert raw["assetSymbol"] == "VOD" and raw["unitPrice"] == "0.712"
     assert raw["accountName"] == "IBKR ISA"
@@ -81,42 +161,308 @@ def test_snapshot_lands_every_activity_as_text(
         "select column_name, data_type from information_schema.columns "
         "where table_schema = 'raw_wealthfolio' and table_name = 'activities'").fetchall())
     assert types["quantity"] == "VARCHAR" and types["raw_json"] == "VARCHAR"
+    assert types["_row_hash"] == "VARCHAR" and types["_deleted"] == "BOOLEAN"
 
 
 def test_empty_account_still_records_a_snapshot(
         wf_client: WealthfolioClient, wf_account_id: str,
         wf_warehouse: duckdb.DuckDBPyConnection) -> None:
     result = snapshot_activities(wf_warehouse, wf_client, wf_account_id, None)
-    assert result.row_count == 0
+    assert (result.row_count, result.activity_count) == (0, 0)
     assert wf_warehouse.execute(
-        "select count(*), sum(row_count) from raw_wealthfolio.snapshots").fetchone() == (1, 0)
+        "select count(*), sum(row_count), min(kind) from raw_wealthfolio.snapshots"
+    ).fetchone() == (1, 0, "changes")
     assert wf_warehouse.execute(
         "select count(*) from raw_wealthfolio.activities").fetchone() == (0,)
 
 
-def test_snapshots_append_and_page(
+def test_failed_fetch_writes_nothing(
+        wf_client: WealthfolioClient, wf_account_id: str,
+        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio) -> None:
+    _post(wf_client, wf_account_id, "ibkr:trade:1")
+    fake_wealthfolio.error_storm(10, path="/activities/search")
+    with pytest.raises(Exception, match="could not search activities"):
+        snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r")
+    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.snapshots").fetchone() == (
+        0,)
+    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.activities").fetchone() == (
+        0,)
+
+
+# ----------------------------------------------------------------------------- changes only
+
+
+def test_unchanged_account_appends_no_activity_rows(
         make_wf_client: MakeClient, wf_account_id: str,
         wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio) -> None:
     client = make_wf_client(page_size=2)
     for i in range(5):
         _post(client, wf_account_id, f"ibkr:trade:{i}")
     first = snapshot_activities(wf_warehouse, client, wf_account_id, "r1")
-    _post(client, wf_account_id, "ibkr:trade:late")
     second = snapshot_activities(wf_warehouse, client, wf_account_id, "r2")
+
     assert first.snapshot_id != second.snapshot_id
-    counts = dict(wf_warehouse.execute(
-        "select _snapshot_id, count(*) from raw_wealthfolio.activities group by 1").fetchall())
-    assert counts == {first.snapshot_id: 5, second.snapshot_id: 6}
-    assert len(fake_wealthfolio.requests_to("POST", "/activities/search")) == 3 + 3
-    assert wf_warehouse.execute(
-        "select count(distinct id) from raw_wealthfolio.activities").fetchone() == (6,)
+    assert (first.row_count, second.row_count) == (5, 0)
+    assert (second.activity_count, second.total_row_count) == (5, 5)
+    assert len(fake_wealthfolio.requests_to("POST", "/activities/search")) == 3 + 3  # every page
+    snaps = _rows(wf_warehouse, "select snapshot_id, run_id, row_count, activity_count, kind "
+                                "from raw_wealthfolio.snapshots order by snapshot_at")
+    assert snaps == [
+        {"snapshot_id": first.snapshot_id, "run_id": "r1", "row_count": 5,
+         "activity_count": 5, "kind": "changes"},
+        {"snapshot_id": second.snapshot_id, "run_id": "r2", "row_count": 0,
+         "activity_count": 5, "kind": "changes"},
+    ]
+    assert _appended(wf_warehouse, second.snapshot_id) == []
+    assert _state(wf_warehouse, wf_account_id) == _wealthfolio_now(client, wf_account_id)
 
 
-def test_failed_fetch_writes_nothing(
+def test_new_edited_deleted_and_readded_activities(
         wf_client: WealthfolioClient, wf_account_id: str,
-        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio) -> None:
-    fake_wealthfolio.error_storm(10, path="/activities/search")
-    with pytest.raises(Exception, match="could not search activities"):
-        snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r")
-    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.snapshots").fetchone() == (
-        0,)
+        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio,
+        wf_delete: Delete) -> None:
+    kept = _post(wf_client, wf_account_id, "ibkr:trade:1")
+    edited = _post(wf_client, wf_account_id, "ibkr:trade:2")
+    deleted = _post(wf_client, wf_account_id, "ibkr:trade:3")
+    snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r1")
+
+    _edit(fake_wealthfolio, edited, quantity=Decimal("150"))
+    late = _post(wf_client, wf_account_id, "ibkr:trade:4")
+    wf_delete(deleted)
+    second = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r2")
+
+    assert (second.new_count, second.changed_count, second.deleted_count) == (1, 1, 1)
+    assert (second.row_count, second.activity_count) == (3, 3)
+    rows = {r["id"]: r for r in _appended(wf_warehouse, second.snapshot_id)}
+    assert set(rows) == {edited, late, deleted}  # `kept` is not copied again
+    assert rows[edited]["quantity"] == "150" and rows[edited]["_deleted"] is False
+    assert rows[late]["_deleted"] is False
+    tomb = rows[deleted]
+    assert tomb["_deleted"] is True and tomb["account_id"] == wf_account_id
+    assert tomb["idempotency_key"] == "ibkr:trade:3"  # the last version, for analysts
+    assert set(_state(wf_warehouse, wf_account_id)) == {kept, edited, late}
+    assert _state(wf_warehouse, wf_account_id) == _wealthfolio_now(wf_client, wf_account_id)
+
+    # Re-adding: the key is free again in Wealthfolio; the new activity (new id) is new
+    # to the warehouse too. A tombstoned id that reappears is appended again as well.
+    readded = _post(wf_client, wf_account_id, "ibkr:trade:3")
+    third = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r3")
+    assert (third.new_count, third.changed_count, third.deleted_count) == (1, 0, 0)
+    assert [r["id"] for r in _appended(wf_warehouse, third.snapshot_id)] == [readded]
+
+    with fake_wealthfolio.lock:  # the same id back (e.g. an undo/restore in Wealthfolio)
+        record = fake_wealthfolio.activities.pop(readded)
+    assert snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r4").deleted_count == 1
+    with fake_wealthfolio.lock:
+        fake_wealthfolio.activities[readded] = record
+    fifth = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "r5")
+    assert (fifth.new_count, fifth.row_count) == (1, 1)
+    assert readded in _state(wf_warehouse, wf_account_id)
+    assert _state(wf_warehouse, wf_account_id) == _wealthfolio_now(wf_client, wf_account_id)
+    # Append-only: every snapshot's rows are still there.
+    assert wf_warehouse.execute("select count(*), count(*) filter (where _deleted) "
+                                "from raw_wealthfolio.activities").fetchone() == (3 + 3 + 1 + 1
+                                                                                   + 1, 2)
+
+
+def test_a_repeated_row_is_landed_once_and_rows_without_id_every_time(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    a = {"id": "a", "accountId": "acc", "activityType": "BUY", "quantity": "1"}
+    no_id = {"id": None, "accountId": "acc", "activityType": "FEE", "amount": "2"}
+    source = _StubSource([a, dict(a), no_id])
+    first = snapshot_activities(wf_warehouse, source, "acc", None)
+    assert (first.row_count, first.activity_count, first.total_row_count) == (2, 2, 3)
+    assert (first.new_count, first.unkeyed_count) == (1, 1)
+    second = snapshot_activities(wf_warehouse, source, "acc", None)
+    assert (second.row_count, second.unkeyed_count) == (1, 1)
+    assert [r["activity_type"] for r in _appended(wf_warehouse, second.snapshot_id)] == ["FEE"]
+    assert set(_state(wf_warehouse, "acc")) == {"a"}  # id-less rows are not diffed
+
+
+def test_accounts_have_separate_states(wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    one = _StubSource([{"id": "a", "accountId": "one"}])
+    two = _StubSource([{"id": "b", "accountId": "two"}])
+    snapshot_activities(wf_warehouse, one, "one", None)
+    assert snapshot_activities(wf_warehouse, two, "two", None).deleted_count == 0
+    assert snapshot_activities(wf_warehouse, one, "one", None).row_count == 0
+    assert set(_state(wf_warehouse, "one")) == {"a"} and set(_state(wf_warehouse, "two")) == {"b"}
+
+
+def test_a_clock_stepping_back_cannot_reorder_snapshots(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    source = _StubSource([{"id": "a", "quantity": "1"}])
+    first = snapshot_activities(wf_warehouse, source, "acc", None,
+                                now=datetime(2025, 3, 15, 2, tzinfo=UTC))
+    source.rows = [{"id": "a", "quantity": "2"}]
+    second = snapshot_activities(wf_warehouse, source, "acc", None,
+                                 now=datetime(2025, 3, 14, 2, tzinfo=UTC))
+    assert second.snapshot_at == first.snapshot_at + timedelta(microseconds=1)
+    source.rows = []
+    third = snapshot_activities(wf_warehouse, source, "acc", None,
+                                now=datetime(2025, 3, 15, 2, tzinfo=UTC))
+    assert third.snapshot_at > second.snapshot_at and third.deleted_count == 1
+    assert _state(wf_warehouse, "acc") == {}
+
+
+# ----------------------------------------------------------------------------- upgrade
+
+OLD_DDL = """
+create schema raw_wealthfolio;
+create table raw_wealthfolio.snapshots (
+    snapshot_id varchar primary key, snapshot_at timestamp not null, wf_account_id varchar,
+    run_id varchar, total_row_count bigint, row_count bigint);
+create table raw_wealthfolio.activities (
+    _snapshot_id varchar not null, _snapshot_at timestamp not null, id varchar,
+    account_id varchar, activity_type varchar, subtype varchar, status varchar,
+    activity_date varchar, quantity varchar, unit_price varchar, amount varchar, fee varchar,
+    currency varchar, asset_id varchar, asset_symbol varchar, exchange_mic varchar,
+    instrument_type varchar, idempotency_key varchar, source_system varchar,
+    source_record_id varchar, comment varchar, raw_json varchar);
+"""
+
+
+def _old_full_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str, at: datetime,
+                       account_id: str, rows: list[dict[str, Any]]) -> None:
+    """What flexsync wrote before snapshots held changes only: every activity, no kind."""
+    con.execute("insert into raw_wealthfolio.snapshots values (?, ?, ?, 'old-run', ?, ?)",
+                [snapshot_id, at, account_id, len(rows), len(rows)])
+    for row in rows:
+        con.execute(
+            "insert into raw_wealthfolio.activities values "
+            f"(?, ?, {', '.join('?' for _ in COLUMN_FIELDS)}, ?)",
+            [snapshot_id, at, *[_text(row.get(f)) for f in COLUMN_FIELDS.values()],
+             _raw_json(row)])
+
+
+def test_an_old_full_snapshot_is_the_state_to_diff_against(
+        tmp_path: Path, wf_client: WealthfolioClient, wf_account_id: str,
+        fake_wealthfolio: FakeWealthfolio, wf_delete: Delete) -> None:
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    try:
+        con.execute(OLD_DDL)  # a warehouse from before the upgrade
+        ids = [_post(wf_client, wf_account_id, f"ibkr:trade:{i}") for i in range(4)]
+        stale = _post(wf_client, wf_account_id, "ibkr:trade:stale")
+        _old_full_snapshot(con, "wf-old-1", datetime(2025, 1, 1), wf_account_id,
+                           wf_client.search_all(wf_account_id).rows)
+        wf_delete(stale)
+        _old_full_snapshot(con, "wf-old-2", datetime(2025, 1, 2), wf_account_id,
+                           wf_client.search_all(wf_account_id).rows)
+
+        _edit(fake_wealthfolio, ids[0], fee=Decimal("9"))
+        wf_delete(ids[1])
+        new = _post(wf_client, wf_account_id, "ibkr:trade:new")
+        result = snapshot_activities(con, wf_client, wf_account_id, "r-new",
+                                     now=datetime(2025, 1, 3, tzinfo=UTC))
+
+        # Migrated in place: old rows keep NULL kind / hash / deleted.
+        assert con.execute("select kind, activity_count from raw_wealthfolio.snapshots "
+                           "where snapshot_id = 'wf-old-2'").fetchone() == (None, None)
+        assert con.execute("select count(*) from raw_wealthfolio.activities where "
+                           "_row_hash is null and _deleted is null").fetchone() == (9,)
+        # Diffed against wf-old-2 (not wf-old-1, which still had `stale`): the two
+        # untouched activities are not copied again.
+        assert (result.new_count, result.changed_count, result.deleted_count) == (1, 1, 1)
+        assert {r["id"]: r["_deleted"] for r in _appended(con, result.snapshot_id)} == {
+            new: False, ids[0]: False, ids[1]: True}
+        assert _state(con, wf_account_id) == _wealthfolio_now(wf_client, wf_account_id)
+        assert set(_state(con, wf_account_id)) == {ids[0], ids[2], ids[3], new}
+        again = snapshot_activities(con, wf_client, wf_account_id, "r-again")
+        assert again.row_count == 0
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_state_matches_wealthfolio_after_random_changes(
+        seed: int, wf_client: WealthfolioClient, wf_account_id: str,
+        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio,
+        wf_delete: Delete) -> None:
+    rng = random.Random(seed)
+    live: list[str] = []
+    serial = 0
+    versions = 0  # rows the snapshots should append in total
+    changed: set[str] = set()
+    known: set[str] = set()
+    for _ in range(12):
+        for _ in range(rng.randint(0, 4)):
+            action = rng.choice(["create", "create", "update", "delete"]) if live else "create"
+            if action == "create":
+                serial += 1
+                live.append(_post(wf_client, wf_account_id, f"ibkr:trade:{seed}-{serial}",
+                                  quantity=str(rng.randint(1, 500))))
+            elif action == "update":
+                target = rng.choice(live)
+                _edit(fake_wealthfolio, target, quantity=Decimal(rng.randint(501, 999)),
+                      notes=rng.choice([None, "edited", "edited again"]))
+                changed.add(target)
+            else:
+                wf_delete(live.pop(rng.randrange(len(live))))
+        result = snapshot_activities(wf_warehouse, wf_client, wf_account_id, None)
+        now = _wealthfolio_now(wf_client, wf_account_id)
+        assert _state(wf_warehouse, wf_account_id) == now
+        # An edit always changes updatedAt, so every edited survivor is a new version.
+        assert (result.new_count, result.changed_count, result.deleted_count) == (
+            len(set(now) - known), len(changed & known & set(now)), len(known - set(now)))
+        versions += result.row_count
+        known = set(now)
+        changed.clear()
+    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.activities").fetchone() == (
+        versions,)
+
+
+# ----------------------------------------------------------------------------- size
+
+
+def test_fifteen_thousand_activities_are_fast_and_restore_the_memory_limit(
+        tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "big.duckdb"))
+    try:
+        con.execute("set memory_limit = '2GiB'")
+        before = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+        source = FreshActivitySource(15_000)
+        start = time.monotonic()
+        first = snapshot_activities(con, source, "acc", None)
+        source.edits[7] = {"quantity": "1000000"}
+        source.deleted.add(8)
+        second = snapshot_activities(con, source, "acc", None)
+        third = snapshot_activities(con, source, "acc", None)
+        elapsed = time.monotonic() - start
+        limit = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    finally:
+        con.close()
+    assert (first.row_count, second.row_count, third.row_count) == (15_000, 2, 0)
+    assert (second.changed_count, second.deleted_count) == (1, 1)
+    assert elapsed < 20, f"three snapshots of 15,000 activities took {elapsed:.1f}s"
+    assert limit == before  # the caller's setting is back
+
+
+_PEAK_RSS_CHILD = """
+import sys
+from pathlib import Path
+import duckdb
+sys.path.insert(0, ".")
+from extract.wealthfolio_snapshot import snapshot_activities
+from tests.fakes.wealthfolio_activities import FreshActivitySource
+con = duckdb.connect(str(Path(sys.argv[1]) / "rss.duckdb"))
+source = FreshActivitySource(15_000)
+for night in range(4):
+    source.edits[night] = {"comment": f"edited {night}"}
+    snapshot_activities(con, source, "acc", None)
+con.close()
+# VmHWM: this process's own peak (ru_maxrss would include the parent's at fork).
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
+def test_fifteen_thousand_activities_stay_well_under_the_pod_memory(tmp_path: Path) -> None:
+    """Peak RSS (the kernel's VmHWM, in KiB) of a process taking four snapshots of
+    15,000 activities: the pod has 256 MiB for Python, dbt and DuckDB together."""
+    probe = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, str(tmp_path)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    peak_mib = int(probe.stdout.split()[-1]) / 1024
+    assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"

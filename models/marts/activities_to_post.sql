@@ -1,6 +1,6 @@
 {#- One row per activity not yet in Wealthfolio: fct_activities minus the external ids
     the ledger records as posted / already present, minus the ids whose idempotencyKey
-    the latest Wealthfolio snapshot holds. Failed posts stay here for the next run.
+    Wealthfolio holds as of its latest snapshot. Failed posts stay here for the next run.
     Post in (activity_at, external_id) order so a BUY precedes its SELL. -#}
 with
 
@@ -41,7 +41,7 @@ present_in_wealthfolio as (
     select distinct wealthfolio_activities.idempotency_key
     from wealthfolio_activities
     inner join latest_snapshot
-        on wealthfolio_activities.snapshot_id = latest_snapshot.snapshot_id
+        on wealthfolio_activities.state_snapshot_id = latest_snapshot.snapshot_id
     where wealthfolio_activities.idempotency_key is not null
 
 ),

@@ -2,13 +2,15 @@
     twice in one run (after posting, SPEC §5) replaces that run's rows: the whole run is
     the key (pre-hook delete, then delete+insert), so a symbol gone from the second
     build leaves no stale row, even when the second build has no drift rows at all.
-    No max()-from-this filter, so an empty `this` cannot starve the insert. -#}
+    No max()-from-this filter, so an empty `this` cannot starve the insert. The history
+    exists nowhere else: full_refresh=false keeps --full-refresh from dropping it. -#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='run_id',
         on_schema_change='append_new_columns',
+        full_refresh=false,
         pre_hook=(
             "{% if is_incremental() %}delete from {{ this }} where run_id = "
             "{{ sql_string(flexsync_run_id()) }}{% endif %}"

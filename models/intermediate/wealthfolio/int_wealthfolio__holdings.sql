@@ -1,7 +1,8 @@
-{#- One row per canonical symbol: the quantity Wealthfolio holds according to the latest
-    snapshot's POSTED activities. BUY/TRANSFER_IN add, SELL/TRANSFER_OUT subtract, a
-    SPLIT multiplies what was held before it (its amount is the ratio): each movement is
-    scaled by the product of the ratios of the later splits of its symbol. -#}
+{#- One row per canonical symbol: the quantity Wealthfolio holds according to the POSTED
+    activities of its current state (as of the latest snapshot). BUY/TRANSFER_IN add,
+    SELL/TRANSFER_OUT subtract, a SPLIT multiplies what was held before it (its amount is
+    the ratio): each movement is scaled by the product of the ratios of the later splits
+    of its symbol. -#}
 with
 
 activities as (
@@ -21,7 +22,7 @@ posted as (
     select activities.*
     from activities
     inner join latest_snapshot
-        on activities.snapshot_id = latest_snapshot.snapshot_id
+        on activities.state_snapshot_id = latest_snapshot.snapshot_id
     where
         activities.status = 'POSTED'
         and activities.symbol is not null

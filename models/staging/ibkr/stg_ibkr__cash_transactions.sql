@@ -1,9 +1,21 @@
-{#- One row per IBKR cash movement (DETAIL level), latest extract wins. -#}
+{#- One row per IBKR cash movement (DETAIL level), latest extract wins. Incremental: a
+    nightly build reads only the extracts landed since the last one
+    (macros/incremental.sql). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['broker_account_id', 'cash_row_key'],
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 source as (
 
     select * from {{ source('ibkr', 'cash_transactions') }}
+    where {{ landed_since_last_build() }}
 
 ),
 

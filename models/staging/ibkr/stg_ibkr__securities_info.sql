@@ -1,9 +1,21 @@
-{#- One row per instrument (conid), from the latest extract that described it. -#}
+{#- One row per instrument (conid), from the latest extract that described it.
+    Incremental: a nightly build reads only the extracts landed since the last one
+    (macros/incremental.sql). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='conid',
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 source as (
 
     select * from {{ source('ibkr', 'securities_info') }}
+    where {{ landed_since_last_build() }}
 
 ),
 

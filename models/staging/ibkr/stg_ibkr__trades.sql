@@ -1,9 +1,20 @@
-{#- One row per IBKR trade execution, latest extract wins. -#}
+{#- One row per IBKR trade execution, latest extract wins. Incremental: a nightly
+    build reads only the extracts landed since the last one (macros/incremental.sql). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['broker_account_id', 'trade_row_key'],
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 source as (
 
     select * from {{ source('ibkr', 'trades') }}
+    where {{ landed_since_last_build() }}
 
 ),
 

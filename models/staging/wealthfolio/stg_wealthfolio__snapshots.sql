@@ -1,4 +1,6 @@
-{#- One row per Wealthfolio snapshot taken (also when it found no activity). -#}
+{#- One row per Wealthfolio snapshot taken (also when it found no activity or nothing
+    changed). Snapshots taken before `kind` existed (NULL) appended every activity:
+    'full', and their row_count is their activity count. -#}
 with
 
 source as (
@@ -15,9 +17,14 @@ renamed as (
         {{ flex_text('wf_account_id') }} as wf_account_id,
         run_id,
 
+        ---------- strings
+        coalesce(kind, 'full') as kind,
+
         ---------- numerics
         total_row_count,
         row_count,
+        coalesce(activity_count, case when kind is null then row_count end)
+            as activity_count,
 
         ---------- timestamps
         snapshot_at
