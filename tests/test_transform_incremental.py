@@ -14,7 +14,8 @@ from tests.helpers import query, run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flex"
 ACCOUNTS = "U7654321,U7654322,U7654323"
-STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info")
+STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info",
+           "stg_ibkr__open_positions")
 MARTS = ("fct_activities", "unmapped_transactions", "activities_to_post")
 
 
@@ -91,7 +92,7 @@ def test_incremental_build_reads_only_new_extracts_and_matches_a_full_rebuild(
     removed = [row for row in rebuilt["stg_ibkr__trades"]
                if row not in incremental["stg_ibkr__trades"]]
     assert len(removed) == 1 and only_in_window_1 in removed[0]
-    for name in ("stg_ibkr__cash_transactions", "stg_ibkr__securities_info"):
+    for name in STAGING[1:]:
         assert rebuilt[name] == incremental[name], name
     for name in MARTS:
         rows = _table(data_dir, f"marts.{name}")

@@ -1,10 +1,22 @@
 {#- One row per instrument position per landed statement (SUMMARY level). History is
-    kept: int_ibkr__open_positions_latest picks each account's latest statement. -#}
+    kept: int_ibkr__open_positions_latest picks each account's latest statement.
+    Incremental: a nightly build reads only the extracts landed since the last one
+    (macros/incremental.sql). -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['extract_id', 'row_index'],
+        on_schema_change='fail'
+    )
+}}
+
 with
 
 source as (
 
     select * from {{ source('ibkr', 'open_positions') }}
+    where {{ landed_since_last_build() }}
 
 ),
 
