@@ -134,8 +134,11 @@ def refresh_after_load(settings: Settings, record: RunRecord) -> None:
     with record.stage("snapshot"):
         count = take_snapshot(settings, record.run_id)
     record.counts["wf_snapshot_rows_after"] = count
-    run_transform_stage(settings, record, select=["activities_to_post", "position_drift",
-                                                  "position_drift_history"], label="drift")
+    # stg_wealthfolio__activities is a table (the state rebuilt from the snapshot rows):
+    # rebuilt first so the drift reads the snapshot just taken.
+    run_transform_stage(settings, record,
+                        select=["stg_wealthfolio__activities", "activities_to_post",
+                                "position_drift", "position_drift_history"], label="drift")
 
 
 def print_plan(settings: Settings) -> None:
