@@ -325,6 +325,10 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
     with _environment(env):
         manifest = parsed_manifest(project_dir, settings.log_format)
         fingerprints = incremental_fingerprints(manifest)
+        if select:
+            # Drop only what this build rebuilds (the drift rebuild selects no staging).
+            fingerprints = {relation: digest for relation, digest in fingerprints.items()
+                            if relation.split(".", 1)[1] in select}
         for relation in drop_stale_incremental_models(settings, fingerprints, full_refresh):
             log.info("rebuilding %s from every landed row (%s)", relation,
                      "--full-refresh" if full_refresh else "its SQL changed")
