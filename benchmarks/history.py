@@ -7,7 +7,8 @@ is built the way it would have ended up, with SQL:
    any window) is landed into a scratch warehouse and transformed once;
 2. its mapped activities become the Wealthfolio payloads (the loader's own
    `build_payload`), bulk-created in a fake Wealthfolio and read back, so the
-   snapshot rows carry Wealthfolio's real JSON;
+   snapshot rows carry Wealthfolio's real JSON (the bench preloads its own fake with
+   the same payloads and rewrites these rows with that fake's ids: adopt_wealthfolio);
 3. the template warehouse gets, for every history day d (window [d-89, d], landed
    at d+1 02:00): a copy of the scratch rows dated in the window under extract
    `hist-<d>` (trades by tradeDate, cash by reportDate; OpenPositions,
@@ -86,6 +87,9 @@ def build(work: Path, history_days: int, today: date, seed: int = 7) -> Path:
 
     payloads, dates = _payloads(scratch / "warehouse.duckdb")
     (target / "payloads.json").write_text(json.dumps(payloads))
+    (target / "history.json").write_text(json.dumps({
+        "first_end": first_end.isoformat(), "today": today.isoformat(),
+        "dates": {key: value.isoformat() for key, value in dates.items()}}))
     wf_rows = _wealthfolio_rows(payloads, target)
 
     warehouse = target / "warehouse.duckdb"
@@ -123,15 +127,6 @@ def _wealthfolio_rows(payloads: list[dict[str, Any]], target: Path) -> list[dict
 
 def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
                wf_rows: list[dict[str, Any]], dates: dict[str, date]) -> None:
-    import pyarrow as pa
-
-    from extract.wealthfolio_snapshot import (
-        COLUMN_FIELDS,
-        LANDED_COLUMNS,
-        _raw_json,
-        _text,
-        row_hash_sql,
-    )
     from flexsync.warehouse import ensure_schema
 
     with duckdb.connect(str(warehouse)) as con:
@@ -139,14 +134,7 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
         con.execute("set memory_limit = '1GB'")
         ensure_schema(con)
         con.execute(f"attach '{scratch_db}' as src (read_only)")
-        con.execute(
-            "create temp table nights as select cast(d as date) as window_end, "
-            f"cast(d as date) - {WINDOW_DAYS - 1} as window_start, "
-            "'hist-' || strftime(d, '%Y%m%d') as extract_id, "
-            "'histsha' || strftime(d, '%Y%m%d') as sha, "
-            "cast(d as date) + interval 1 day + interval 2 hour as landed_at "
-            f"from range(date '{first_end}', date '{today}', interval 1 day) t(d)"
-        )
+        _create_nights(con, first_end, today)
         tables = [r[0] for r in con.execute(
             "select table_name from duckdb_tables() where database_name = 'src' "
             "and schema_name = 'raw_ibkr'").fetchall() if r[0] not in SYSTEM_TABLES]
@@ -191,50 +179,93 @@ def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
             "n.landed_at + interval 9 second as finished_at, 'success' as outcome, "
             "0 as exit_code, '{}' as stage_durations_json, '{}' as counts_json, "
             "'ok' as message from nights n")
-        # Wealthfolio as its snapshots saw it, and the ledger.
-        base = pa.table(
-            {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
-             for column, name in COLUMN_FIELDS.items()}
-            | {"raw_json": pa.array([_raw_json(row) for row in wf_rows], pa.string()),
-               "posted_on": pa.array([dates.get(str(row.get("idempotencyKey")), today)
-                                      for row in wf_rows], pa.date32())}
-        )
-        con.register("wf_base", base)
-        con.execute("create temp table wf as select * from wf_base")
-        con.unregister("wf_base")
-        # Snapshot k of a night sees what was posted up to `seen_until` (k=0: before the
-        # night's posting, k=1: after it) and appends what the previous one had not seen.
-        con.execute(
-            "create temp table snaps as select *, "
-            "lag(seen_until) over (order by snapshot_at) as seen_before from ("
-            "select n.*, s.k, "
-            "'wf-hist-' || strftime(n.window_end, '%Y%m%d') || '-' || s.k as snapshot_id, "
-            "n.landed_at + s.k * interval 5 second as snapshot_at, "
-            "n.window_end - (1 - s.k) as seen_until "
-            "from nights n cross join (values (0), (1)) s(k))")
-        appended = ("wf.posted_on <= s.seen_until "
-                    "and (s.seen_before is null or wf.posted_on > s.seen_before)")
-        con.execute(
-            "insert into raw_wealthfolio.snapshots by name select s.snapshot_id, "
-            "s.snapshot_at, ? as wf_account_id, 'run-' || s.extract_id as run_id, "
-            "count(wf.id) filter (where wf.posted_on <= s.seen_until) as total_row_count, "
-            f"count(wf.id) filter (where {appended}) as row_count, "
-            "'changes' as kind, "
-            "count(wf.id) filter (where wf.posted_on <= s.seen_until) as activity_count "
-            "from snaps s left join wf on wf.posted_on <= s.seen_until group by all",
-            [WF_ACCOUNT])
-        columns = ", ".join(LANDED_COLUMNS)
-        selected = ", ".join(f"wf.{column}" for column in LANDED_COLUMNS)
-        con.execute(
-            f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}, "
-            f"_row_hash, _deleted) select s.snapshot_id, s.snapshot_at, {selected}, "
-            f"{row_hash_sql('wf')}, false from snaps s join wf on {appended}")
-        con.execute(
-            "insert into sync.posted_activities by name select "
-            "wf.idempotency_key as external_id, wf.id as wf_activity_id, 'posted' as status, "
-            "'run-hist-' || strftime(wf.posted_on, '%Y%m%d') as run_id, "
-            "wf.posted_on + interval 1 day + interval 2 hour as recorded_at from wf")
+        _land_wealthfolio(con, wf_rows, dates, today)
         con.execute("detach src")
+        con.execute("checkpoint")
+
+
+def _create_nights(con: duckdb.DuckDBPyConnection, first_end: date, today: date) -> None:
+    con.execute(
+        "create temp table nights as select cast(d as date) as window_end, "
+        f"cast(d as date) - {WINDOW_DAYS - 1} as window_start, "
+        "'hist-' || strftime(d, '%Y%m%d') as extract_id, "
+        "'histsha' || strftime(d, '%Y%m%d') as sha, "
+        "cast(d as date) + interval 1 day + interval 2 hour as landed_at "
+        f"from range(date '{first_end}', date '{today}', interval 1 day) t(d)"
+    )
+
+
+def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, Any]],
+                      dates: dict[str, date], today: date) -> None:
+    """Wealthfolio as the nights' snapshots saw it, and the ledger (needs temp `nights`)."""
+    import pyarrow as pa
+
+    from extract.wealthfolio_snapshot import (
+        COLUMN_FIELDS,
+        LANDED_COLUMNS,
+        _raw_json,
+        _text,
+        row_hash_sql,
+    )
+
+    base = pa.table(
+        {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
+         for column, name in COLUMN_FIELDS.items()}
+        | {"raw_json": pa.array([_raw_json(row) for row in wf_rows], pa.string()),
+           "posted_on": pa.array([dates.get(str(row.get("idempotencyKey")), today)
+                                  for row in wf_rows], pa.date32())}
+    )
+    con.register("wf_base", base)
+    con.execute("create temp table wf as select * from wf_base")
+    con.unregister("wf_base")
+    # Snapshot k of a night sees what was posted up to `seen_until` (k=0: before the
+    # night's posting, k=1: after it) and appends what the previous one had not seen.
+    con.execute(
+        "create temp table snaps as select *, "
+        "lag(seen_until) over (order by snapshot_at) as seen_before from ("
+        "select n.*, s.k, "
+        "'wf-hist-' || strftime(n.window_end, '%Y%m%d') || '-' || s.k as snapshot_id, "
+        "n.landed_at + s.k * interval 5 second as snapshot_at, "
+        "n.window_end - (1 - s.k) as seen_until "
+        "from nights n cross join (values (0), (1)) s(k))")
+    appended = ("wf.posted_on <= s.seen_until "
+                "and (s.seen_before is null or wf.posted_on > s.seen_before)")
+    con.execute(
+        "insert into raw_wealthfolio.snapshots by name select s.snapshot_id, "
+        "s.snapshot_at, ? as wf_account_id, 'run-' || s.extract_id as run_id, "
+        "count(wf.id) filter (where wf.posted_on <= s.seen_until) as total_row_count, "
+        f"count(wf.id) filter (where {appended}) as row_count, "
+        "'changes' as kind, "
+        "count(wf.id) filter (where wf.posted_on <= s.seen_until) as activity_count "
+        "from snaps s left join wf on wf.posted_on <= s.seen_until group by all",
+        [WF_ACCOUNT])
+    columns = ", ".join(LANDED_COLUMNS)
+    selected = ", ".join(f"wf.{column}" for column in LANDED_COLUMNS)
+    con.execute(
+        f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}, "
+        f"_row_hash, _deleted) select s.snapshot_id, s.snapshot_at, {selected}, "
+        f"{row_hash_sql('wf')}, false from snaps s join wf on {appended}")
+    con.execute(
+        "insert into sync.posted_activities by name select "
+        "wf.idempotency_key as external_id, wf.id as wf_activity_id, 'posted' as status, "
+        "'run-hist-' || strftime(wf.posted_on, '%Y%m%d') as run_id, "
+        "wf.posted_on + interval 1 day + interval 2 hour as recorded_at from wf")
+
+
+def adopt_wealthfolio(template: Path, warehouse: Path, wf_rows: list[dict[str, Any]]) -> None:
+    """Rewrite the Wealthfolio history of `warehouse` (a copy of `template`'s) with the
+    rows of the Wealthfolio the measured nights talk to: the fake assigns new ids and
+    timestamps on every preload, and a history written with another fake's ids would make
+    the first measured night see every activity deleted and re-created."""
+    meta = json.loads((template / "history.json").read_text())
+    dates = {key: date.fromisoformat(value) for key, value in meta["dates"].items()}
+    with duckdb.connect(str(warehouse)) as con:
+        _create_nights(con, date.fromisoformat(meta["first_end"]),
+                       date.fromisoformat(meta["today"]))
+        for table in ("raw_wealthfolio.activities", "raw_wealthfolio.snapshots",
+                      "sync.posted_activities"):
+            con.execute(f"delete from {table}")
+        _land_wealthfolio(con, wf_rows, dates, date.fromisoformat(meta["today"]))
         con.execute("checkpoint")
 
 

@@ -95,7 +95,7 @@ def history_template(nights: int) -> Path:
                        REPO / "benchmarks" / "history.py", REPO / "models", REPO / "macros",
                        REPO / "seeds", REPO / "flexsync" / "warehouse.py",
                        REPO / "extract" / "wealthfolio_snapshot.py",
-                       REPO / "dbt_project.yml")
+                       REPO / "flexsync" / "transform.py", REPO / "dbt_project.yml")
     root = WORK / f"templates-{key}"
     for stale in WORK.glob("templates-*"):  # built from other sources: gigabytes each
         if stale != root:
@@ -165,7 +165,10 @@ def sync_nights(name: str, template: Path | None, nights: int,
     with services(data_dir / "logs") as (wf, pg):
         if template is not None:
             payloads = json.loads((template / "payloads.json").read_text())
-            WealthfolioSession(wf.url).bulk_create(payloads)
+            session = WealthfolioSession(wf.url)
+            session.bulk_create(payloads)
+            history.adopt_wealthfolio(template, data_dir / "warehouse.duckdb",
+                                      session.search_all(history.WF_ACCOUNT))
         env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
         for offset in range(nights):
             window = window_file(TODAY + dt.timedelta(days=offset))

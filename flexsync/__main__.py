@@ -1,5 +1,5 @@
 """`python -m flexsync` runs the CLI."""
 
-from flexsync.cli import app
+from flexsync.cli import entrypoint
 
-app(prog_name="flexsync")
+entrypoint()

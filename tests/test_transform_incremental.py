@@ -1,7 +1,8 @@
 """Incremental staging (macros/incremental.sql, flexsync.transform): a nightly build reads
 only the extracts landed since the last build, gives the same tables a full rebuild
 gives, rebuilds a table whose SQL changed, and --full-refresh never drops the drift
-history. Real processes, real dbt, one warehouse for the module."""
+history; seeds loaded from the same CSV are not loaded again. Real processes, real dbt,
+one warehouse for the module."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ ACCOUNTS = "U7654321,U7654322,U7654323"
 STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info",
            "stg_ibkr__open_positions")
 MARTS = ("fct_activities", "unmapped_transactions", "activities_to_post")
+SEEDS = ("cash_type_mapping", "exchanges", "symbol_overrides")
 
 
 def _cli(args: list[str], data_dir: Path) -> str:
@@ -50,7 +52,10 @@ def test_staging_tables_are_incremental_and_fingerprinted(data_dir: Path) -> Non
     assert {kinds[name] for name in STAGING} == {"BASE TABLE"}
     recorded = dict(query(data_dir, "select relation, fingerprint "
                                     "from sync.dbt_incremental_models"))
-    assert set(recorded) == {f"staging.{name}" for name in STAGING}
+    assert {relation for relation in recorded if relation.startswith("staging.")} == {
+        f"staging.{name}" for name in STAGING}
+    assert sorted(relation.split(".")[1] for relation in recorded
+                  if not relation.startswith("staging.")) == sorted(SEEDS)
     assert all(len(fingerprint) == 64 for fingerprint in recorded.values())
 
 
@@ -128,3 +133,36 @@ def test_full_refresh_keeps_the_drift_history(data_dir: Path) -> None:
     _cli(["transform", "--full-refresh"], data_dir)
     assert query(data_dir, "select count(distinct run_id) from marts.position_drift_history"
                  )[0][0] == runs_before + 1
+
+
+def _seed_relation(data_dir: Path, seed: str) -> str:
+    return next(relation for (relation,) in query(
+        data_dir, "select relation from sync.dbt_incremental_models")
+        if relation.endswith(f".{seed}"))
+
+
+def test_a_seed_loaded_from_the_same_csv_is_skipped_but_tests_reading_it_still_run(
+        data_dir: Path) -> None:
+    exchanges = _seed_relation(data_dir, "exchanges")
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as con:
+        count = con.execute(f"select count(*) from {exchanges}").fetchone()[0]
+        # Behind dbt's back: forget the exchange code the fixture's trades list on.
+        used = con.execute("select listing_exchange from staging.stg_ibkr__trades "
+                           "where listing_exchange is not null limit 1").fetchone()[0]
+        con.execute(f"delete from {exchanges} where ibkr_code = ?", [used])
+    output = _cli(["-v", "transform"], data_dir)
+    # Not reloaded (the row stays gone), and the test reading trades *and* the seed ran.
+    assert query(data_dir, f"select count(*) from {exchanges}")[0][0] == count - 1
+    assert "--exclude cash_type_mapping exchanges symbol_overrides" in output
+    assert ("dbt warning: test.flexsync.codes_known_to_seed_stg_ibkr__trades_listing_exchange"
+            in output)
+
+    # A changed CSV (here: an older fingerprint) loads the seed again.
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as con:
+        con.execute("update sync.dbt_incremental_models set fingerprint = 'older-csv' "
+                    "where relation = ?", [exchanges])
+    output = _cli(["-v", "transform"], data_dir)
+    assert "--exclude cash_type_mapping symbol_overrides " in output
+    assert query(data_dir, f"select count(*) from {exchanges}")[0][0] == count
+    assert query(data_dir, "select fingerprint from sync.dbt_incremental_models "
+                           "where relation = ?", [exchanges])[0][0] != "older-csv"
