@@ -167,13 +167,28 @@ def preload_dbt() -> None:
 
 def _import_dbt() -> None:
     try:
+        _use_fork_locks()
         import dbt.adapters.duckdb
         import dbt.cli.main  # noqa: F401
     except Exception:
         log.debug("dbt preload failed", exc_info=True)
 
 
+def _use_fork_locks() -> None:
+    """dbt makes its locks from a 'spawn' multiprocessing context although it only ever
+    runs threads; such a lock starts multiprocessing's resource-tracker process (a second
+    Python, ~13 MiB in the pod) to clean up its named semaphore. A 'fork'-context lock is
+    the same lock without a name, so no tracker is started. Must run before dbt's
+    manifest module is imported (its dataclass binds the context's Lock at import)."""
+    import multiprocessing
+
+    import dbt.mp_context
+
+    dbt.mp_context._MP_CONTEXT = multiprocessing.get_context("fork")  # type: ignore[assignment]
+
+
 def _invoke_dbt(args: list[str], manifest: Any = None) -> Any:
+    _use_fork_locks()
     from dbt.cli.main import dbtRunner
 
     try:
