@@ -95,7 +95,7 @@ def history_template(nights: int) -> Path:
                        REPO / "benchmarks" / "history.py", REPO / "models", REPO / "macros",
                        REPO / "seeds", REPO / "flexsync" / "warehouse.py",
                        REPO / "extract" / "wealthfolio_snapshot.py",
-                       REPO / "flexsync" / "transform.py", REPO / "dbt_project.yml")
+                       REPO / "dbt_project.yml")
     root = WORK / f"templates-{key}"
     for stale in WORK.glob("templates-*"):  # built from other sources: gigabytes each
         if stale != root:
