@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -73,7 +73,8 @@ _BATCH_ROWS = 2048
 
 
 class ActivitySource(Protocol):
-    def search_all(self, account_id: str) -> Any: ...
+    def search_all(self, account_id: str,
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -164,10 +165,14 @@ def snapshot_activities(
     now: datetime | None = None,
 ) -> SnapshotResult:
     """Fetch all activities of `wf_account_id`; append what changed as one new snapshot."""
-    page = client.search_all(wf_account_id)
+    # Each page becomes Arrow as it arrives: the parsed JSON of a page is all that is
+    # held at once (~3x the size of its Arrow rows), not the whole account's.
+    builder = _ArrowBuilder()
+    page = client.search_all(wf_account_id, on_page=builder.add)
     total_row_count = int(page.total_row_count)
-    fetched = _arrow_table(_distinct_by_id(page.rows))
-    del page  # the parsed JSON is the biggest thing in memory: drop it before DuckDB works
+    builder.add(page.rows)  # a source that ignored on_page
+    del page
+    fetched = builder.table()
     activity_count = fetched.num_rows
     ensure_schema(con)
     with _bounded(con):
@@ -300,36 +305,45 @@ def _next_snapshot_at(con: duckdb.DuckDBPyConnection, wf_account_id: str,
     return at
 
 
-def _arrow_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """The landed columns as text, and a row number. Built in batches, so the Python
-    lists in between stay small next to the table (raw_json is ~1 KB a row)."""
+class _ArrowBuilder:
+    """The landed columns as text, and a row number, one id once (the first seen: a page
+    boundary that moved while paging repeats a row; rows without an id are all kept).
+    Rows are converted in small batches, so the Python lists in between stay small next
+    to the table (raw_json is ~1 KB a row)."""
+
     schema = pa.schema([(c, pa.string()) for c in LANDED_COLUMNS] + [("_ord", pa.int64())])
-    batches = []
-    for start in range(0, len(rows), _BATCH_ROWS):
-        chunk = rows[start:start + _BATCH_ROWS]
-        arrays = [pa.array([_text(row.get(name)) for row in chunk], pa.string(),
-                           memory_pool=_ARROW_POOL) for name in COLUMN_FIELDS.values()]
-        arrays.append(pa.array([_raw_json(row) for row in chunk], pa.string(),
-                               memory_pool=_ARROW_POOL))
-        arrays.append(pa.array(range(start, start + len(chunk)), pa.int64(),
-                               memory_pool=_ARROW_POOL))
-        batches.append(pa.record_batch(arrays, schema=schema))
-    return pa.Table.from_batches(batches, schema=schema)
 
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+        self.seen: set[str] = set()
+        self.rows = 0
 
-def _distinct_by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per activity id, the first seen (a page boundary that moved while paging
-    repeats a row); rows without an id are all kept."""
-    seen: set[Any] = set()
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        key = _text(row.get("id"))
-        if key is not None:
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append(row)
-    return out
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        rows = self._distinct_by_id(rows)
+        for start in range(0, len(rows), _BATCH_ROWS):
+            chunk = rows[start:start + _BATCH_ROWS]
+            arrays = [pa.array([_text(row.get(name)) for row in chunk], pa.string(),
+                               memory_pool=_ARROW_POOL) for name in COLUMN_FIELDS.values()]
+            arrays.append(pa.array([_raw_json(row) for row in chunk], pa.string(),
+                                   memory_pool=_ARROW_POOL))
+            arrays.append(pa.array(range(self.rows, self.rows + len(chunk)), pa.int64(),
+                                   memory_pool=_ARROW_POOL))
+            self.batches.append(pa.record_batch(arrays, schema=self.schema))
+            self.rows += len(chunk)
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches(self.batches, schema=self.schema)
+
+    def _distinct_by_id(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            key = _text(row.get("id"))
+            if key is not None:
+                if key in self.seen:
+                    continue
+                self.seen.add(key)
+            out.append(row)
+        return out
 
 
 def _text(value: Any) -> str | None:

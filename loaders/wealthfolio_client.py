@@ -191,11 +191,17 @@ class WealthfolioClient:
 
     # ---------------------------------------------------------------- public API
 
-    def search_all(self, account_id: str) -> ActivityPage:
-        """Every activity of the account, all pages (0-based) until totalRowCount."""
+    def search_all(self, account_id: str,
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+                   ) -> ActivityPage:
+        """Every activity of the account, all pages (0-based) until totalRowCount.
+
+        With `on_page`, each page's rows go to it as they arrive and are not kept
+        (ActivityPage.rows stays empty): a 15,000-activity account then never holds
+        all its parsed JSON at once."""
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
-        page, total = 0, 0
+        page, total, fetched = 0, 0, 0
         while True:
             body = {"page": page, "pageSize": self.page_size, "accountIdFilter": [account_id]}
             answer = self._ok(self._call("POST", "/activities/search", body,
@@ -203,21 +209,29 @@ class WealthfolioClient:
                               "search activities")
             data, meta = _field(answer.data, "data", list), _field(answer.data, "meta", dict)
             total = _field(meta, "totalRowCount", int)
+            new_rows: list[dict[str, Any]] = []
             for row in data:
                 row_id = row.get("id") if isinstance(row, dict) else None
                 if not isinstance(row_id, str):
                     raise WealthfolioError("Wealthfolio search returned an activity without id")
                 if row_id not in seen:  # a row shifted across pages while paging
                     seen.add(row_id)
-                    rows.append(row)
-            if not data or len(rows) >= total or len(data) < self.page_size:
+                    new_rows.append(row)
+            fetched += len(new_rows)
+            last_page = len(data) < self.page_size  # also an empty page
+            if on_page is None:
+                rows.extend(new_rows)
+            elif new_rows:
+                on_page(new_rows)
+            del answer, data, new_rows
+            if fetched >= total or last_page:
                 break
             page += 1
             if page > total // max(1, self.page_size) + 2:
                 break  # the listing keeps growing under us: stop rather than loop
-        if len(rows) != total:
+        if fetched != total:
             log.warning("Wealthfolio search: fetched %d activities, server counted %d "
-                        "(activities changed while paging)", len(rows), total)
+                        "(activities changed while paging)", fetched, total)
         return ActivityPage(rows, total)
 
     def search_activities(self, account_id: str) -> list[dict[str, Any]]:

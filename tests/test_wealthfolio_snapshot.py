@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -33,7 +32,7 @@ from extract.wealthfolio_snapshot import (
 )
 from loaders.wealthfolio_client import WealthfolioClient
 from tests.fakes.fake_wealthfolio import FakeWealthfolio
-from tests.fakes.wealthfolio_activities import FreshActivitySource
+from tests.fakes.wealthfolio_activities import FreshActivitySource, pages_of
 from tests.helpers import REPO_ROOT
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD
 
@@ -107,8 +106,9 @@ class _StubSource:
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
 
-    def search_all(self, account_id: str) -> Any:
-        return SimpleNamespace(rows=list(self.rows), total_row_count=len(self.rows))
+    def search_all(self, account_id: str,
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any:
+        return pages_of(list(self.rows), on_page, page_size=2)
 
 
 

@@ -3,6 +3,7 @@ a child process measuring its own memory imports this)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,7 +34,20 @@ class FreshActivitySource:
         self.edits: dict[int, dict[str, Any]] = {}
         self.deleted: set[int] = set()
 
-    def search_all(self, account_id: str) -> Any:
+    def search_all(self, account_id: str,
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any:
         rows = [activity_details(i) | self.edits.get(i, {}) for i in range(self.count)
                 if i not in self.deleted]
+        return pages_of(rows, on_page)
+
+
+def pages_of(rows: list[dict[str, Any]],
+             on_page: Callable[[list[dict[str, Any]]], None] | None,
+             page_size: int = 1000) -> Any:
+    """What WealthfolioClient.search_all returns: with on_page, the rows page by page
+    to it and none kept."""
+    if on_page is None:
         return SimpleNamespace(rows=rows, total_row_count=len(rows))
+    for start in range(0, len(rows), page_size):
+        on_page(rows[start:start + page_size])
+    return SimpleNamespace(rows=[], total_row_count=len(rows))
