@@ -152,11 +152,13 @@ def _close_dbt_connections() -> None:
 
 def preload_dbt() -> None:
     """Import dbt (~2 s, most of it while the extract waits on DuckDB, the network or the
-    disk) on a background thread, so the transform finds it imported. The modules the
-    extract needs are imported first: two threads importing the same modules in a
-    different order could deadlock on the import locks."""
-    import ibflex.parser  # noqa: F401
+    disk) on a background thread, so the transform finds it imported; it is on the
+    critical path of a nightly run, so the thread starts as early as it safely can.
 
+    The modules the extract imports at module level are imported first: two threads
+    importing modules that import each other could deadlock on the import locks. ibflex
+    (~0.3 s) is not among them: the validator imports it inside a function, where this
+    thread holds no import lock the dbt thread could be waiting for."""
     import extract.flex_client
     import extract.wealthfolio_snapshot  # noqa: F401
     import flexsync.pipeline  # noqa: F401
