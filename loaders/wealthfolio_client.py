@@ -138,7 +138,10 @@ class WealthfolioClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         max_login_wait: float = 120.0,
-        page_size: int = 500,
+        # Search pages: Wealthfolio's own front end asks for everything in one page; 2,000
+        # keeps a page's parsed JSON small (~10 MB) and a 15,000-activity account at 8
+        # requests (500 a page measured ~0.2 s slower per snapshot at loopback).
+        page_size: int = 2000,
         duplicate_chunk: int = 200,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
