@@ -182,13 +182,15 @@ def transform(
     full_refresh: Annotated[bool, typer.Option(
         "--full-refresh", help="Rebuild the incremental staging tables (trades, cash, "
         "securities, open positions) from every landed row instead of only the extracts "
-        "landed since the last build. Never drops the drift history.")] = False,
+        "landed since the last build, and reload the seeds. Never drops the drift "
+        "history.")] = False,
 ) -> None:
     """Run `dbt build` (staging → marts, with the data tests); exit 6 if a model or test fails.
 
     The staging tables of trades, cash, securities and open positions are incremental: a
     build reads only the extracts landed since the last one. They are rebuilt from every
     landed row by themselves when their SQL changes (an upgrade), or on --full-refresh.
+    Seeds (the mapping CSVs) are loaded again only when their file changed.
 
     Unmapped rows (cash types with no seed row, unsupported asset categories, reversals)
     are logged at WARNING with their type and id, and kept in marts.unmapped_transactions.
