@@ -41,6 +41,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Docstrings are wrapped for the source: let the help re-flow each paragraph.
+    rich_markup_mode="markdown",
 )
 
 _state: dict[str, Any] = {}
