@@ -46,6 +46,8 @@ import pyarrow as pa
 from defusedxml import DefusedXmlException
 from defusedxml.expatreader import DefusedExpatParser
 
+from extract import flex_markup
+from extract.flex_markup import MarkupBatch
 from extract.flex_validation import validate_with_ibflex
 from flexsync.errors import IBKRAccountMismatchError, InputFileError
 from flexsync.warehouse import LINEAGE_COLUMNS
@@ -53,7 +55,9 @@ from flexsync.warehouse import LINEAGE_COLUMNS
 log = logging.getLogger(__name__)
 
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
-READ_CHUNK = 1 << 20
+MARKUP_BATCH_BYTES = 4 << 20  # row markup of one kind sent to DuckDB in one insert
+FLUSH_MARKUP_BYTES = 12 << 20  # all buffered row markup: every batch goes to DuckDB
+READ_CHUNK = 1 << 18
 # DuckDB keeps up to a row group (122,880 rows) of every table in memory until the
 # transaction commits; without a limit a backfill near that size peaks at ~480 MB.
 # With this limit DuckDB spills to <warehouse>.tmp and the process stays under the
@@ -169,11 +173,16 @@ class _TableWriter:
         self.extracted_at = extracted_at
         self.groups: dict[_GroupKey, _Group] = {}
         self.buffered_cells = 0
+        self.markup: dict[tuple[str, int | None, str | None, str, int], MarkupBatch] = {}
+        self.buffered_markup = 0
+        # Markup batches go to DuckDB's CSV reader through files here (TMPDIR: the pod's
+        # emptyDir); each is deleted once inserted, the folder when landing ends.
+        self._spool = tempfile.TemporaryDirectory(prefix="flexsync-landing-")
+        self._spooled = 0
         self.columns: dict[str, list[str]] = {}
-        self.rows_by_table: dict[str, int] = {}
-        self.row_counter: dict[str, int] = {}
+        self.row_counter: dict[str, int] = {}  # rows per table so far: the next row's index
         # Two batches in flight at most: memory stays bounded whatever the file size.
-        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[_Batch | MarkupBatch | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._insert_loop, name="flex-insert",
                                         daemon=True)
@@ -195,12 +204,36 @@ class _TableWriter:
         if self.buffered_cells >= FLUSH_CELLS:
             self.flush()
 
+    def add_markup(self, table: str, statement_index: int | None, account_id: str | None,
+                   row_tag: str, text: str) -> None:
+        """A row element's raw empty-element tag, which holds at least one attribute."""
+        index = self.row_counter.get(table, 0)
+        self.row_counter[table] = index + 1
+        # One batch per field count, so DuckDB's CSV reader needs no padding.
+        quotes = text.count('"')
+        key = (table, statement_index, account_id, row_tag, quotes)
+        batch = self.markup.get(key)
+        if batch is None:
+            batch = self.markup[key] = MarkupBatch(table, (statement_index, account_id, row_tag),
+                                                   quotes=quotes)
+        batch.add(index, text)
+        self.buffered_markup += len(text)
+        # Few large inserts (each costs DuckDB ~10 ms to plan), and a bounded buffer.
+        if batch.nbytes >= MARKUP_BATCH_BYTES:
+            self._put(self.markup.pop(key))
+            self.buffered_markup -= batch.nbytes
+        elif self.buffered_markup >= FLUSH_MARKUP_BYTES:
+            self.flush()
+
     def flush(self) -> None:
+        batches, self.markup = self.markup, {}
+        self.buffered_markup = 0
+        for batch in batches.values():
+            self._put(batch)
         groups, self.groups = self.groups, {}
         self.buffered_cells = 0
         for (table, statement_index, account_id, row_tag, _), group in groups.items():
             self._put(_Batch.of(table, (statement_index, account_id, row_tag), group))
-            self.rows_by_table[table] = self.rows_by_table.get(table, 0) + len(group.row_indexes)
 
     def close(self) -> None:
         """Write what is buffered and wait for the inserts; re-raise their error."""
@@ -212,9 +245,10 @@ class _TableWriter:
     def abort(self) -> None:
         """Stop the insert thread without writing more (the caller rolls back)."""
         self.groups = {}
+        self.markup = {}
         self._stop()
 
-    def _put(self, batch: _Batch) -> None:
+    def _put(self, batch: _Batch | MarkupBatch) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(batch)
@@ -223,12 +257,16 @@ class _TableWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self._spool.cleanup()
 
     def _insert_loop(self) -> None:
         while (batch := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._insert(batch)
+                    if isinstance(batch, MarkupBatch):
+                        self._insert_markup(batch)
+                    else:
+                        self._insert(batch)
                 except BaseException as exc:  # handed to the parsing thread
                     self._error = exc
 
@@ -248,16 +286,103 @@ class _TableWriter:
             self.columns[table] = existing
         return self.columns[table]
 
+    def _add_columns(self, table: str, names: list[str]) -> dict[str, str]:
+        """Adds the attributes the table lacks; returns lower-case name -> its column."""
+        columns = self._table_columns(table)
+        known = {name.lower(): name for name in columns}
+        for name in names:
+            if name.lower() not in known:
+                self.con.execute(f'alter table raw_ibkr."{table}" add column "{name}" varchar')
+                columns.append(name)
+                known[name.lower()] = name
+                log.debug("raw_ibkr.%s: new column %s", table, name)
+        return known
+
+    def _lineage_values(self, lineage: tuple[int | None, str | None, str]) -> dict[str, object]:
+        statement_index, account_id, row_tag = lineage
+        return {"_extract_id": self.extract_id, "_file_sha256": self.sha,
+                "_statement_index": statement_index, "_statement_account_id": account_id,
+                "_row_tag": row_tag, "_extracted_at": self.extracted_at}
+
+    def _insert_markup(self, batch: MarkupBatch) -> None:
+        """Insert a markup batch: regular signatures in SQL, the rest parsed tag by tag."""
+        self._spooled += 1
+        path = Path(self._spool.name) / f"{self._spooled}.csv"
+        path.write_bytes(batch.csv_bytes())
+        try:
+            source = flex_markup.read_csv_sql(str(path), batch.width)
+            # Rows of a kind share one signature: try the first row's on the whole batch.
+            first = _even_fields(batch.lines[0])
+            predicates: list[tuple[str, list[str]]] = []
+            inserted = 0
+            if flex_markup.signature_names(first, batch.lineage[2]) is not None:
+                predicate, count = self._insert_signature(batch, source, first)
+                predicates.append(predicate)
+                inserted += count
+            if inserted < len(batch.lines):
+                self._insert_leftovers(batch, source, predicates)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _insert_leftovers(self, batch: MarkupBatch, source: str,
+                          predicates: list[tuple[str, list[str]]]) -> None:
+        """Rows the first signature did not take: other signatures, or expat per tag."""
+        lines = batch.lines
+        if predicates:
+            where = " or ".join(sql for sql, _ in predicates)
+            params = [p for _, values in predicates for p in values]
+            rows = self.con.execute(f"select c0 from {source} where not coalesce({where}, false)",
+                                    params).fetchall()
+            wanted = {str(row[0]) for row in rows}
+            lines = [line for line in lines if line.partition('"')[0] in wanted]
+        by_signature: dict[tuple[str, ...], list[str]] = {}
+        for line in lines:
+            by_signature.setdefault(tuple(_even_fields(line)), []).append(line)
+        parsed: dict[tuple[str, ...], _Group] = {}
+        for signature, signature_lines in by_signature.items():
+            if flex_markup.signature_names(list(signature), batch.lineage[2]) is not None:
+                self._insert_signature(batch, source, list(signature))
+                continue
+            for line in signature_lines:
+                index, _, text = line.partition('"')
+                _, attributes = flex_markup.parse_tag(text)
+                names = attributes[0::2]
+                group = parsed.get(tuple(names))
+                if group is None:
+                    group = parsed[tuple(names)] = _Group(names)
+                group.values.append(attributes[1::2])
+                group.row_indexes.append(int(index))
+        for group in parsed.values():
+            self._insert(_Batch.of(batch.table, batch.lineage, group))
+
+    def _insert_signature(self, batch: MarkupBatch, source: str,
+                          fields: list[str]) -> tuple[tuple[str, list[str]], int]:
+        """Insert the batch's rows whose even fields are `fields`; returns their count."""
+        names = flex_markup.signature_names(fields, batch.lineage[2])
+        assert names is not None
+        known = self._add_columns(batch.table, names)
+        targets: list[str] = []
+        values: list[str] = []
+        seen: set[str] = set()
+        for position, name in enumerate(names):
+            if name.lower() in seen:  # DuckDB names are case-insensitive: the first wins
+                continue
+            seen.add(name.lower())
+            targets.append(known[name.lower()])
+            values.append(flex_markup.value_sql(position, position in batch.entity_values))
+        lineage = self._lineage_values(batch.lineage)
+        predicate, params = flex_markup.signature_predicate(fields, batch.width)
+        column_list = ", ".join(f'"{c}"' for c in [*lineage, "_row_index", *targets])
+        select_list = ", ".join(["?"] * len(lineage) + ["cast(c0 as bigint)", *values])
+        rows = self.con.execute(
+            f'insert into raw_ibkr."{batch.table}" ({column_list}) '
+            f"select {select_list} from {source} where {predicate}",
+            [*lineage.values(), *params]).fetchall()
+        return (predicate, params), int(rows[0][0])
+
     def _insert(self, batch: _Batch) -> None:
         columns = self._table_columns(batch.table)
-        known = {name.lower() for name in columns}
-        for name in batch.data.column_names:
-            if name.lower() not in known:
-                self.con.execute(
-                    f'alter table raw_ibkr."{batch.table}" add column "{name}" varchar')
-                columns.append(name)
-                known.add(name.lower())
-                log.debug("raw_ibkr.%s: new column %s", batch.table, name)
+        self._add_columns(batch.table, batch.data.column_names)
         # Aligned to the table's column order and appended positionally through a
         # relation: a registered view, dropped inside the open transaction, would keep
         # every batch's Arrow buffers alive until commit (memory growing with the file).
@@ -317,29 +442,43 @@ class _Statement:
     sections: list[str] = field(default_factory=list)
 
 
-class _FlexReader(DefusedExpatParser):
-    """defusedxml's expat reader (no DTD, no entities, no external references) with
-    the element callbacks wired straight to `_StatementWalker`.
+# Markers for CDATA boundaries among the markup: XML text cannot contain NUL.
+_CDATA_START = "\x00<![CDATA["
+_CDATA_END = "\x00]]>"
 
-    The SAX layer would wrap every element's attributes in an AttributesImpl and
-    ElementTree's pure-Python builder (what defusedxml's iterparse uses) copies
-    each attribute in a Python loop; expat's ordered attribute list is handed on
-    as it is. Character data is ignored (Flex carries everything in attributes).
+
+class _FlexReader(DefusedExpatParser):
+    """defusedxml's expat reader (no DTD, no entities, no external references) that
+    hands each piece of markup to `_StatementWalker.markup` as expat read it.
+
+    With no element handlers set, expat still checks every tag (well-formedness,
+    duplicate attributes, undefined entities) but reports it as one raw string through
+    the default handler instead of building a Python string per attribute; row
+    elements travel on as that string (extract/flex_markup.py). Character data is
+    ignored (Flex carries everything in attributes); CDATA sections are skipped whole.
+    Call `walker.drain()` after each `feed()`.
     """
 
     def __init__(self, walker: _StatementWalker) -> None:
         super().__init__(forbid_dtd=True)
-        self.setFeature(feature_string_interning, True)  # one str per attribute name
+        self.setFeature(feature_string_interning, True)
         self.walker = walker
 
     def reset(self) -> None:
         super().reset()  # installs defusedxml's DTD/entity/external guards
         parser = self._parser
         parser.ordered_attributes = True
-        parser.StartElementHandler = self.walker.start
-        parser.EndElementHandler = self.walker.end
+        parser.StartElementHandler = None
+        parser.EndElementHandler = None
         parser.CharacterDataHandler = None
         parser.ProcessingInstructionHandler = None
+        parser.CommentHandler = None
+        # A C-level append per piece of markup; the walker drains the list after each
+        # chunk. CDATA boundaries go into the same list, so they stay in order.
+        pending = self.walker.pending
+        parser.DefaultHandler = pending.append
+        parser.StartCdataSectionHandler = lambda: pending.append(_CDATA_START)
+        parser.EndCdataSectionHandler = lambda: pending.append(_CDATA_END)
 
 
 class _StatementWalker:
@@ -357,6 +496,47 @@ class _StatementWalker:
         self.statement: _Statement | None = None
         self.account_id: str | None = None
         self.section_table: str | None = None
+        self.statement_index: int | None = None
+        self.row_table: str | None = None  # the section's table while inside its rows
+        self.in_cdata = False
+        self.pending: list[str] = []  # expat's default handler appends here
+
+    def drain(self) -> None:
+        """Walk the markup expat reported since the last call: rows, containers, text."""
+        add_row = self.writer.add_markup
+        for text in self.pending:
+            if not text or text[0] != "<":
+                if text == _CDATA_START or text == _CDATA_END:
+                    self.in_cdata = text == _CDATA_START
+                continue  # character data
+            if self.in_cdata:
+                continue  # a CDATA section's text, even if it looks like a tag
+            # The hot path: a row element (an empty-element tag inside a section) with an
+            # attribute (it has an '=') that splits on '"' as it is (flex_markup).
+            table = self.row_table
+            if (table is not None and text[-2] == "/" and "=" in text and "&#" not in text
+                    and "\n" not in text and "\r" not in text and "\t" not in text
+                    and len(text) <= flex_markup.MAX_FAST_TAG):
+                add_row(table, self.statement_index, self.account_id,
+                        text[1:text.index(" ")], text)
+            else:
+                self._other_markup(text)
+        self.pending.clear()
+
+    def _other_markup(self, text: str) -> None:
+        """Containers, end tags, comments, and rows that need expat's reading."""
+        kind = text[1]
+        if kind == "/":
+            self.end(self.tags[-1])
+        elif kind in "!?":
+            return  # a comment, a processing instruction or the XML declaration
+        elif text.endswith("/>"):
+            tag, attributes = flex_markup.parse_tag(text)
+            self.start(tag, attributes)
+            self.end(tag)
+        else:
+            tag, attributes = flex_markup.parse_tag(text[:-1] + "/>")
+            self.start(tag, attributes)
 
     def start(self, tag: str, attributes: list[str]) -> None:
         depth = len(self.tags)
@@ -374,10 +554,16 @@ class _StatementWalker:
             pairs = dict(zip(attributes[0::2], attributes[1::2], strict=True))
             self.statement = _Statement(len(self.statements), pairs)
             self.statements.append(self.statement)
+            self.statement_index = self.statement.index
             self.account_id = pairs.get("accountId")
         elif depth == 3 and self.statement is not None:
             self.section_table = section_table_name(tag)
             self.statement.sections.append(tag)
+        self._track_rows()
+
+    def _track_rows(self) -> None:
+        inside = len(self.tags) >= 4 and self.statement is not None
+        self.row_table = self.section_table if inside else None
 
     def end(self, tag: str) -> None:
         self.tags.pop()
@@ -396,7 +582,14 @@ class _StatementWalker:
                 self.writer.add(section_table_name(tag), None, None, tag, attributes)
         elif depth == 2 and tag == "FlexStatement":
             self.statement = None
+            self.statement_index = None
             self.account_id = None
+        self._track_rows()
+
+
+def _even_fields(line: str) -> list[str]:
+    """A markup line's tag split on `"`, without its values: `<Tag a=`, ` b=`, ..., ` />`."""
+    return line.partition('"')[2].split('"')[0::2]
 
 
 def _attribute(attributes: list[str], name: str) -> str | None:
@@ -414,14 +607,20 @@ def _parse_into(source: FlexSource, writer: _TableWriter,
     total = source.size()
     next_progress = time.monotonic() + 5.0
     with source.open() as handle:
-        while chunk := handle.read(READ_CHUNK):
-            reader.feed(chunk)
-            if time.monotonic() >= next_progress:
-                next_progress = time.monotonic() + 5.0
-                log.info("landing %s: %s rows so far (%.0f of %.0f MB)", source.name,
-                         f"{sum(writer.row_counter.values()):,}", handle.tell() / 1e6,
-                         total / 1e6)
-        reader.close()
+        try:
+            while chunk := handle.read(READ_CHUNK):
+                reader.feed(chunk)
+                walker.drain()
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + 5.0
+                    log.info("landing %s: %s rows so far (%.0f of %.0f MB)", source.name,
+                             f"{sum(writer.row_counter.values()):,}", handle.tell() / 1e6,
+                             total / 1e6)
+            reader.close()
+        except (SAXParseException, DefusedXmlException):
+            walker.drain()  # what came before the error first: the account guard wins
+            raise
+        walker.drain()
     if not walker.statements:
         raise InputFileError(f"{source.name}: a FlexQueryResponse with no <FlexStatement>; "
                              "nothing landed")
@@ -461,9 +660,10 @@ class _ArchiveJob:
 
     def _compress(self, source: FlexSource, fd: int) -> None:
         try:
-            # Level 6 (zlib's default): ~95 % of level 9's ratio on Flex XML at ~60 % of the time.
+            # Level 3: ratio ~12 on Flex XML (level 6: 16) at 40 % of level 6's CPU, which
+            # the landing needs on a two-core pod.
             with os.fdopen(fd, "wb") as raw, gzip.GzipFile(
-                    fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz, \
+                    fileobj=raw, mode="wb", mtime=0, compresslevel=3) as gz, \
                     source.open() as src:
                 while not self.cancelled.is_set() and (chunk := src.read(1 << 20)):
                     gz.write(chunk)
@@ -597,10 +797,10 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
         "insert into raw_ibkr.extracts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [extract_id, sha, source.name, source.query_id, source.reference_code,
          source.fetched_at.replace(tzinfo=None) if source.fetched_at else None, landed_at,
-         source.size(), None, declared, len(statements), sum(writer.rows_by_table.values()),
-         ",".join(sorted(writer.rows_by_table))],
+         source.size(), None, declared, len(statements), sum(writer.row_counter.values()),
+         ",".join(sorted(writer.row_counter))],
     )
-    result = LandingResult(source.name, extract_id, sha, rows_by_table=dict(writer.rows_by_table),
+    result = LandingResult(source.name, extract_id, sha, rows_by_table=dict(writer.row_counter),
                            statements=len(statements), validation=verdict.summary())
     log.info("landed %s: %d statement(s), %s rows in %d tables; ibflex: %s", source.name,
              result.statements, f"{result.row_count:,}", len(result.rows_by_table),
