@@ -442,11 +442,6 @@ class _Statement:
     sections: list[str] = field(default_factory=list)
 
 
-# Markers for CDATA boundaries among the markup: XML text cannot contain NUL.
-_CDATA_START = "\x00<![CDATA["
-_CDATA_END = "\x00]]>"
-
-
 class _FlexReader(DefusedExpatParser):
     """defusedxml's expat reader (no DTD, no entities, no external references) that
     hands each piece of markup to `_StatementWalker.markup` as expat read it.
@@ -455,8 +450,8 @@ class _FlexReader(DefusedExpatParser):
     duplicate attributes, undefined entities) but reports it as one raw string through
     the default handler instead of building a Python string per attribute; row
     elements travel on as that string (extract/flex_markup.py). Character data is
-    ignored (Flex carries everything in attributes); CDATA sections are skipped whole.
-    Call `walker.drain()` after each `feed()`.
+    ignored (Flex carries everything in attributes). Call `walker.drain()` after each
+    `feed()`.
     """
 
     def __init__(self, walker: _StatementWalker) -> None:
@@ -470,15 +465,14 @@ class _FlexReader(DefusedExpatParser):
         parser.ordered_attributes = True
         parser.StartElementHandler = None
         parser.EndElementHandler = None
-        parser.CharacterDataHandler = None
+        # Character data (CDATA sections' included) is dropped by a C function, `len`,
+        # so it costs no Python call and never reaches the default handler.
+        parser.CharacterDataHandler = len
         parser.ProcessingInstructionHandler = None
         parser.CommentHandler = None
         # A C-level append per piece of markup; the walker drains the list after each
-        # chunk. CDATA boundaries go into the same list, so they stay in order.
-        pending = self.walker.pending
-        parser.DefaultHandler = pending.append
-        parser.StartCdataSectionHandler = lambda: pending.append(_CDATA_START)
-        parser.EndCdataSectionHandler = lambda: pending.append(_CDATA_END)
+        # chunk. What arrives: tags, comments, PIs, the XML declaration, CDATA markers.
+        parser.DefaultHandler = self.walker.pending.append
 
 
 class _StatementWalker:
@@ -498,19 +492,14 @@ class _StatementWalker:
         self.section_table: str | None = None
         self.statement_index: int | None = None
         self.row_table: str | None = None  # the section's table while inside its rows
-        self.in_cdata = False
         self.pending: list[str] = []  # expat's default handler appends here
 
     def drain(self) -> None:
         """Walk the markup expat reported since the last call: rows, containers, text."""
         add_row = self.writer.add_markup
         for text in self.pending:
-            if not text or text[0] != "<":
-                if text == _CDATA_START or text == _CDATA_END:
-                    self.in_cdata = text == _CDATA_START
-                continue  # character data
-            if self.in_cdata:
-                continue  # a CDATA section's text, even if it looks like a tag
+            if text[0] != "<":
+                continue  # the `]]>` closing a CDATA section (its text went elsewhere)
             # The hot path: a row element (an empty-element tag inside a section) with an
             # attribute (it has an '=') that splits on '"' as it is (flex_markup).
             table = self.row_table
@@ -529,7 +518,7 @@ class _StatementWalker:
         if kind == "/":
             self.end(self.tags[-1])
         elif kind in "!?":
-            return  # a comment, a processing instruction or the XML declaration
+            return  # a comment, a PI, the XML declaration, a CDATA section's `<![CDATA[`
         elif text.endswith("/>"):
             tag, attributes = flex_markup.parse_tag(text)
             self.start(tag, attributes)
