@@ -13,10 +13,12 @@ Order of work, so that a refused file writes nothing:
 3. record extract + statements + ibflex's verdict; the archive file takes its place;
 4. commit. Any error rolls the whole batch back and deletes the temporary archive.
 
-Speed and memory (benchmarks/README.md): rows travel as expat's attribute lists,
-grouped by attribute list into Arrow batches that a second thread appends while
-the parse goes on; DuckDB's memory is capped while landing, so the peak RSS does
-not depend on the file's size.
+Speed and memory (benchmarks/README.md): expat reports each tag as one raw string
+(no Python string per attribute); a row tag travels on as that string, in batches that
+DuckDB's CSV reader splits on a second thread while the parse goes on
+(extract/flex_markup.py); every other tag gets expat's own attribute list and goes in
+as Arrow. DuckDB's memory is capped while landing, so the peak RSS does not depend on
+the file's size.
 """
 
 from __future__ import annotations
@@ -160,9 +162,10 @@ _GroupKey = tuple[str, int | None, str | None, str, tuple[str, ...]]
 
 
 class _TableWriter:
-    """Buffers rows per table; full batches become Arrow tables that a background
-    thread inserts into DuckDB, so the inserts overlap the parse (DuckDB runs
-    without the GIL). The connection belongs to that thread until `close()`.
+    """Buffers rows per table; full batches (markup lines, or attribute lists that
+    become Arrow tables) go to a background thread that inserts them into DuckDB, so
+    the inserts overlap the parse (DuckDB runs without the GIL). The connection
+    belongs to that thread until `close()`.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, extract_id: str, sha: str,
