@@ -749,6 +749,8 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
     writer = _TableWriter(con, extract_id, sha, landed_at)
     try:
         statements, declared = _parse_into(source, writer, allowed_accounts)
+        # ibflex (pure Python) validates while the insert thread is still in DuckDB.
+        verdict = validate_with_ibflex(source)
         writer.close()
     except DefusedXmlException as exc:
         writer.abort()
@@ -779,7 +781,6 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
     if declared is not None and declared != str(len(statements)):
         log.warning("%s: FlexStatements count=%s but %d statements found; all landed",
                     source.name, declared, len(statements))
-    verdict = validate_with_ibflex(source)
     con.execute(
         "insert into raw_ibkr.flex_validation values (?, ?, ?, ?, ?, ?, ?)",
         [extract_id, sha, verdict.ok, verdict.error, len(verdict.warnings),
