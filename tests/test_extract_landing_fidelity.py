@@ -226,3 +226,37 @@ def test_an_entity_in_a_regular_row_is_decoded(tmp_path: Path) -> None:
     got = con.execute('select description from raw_ibkr.trades order by _row_index').fetchall()
     con.close()
     assert [g[0] for g in got] == ["S&P 500", "A<B", "plain", "x > y", "&amp;lt;"]
+
+
+def test_a_tag_longer_than_the_fast_path_takes_lands_whole(tmp_path: Path) -> None:
+    long_value = "x" * (2 << 20)  # past flex_markup.MAX_FAST_TAG: expat's reading
+    doc = ('<FlexQueryResponse><FlexStatements count="1"><FlexStatement accountId="U1">'
+           f'<Trades><Trade tradeID="1" description="{long_value}" />\n'
+           '<Trade tradeID="2" description="short" />\n'
+           "</Trades></FlexStatement></FlexStatements></FlexQueryResponse>").encode()
+    path = tmp_path / "long.xml"
+    path.write_bytes(doc)
+    assert_lands_faithfully(path, tmp_path / "d", ("U1",))
+
+
+def test_the_spool_folder_is_removed_whether_landing_succeeds_or_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool_root = tmp_path / "tmp"
+    spool_root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool_root))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    rows = "".join(f'<Trade tradeID="{i}" symbol="VOD" />\n' for i in range(2000))
+    good = ('<FlexQueryResponse><FlexStatements count="1"><FlexStatement accountId="U1">'
+            f"<Trades>{rows}</Trades></FlexStatement></FlexStatements></FlexQueryResponse>")
+    (tmp_path / "good.xml").write_text(good)
+    (tmp_path / "bad.xml").write_text(good[: len(good) // 2])  # truncated mid-rows
+    settings_ = Settings(data_dir=tmp_path / "d", upstream_account_ids=("U1",))
+    land_flex_files(settings_, [tmp_path / "good.xml"])
+    assert list(spool_root.iterdir()) == []
+    from flexsync.errors import InputFileError
+
+    with pytest.raises(InputFileError):
+        land_flex_files(settings_, [tmp_path / "bad.xml"])
+    assert list(spool_root.iterdir()) == []
