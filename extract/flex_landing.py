@@ -311,9 +311,10 @@ class _TableWriter:
         """Insert a markup batch: regular signatures in SQL, the rest parsed tag by tag."""
         self._spooled += 1
         path = Path(self._spool.name) / f"{self._spooled}.csv"
-        path.write_bytes(batch.csv_bytes())
+        data = batch.csv_bytes()
+        path.write_bytes(data)
         try:
-            source = flex_markup.read_csv_sql(str(path), batch.width)
+            source = flex_markup.read_csv_sql(str(path), batch.width, len(data))
             # Rows of a kind share one signature: try the first row's on the whole batch.
             first = _even_fields(batch.lines[0])
             predicates: list[tuple[str, list[str]]] = []
