@@ -25,7 +25,9 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -307,6 +309,9 @@ def _stage_text(runs: list[Run]) -> str:
     return ", ".join(f"{n} {_med(runs, lambda r, n=n: r.stages.get(n, 0.0)):.2f}" for n in names)
 
 
+REFERENCE_PARSE_SECONDS = 8.8  # ibflex parse() of the backfill file, 2026-11-22 machine
+
+
 def _rss_verdict(rss_mib: float) -> str:
     return _verdict(rss_mib <= TARGETS["rss_mib"], f"{rss_mib - TARGETS['rss_mib']:+.0f} MiB")
 
@@ -334,7 +339,7 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         "counts). Stage seconds come from `sync.runs.stage_durations_json`.",
         "",
     ]
-    verdicts: list[tuple[str, str, str]] = []
+    verdicts: list[tuple[str, str, str, str]] = []  # target, measured, verdict, why if missed
     daily = results.get("daily")
     if daily:
         lines += ["## Daily sync (90-day window, fake Wealthfolio + Pushgateway)", "",
@@ -350,14 +355,19 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         for label, runs in daily.items():
             wall = _med(runs, lambda r: r.wall)
             rss = mib(max(r.max_rss for r in runs))
+            dbt = _med(runs, lambda r: r.stages.get("transform", 0.0) + r.stages.get("drift", 0.0))
             verdicts.append((f"daily sync wall ≤ {TARGETS['daily_wall']:.0f} s ({label})",
                              f"{wall:.2f} s",
                              _verdict(wall <= TARGETS["daily_wall"],
-                                      f"{wall / TARGETS['daily_wall']:.2f}× the budget")))
+                                      f"{wall / TARGETS['daily_wall']:.2f}× the budget"),
+                             f"dbt (transform + drift) is {dbt:.1f} s of it: its import, parse "
+                             "and the build's tests; see the machine yardstick above"))
             verdicts.append((f"daily sync: every process ≤ 256 MiB ({label})",
                              f"{rss:.0f} MiB (worst run)",
                              _verdict(rss <= TARGETS["rss_mib"],
-                                      f"{rss - TARGETS['rss_mib']:+.0f} MiB")))
+                                      f"{rss - TARGETS['rss_mib']:+.0f} MiB"),
+                             "one process holds duckdb, pyarrow and dbt (≈220 MiB) plus "
+                             "DuckDB's working memory"))
     growth = results.get("growth")
     if growth:
         base = _med(growth["1 night"], lambda r: r.wall)
@@ -381,7 +391,8 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         five = _med(growth["5 years"], lambda r: r.wall) / base
         verdicts.append(("daily with 5 years of history ≤ 1.25× 1 night", f"{five:.2f}×",
                          _verdict(five <= TARGETS["growth_ratio"],
-                                  f"{five / TARGETS['growth_ratio']:.2f}× the allowance")))
+                                  f"{five / TARGETS['growth_ratio']:.2f}× the allowance"),
+                         "see the growth table's stages"))
     backfill = results.get("backfill")
     if backfill:
         size_mb = backfill["size"] / 1e6
@@ -413,14 +424,19 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          f"process {ext_wall:.1f} s; {ibf_parse / ext_stage:.1f}× vs its "
                          f"landing stage {ext_stage:.1f} s)",
                          _verdict(ratio >= TARGETS["ibflex_ratio"],
-                                  f"{ratio / TARGETS['ibflex_ratio']:.2f} of the target")))
+                                  f"{ratio / TARGETS['ibflex_ratio']:.2f} of the target"),
+                         "CPU-bound on two cores: expat's tokenising alone is ≈1/3 of the "
+                         "extract (benchmarks/parse_floor.py), DuckDB's CSV parse and insert "
+                         "fill the other core, start-up and the commit are serial"))
         rss = mib(max(r.max_rss for r in ext))
         verdicts.append(("backfill extract peak RSS ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
-                         _rss_verdict(rss)))
+                         _rss_verdict(rss), "DuckDB's landing memory limit is too high"))
         rss = mib(max(r.max_rss for r in tr))
         verdicts.append(("(info) backfill transform peak RSS ≤ 256 MiB",
                          f"{rss:.0f} MiB (worst run)",
-                         _rss_verdict(rss)))
+                         _rss_verdict(rss),
+                         "dbt's ≈220 MiB process plus DuckDB's limit (128MB; under 64MB the "
+                         "10-year build fails)"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader
@@ -435,11 +451,33 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                   f"{mib(_med(loader, lambda r: r.max_rss)):.0f} |", ""]
         verdicts.append(("loader ≥ 200 activities/s", f"{rate:.0f}/s",
                          _verdict(rate >= TARGETS["loader_rate"],
-                                  f"{rate / TARGETS['loader_rate']:.1f}× the target")))
-    lines += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {t} | {m} | {v} |" for t, m, v in verdicts]
+                                  f"{rate / TARGETS['loader_rate']:.1f}× the target"),
+                         "one POST and one durable ledger row per activity"))
+    if backfill:
+        # The same fixed work on every machine: how this one compares with the one the
+        # targets were first met on (2026-11-22: parse() 8.8 s, steady night 6.6 s).
+        lines[7:7] = [f"- machine yardstick: `ibflex.parser.parse` of the backfill file "
+                      f"took {ibf_parse:.1f} s here, {ibf_parse / REFERENCE_PARSE_SECONDS:.2f}× "
+                      f"the {REFERENCE_PARSE_SECONDS} s of the 2026-11-22 machine (where the "
+                      "steady night took 6.6 s)"]
+    lines += ["## Targets", "", "| target | measured | verdict | why (when missed) |",
+              "|---|---|---|---|"]
+    lines += [f"| {t} | {m} | {v} | {'' if v.startswith('**met**') else w} |"
+              for t, m, v, w in verdicts]
     lines += ["", "Why, and what to change: benchmarks/README.md (Performance).", ""]
     return "\n".join(lines)
+
+
+def compile_like_the_image() -> None:
+    """Byte-compile the venv and the project, as the image ships them
+    (scripts/install-image.sh). Where PYTHONDONTWRITEBYTECODE is set (this workplace sets
+    it) a venv has no .pyc at all, and every measured process would compile dbt, DuckDB's
+    and pydantic's modules from source again: seconds a night that no pod pays. Timestamp
+    checked, so an edited module is recompiled rather than served stale."""
+    paths = [sysconfig.get_paths()["purelib"], *(str(REPO / d) for d in
+                                                  ("flexsync", "extract", "loaders"))]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *paths],
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     info = machine()
     WORK.mkdir(parents=True, exist_ok=True)
+    log("byte-compiling the venv and the project, as the image does")
+    compile_like_the_image()
     results: dict[str, Any] = {}
     if "daily" in sections:
         results["daily"] = bench_daily(args.reps)
