@@ -448,7 +448,7 @@ class _Statement:
 
 class _FlexReader(DefusedExpatParser):
     """defusedxml's expat reader (no DTD, no entities, no external references) that
-    hands each piece of markup to `_StatementWalker.markup` as expat read it.
+    collects each piece of markup, as expat read it, for `_StatementWalker.drain`.
 
     With no element handlers set, expat still checks every tag (well-formedness,
     duplicate attributes, undefined entities) but reports it as one raw string through
