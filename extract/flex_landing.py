@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 from xml.sax import SAXParseException
-from xml.sax.handler import feature_string_interning
 
 import duckdb
 import pyarrow as pa
@@ -59,7 +58,7 @@ log = logging.getLogger(__name__)
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
 MARKUP_BATCH_BYTES = 4 << 20  # row markup of one kind sent to DuckDB in one insert
 FLUSH_MARKUP_BYTES = 12 << 20  # all buffered row markup: every batch goes to DuckDB
-READ_CHUNK = 1 << 18
+READ_CHUNK = 1 << 18  # expat holds the GIL for a whole chunk (1 MiB: no measurable change)
 # DuckDB keeps up to a row group (122,880 rows) of every table in memory until the
 # transaction commits; without a limit a backfill near that size peaks at ~480 MB.
 # With this limit DuckDB spills to <warehouse>.tmp and the process stays under the
@@ -68,6 +67,10 @@ LANDING_MEMORY_LIMIT = "96MB"
 # Arrow's default pool (mimalloc) keeps freed batches' memory; malloc returns it.
 _ARROW_POOL = pa.system_memory_pool()
 RESERVED_TABLES = {"extracts", "statements", "flex_validation"}
+# The constant lineage columns as Arrow types (flexsync.warehouse.LINEAGE_COLUMNS).
+_LINEAGE_ARROW_TYPES = {"_extract_id": pa.string(), "_file_sha256": pa.string(),
+                        "_statement_index": pa.int32(), "_statement_account_id": pa.string(),
+                        "_row_tag": pa.string(), "_extracted_at": pa.timestamp("us")}
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -316,13 +319,13 @@ class _TableWriter:
         try:
             source = flex_markup.read_csv_sql(str(path), batch.width, len(data))
             # Rows of a kind share one signature: try the first row's on the whole batch.
-            first = _even_fields(batch.lines[0])
+            first = flex_markup.even_fields(batch.lines[0])
+            names = flex_markup.signature_names(first, batch.lineage[2])
             predicates: list[tuple[str, list[str]]] = []
             inserted = 0
-            if flex_markup.signature_names(first, batch.lineage[2]) is not None:
-                predicate, count = self._insert_signature(batch, source, first)
+            if names is not None:
+                predicate, inserted = self._insert_signature(batch, source, first, names)
                 predicates.append(predicate)
-                inserted += count
             if inserted < len(batch.lines):
                 self._insert_leftovers(batch, source, predicates)
         finally:
@@ -337,33 +340,33 @@ class _TableWriter:
             params = [p for _, values in predicates for p in values]
             rows = self.con.execute(f"select c0 from {source} where not coalesce({where}, false)",
                                     params).fetchall()
-            wanted = {str(row[0]) for row in rows}
-            lines = [line for line in lines if line.partition('"')[0] in wanted]
+            wanted = {int(row[0]) for row in rows}
+            lines = [line for line in lines if flex_markup.split_line(line)[0] in wanted]
         by_signature: dict[tuple[str, ...], list[str]] = {}
         for line in lines:
-            by_signature.setdefault(tuple(_even_fields(line)), []).append(line)
+            by_signature.setdefault(tuple(flex_markup.even_fields(line)), []).append(line)
         parsed: dict[tuple[str, ...], _Group] = {}
         for signature, signature_lines in by_signature.items():
-            if flex_markup.signature_names(list(signature), batch.lineage[2]) is not None:
-                self._insert_signature(batch, source, list(signature))
+            names = flex_markup.signature_names(list(signature), batch.lineage[2])
+            if names is not None:
+                self._insert_signature(batch, source, list(signature), names)
                 continue
             for line in signature_lines:
-                index, _, text = line.partition('"')
+                index, text = flex_markup.split_line(line)
                 _, attributes = flex_markup.parse_tag(text)
                 names = attributes[0::2]
                 group = parsed.get(tuple(names))
                 if group is None:
                     group = parsed[tuple(names)] = _Group(names)
                 group.values.append(attributes[1::2])
-                group.row_indexes.append(int(index))
+                group.row_indexes.append(index)
         for group in parsed.values():
             self._insert(_Batch.of(batch.table, batch.lineage, group))
 
-    def _insert_signature(self, batch: MarkupBatch, source: str,
-                          fields: list[str]) -> tuple[tuple[str, list[str]], int]:
-        """Insert the batch's rows whose even fields are `fields`; returns their count."""
-        names = flex_markup.signature_names(fields, batch.lineage[2])
-        assert names is not None
+    def _insert_signature(self, batch: MarkupBatch, source: str, fields: list[str],
+                          names: list[str]) -> tuple[tuple[str, list[str]], int]:
+        """Insert the batch's rows whose even fields are `fields` (attribute `names`);
+        returns the predicate that selected them and their count."""
         known = self._add_columns(batch.table, names)
         targets: list[str] = []
         values: list[str] = []
@@ -375,7 +378,7 @@ class _TableWriter:
             targets.append(known[name.lower()])
             values.append(flex_markup.value_sql(position, position in batch.entity_values))
         lineage = self._lineage_values(batch.lineage)
-        predicate, params = flex_markup.signature_predicate(fields, batch.width)
+        predicate, params = flex_markup.signature_predicate(fields)
         column_list = ", ".join(f'"{c}"' for c in [*lineage, "_row_index", *targets])
         select_list = ", ".join(["?"] * len(lineage) + ["cast(c0 as bigint)", *values])
         rows = self.con.execute(
@@ -391,17 +394,9 @@ class _TableWriter:
         # relation: a registered view, dropped inside the open transaction, would keep
         # every batch's Arrow buffers alive until commit (memory growing with the file).
         rows = batch.data.num_rows
-        statement_index, account_id, row_tag = batch.lineage
-        constants: dict[str, pa.Scalar] = {
-            "_extract_id": pa.scalar(self.extract_id, pa.string()),
-            "_file_sha256": pa.scalar(self.sha, pa.string()),
-            "_statement_index": pa.scalar(statement_index, pa.int32()),
-            "_statement_account_id": pa.scalar(account_id, pa.string()),
-            "_row_tag": pa.scalar(row_tag, pa.string()),
-            "_extracted_at": pa.scalar(self.extracted_at, pa.timestamp("us")),
-        }
-        lineage = {name: pa.repeat(value, rows, memory_pool=_ARROW_POOL)
-                   for name, value in constants.items()}
+        lineage = {name: pa.repeat(pa.scalar(value, _LINEAGE_ARROW_TYPES[name]), rows,
+                                   memory_pool=_ARROW_POOL)
+                   for name, value in self._lineage_values(batch.lineage).items()}
         by_lower = {name.lower(): name for name in batch.data.column_names}
         arrays = []
         for column in columns:
@@ -460,13 +455,11 @@ class _FlexReader(DefusedExpatParser):
 
     def __init__(self, walker: _StatementWalker) -> None:
         super().__init__(forbid_dtd=True)
-        self.setFeature(feature_string_interning, True)
         self.walker = walker
 
     def reset(self) -> None:
         super().reset()  # installs defusedxml's DTD/entity/external guards
         parser = self._parser
-        parser.ordered_attributes = True
         parser.StartElementHandler = None
         parser.EndElementHandler = None
         # Character data (CDATA sections' included) is dropped by a C function, `len`,
@@ -494,6 +487,8 @@ class _StatementWalker:
         self.statement: _Statement | None = None
         self.account_id: str | None = None
         self.section_table: str | None = None
+        # Both derived (from self.statement and the open tags), kept so the row hot path
+        # reads one attribute each.
         self.statement_index: int | None = None
         self.row_table: str | None = None  # the section's table while inside its rows
         self.pending: list[str] = []  # expat's default handler appends here
@@ -578,11 +573,6 @@ class _StatementWalker:
             self.statement_index = None
             self.account_id = None
         self._track_rows()
-
-
-def _even_fields(line: str) -> list[str]:
-    """A markup line's tag split on `"`, without its values: `<Tag a=`, ` b=`, ..., ` />`."""
-    return line.partition('"')[2].split('"')[0::2]
 
 
 def _attribute(attributes: list[str], name: str) -> str | None:

@@ -93,6 +93,17 @@ class MarkupBatch:
         return ("\n".join(self.lines) + "\n").encode()
 
 
+def split_line(line: str) -> tuple[int, str]:
+    """A batch line's row index and tag."""
+    index, _, text = line.partition('"')
+    return int(index), text
+
+
+def even_fields(line: str) -> list[str]:
+    """A batch line's tag split on `"`, without its values: `<Tag a=`, ` b=`, ..., ` />`."""
+    return line.partition('"')[2].split('"')[0::2]
+
+
 def read_csv_sql(path: str, width: int, size: int) -> str:
     """A `read_csv` call that splits markup lines on `"` into VARCHAR columns c0..cN.
 
@@ -109,10 +120,9 @@ def read_csv_sql(path: str, width: int, size: int) -> str:
             f"nullstr='\x01', max_line_size={line_limit}, buffer_size={buffer})")
 
 
-def signature_predicate(fields: list[str], width: int) -> tuple[str, list[str]]:
-    """SQL (and its parameters) matching the rows whose even fields are exactly `fields`."""
-    if 2 * len(fields) != width:  # another field count: no row of this batch
-        return "false", []
+def signature_predicate(fields: list[str]) -> tuple[str, list[str]]:
+    """SQL (and its parameters) matching the rows whose even fields are exactly `fields`
+    (every line of a batch has as many fields, so the column count needs no check)."""
     parts = [f"c{1 + 2 * k} = ?" for k in range(len(fields))]
     return "(" + " and ".join(parts) + ")", list(fields)
 
