@@ -39,6 +39,7 @@ CORE_SECTION_COLUMNS: dict[str, list[str]] = {
         "tradeDate", "tradeTime", "dateTime", "buySell", "quantity", "tradePrice",
         "ibCommission", "ibCommissionCurrency", "levelOfDetail", "transactionType", "notes",
         "origTradeID", "origTransactionID", "multiplier", "proceeds", "netCash",
+        "taxes", "reportDate",
     ],
     "cash_transactions": [
         "accountId", "assetCategory", "subCategory", "symbol", "description", "conid",
@@ -56,6 +57,23 @@ CORE_SECTION_COLUMNS: dict[str, list[str]] = {
         "listingExchange", "currency", "multiplier", "type",
     ],
     "account_information": ["accountId", "currency", "name", "acctAlias"],
+    "corporate_actions": [
+        "accountId", "assetCategory", "symbol", "description", "actionDescription", "conid",
+        "isin", "listingExchange", "currency", "type", "transactionID", "actionID",
+        "reportDate", "dateTime", "quantity", "amount", "proceeds", "value",
+        "levelOfDetail",
+    ],
+    "transfers": [
+        "accountId", "assetCategory", "symbol", "description", "conid", "isin",
+        "listingExchange", "currency", "type", "direction", "transactionID", "date",
+        "dateTime", "reportDate", "quantity", "transferPrice", "positionAmount",
+        "cashTransfer", "account", "levelOfDetail",
+    ],
+    "transaction_taxes": [
+        "accountId", "assetCategory", "symbol", "description", "conid", "currency",
+        "date", "reportDate", "taxDescription", "taxAmount", "tradeId", "quantity",
+        "tradePrice", "levelOfDetail",
+    ],
 }
 
 SYSTEM_DDL = """
@@ -179,6 +197,9 @@ def _core_table_ddl() -> str:
         cols = [f'"{name}" {typ}' for name, typ in LINEAGE_COLUMNS.items()]
         cols += [f'"{name}" varchar' for name in columns]
         statements.append(f"create table if not exists raw_ibkr.{table} ({', '.join(cols)});")
+        # A warehouse landed before the models read a column gets it (all NULL).
+        statements += [f'alter table raw_ibkr.{table} add column if not exists "{name}" varchar;'
+                       for name in columns]
     return "\n".join(statements)
 
 

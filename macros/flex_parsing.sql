@@ -95,3 +95,29 @@
         ''
     )
 {%- endmacro %}
+
+{#- Identity of a raw Flex row across extracts: `base_key` (an id, else a digest of what
+    the row says), plus '#n' for the n-th row of one statement with that base key.
+    Overlapping windows land the same IBKR row again under the same key (the latest
+    extract wins), but two rows of one statement are never merged: two identical
+    "Other Fees -1.34" rows, or two rows whose ids collide, keep a key each. -#}
+{% macro flex_row_key(base_key) -%}
+    ({{ base_key }}) || case
+        when row_number() over (
+                partition by _extract_id, _statement_index, ({{ base_key }})
+                order by _row_index
+            ) > 1
+            then '#' || row_number() over (
+                    partition by _extract_id, _statement_index, ({{ base_key }})
+                    order by _row_index
+                )
+        else ''
+    end
+{%- endmacro %}
+
+{#- True when a Flex date-time carries a time of day (not a bare date). -#}
+{% macro flex_has_time(expression) -%}
+    coalesce(regexp_matches(
+        {{ _flex_datetime_normalised(expression) }}, '^\S+ \d{2}:?\d{2}'
+    ), false)
+{%- endmacro %}

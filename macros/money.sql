@@ -37,3 +37,39 @@
 {% macro product_fits(a, b) -%}
     (abs({{ a }}) < 1000000000 and abs({{ b }}) < 1000000000)
 {%- endmacro %}
+
+{#- |numerator| / |denominator| as DECIMAL(38, 10), rounded down ('floor') or up
+    ('ceil') at the 10th decimal, exactly: DuckDB's DECIMAL division returns a DOUBLE.
+    Integer arithmetic on values scaled by 1e10 (both inputs are DECIMAL(38, 10) below
+    1e9, so every step fits a HUGEINT). NULL when either is NULL or the denominator 0. -#}
+{% macro decimal_ratio(numerator, denominator, rounding='floor') -%}
+    case
+        when
+            {{ numerator }} is not null
+            and {{ denominator }} is not null
+            and {{ denominator }} <> 0
+            then cast(
+                    {{ _scaled_quotient(numerator, denominator, rounding) }} // 10000000000
+                    as varchar
+                ) || '.' || lpad(cast(
+                    {{ _scaled_quotient(numerator, denominator, rounding) }} % 10000000000
+                    as varchar
+                ), 10, '0')
+    end::{{ decimal_type() }}
+{%- endmacro %}
+
+{% macro _scaled_quotient(numerator, denominator, rounding) -%}
+    (
+        (
+            cast(abs({{ numerator }}) * 10000000000 as hugeint) * 10000000000
+    {%- if rounding == 'ceil' %}
+                + cast(abs({{ denominator }}) * 10000000000 as hugeint) - 1
+    {%- endif %}
+        ) // cast(abs({{ denominator }}) * 10000000000 as hugeint)
+    )
+{%- endmacro %}
+
+{#- A DECIMAL as plain text without trailing zeros (for descriptions). -#}
+{% macro decimal_text(expression) -%}
+    rtrim(rtrim(cast({{ expression }} as varchar), '0'), '.')
+{%- endmacro %}

@@ -1,50 +1,41 @@
-{#- One row per mapped external id, ever: every IBKR trade and cash movement that
-    becomes a Wealthfolio activity. Amounts are positive (the type carries the sign),
-    money in major units (GBX -> GBP), quantities and money DECIMAL. -#}
+{#- One row per mapped external id, ever: every Wealthfolio activity an IBKR trade, FX
+    conversion, cash movement, corporate action, transfer or transaction tax becomes.
+    Amounts are positive (the type carries the sign), money in major units (GBX -> GBP),
+    quantities and money DECIMAL. activity_at is IBKR's local time, activity_time_zone
+    the zone it is in (an offset or an IANA name); the loader sends both as RFC 3339.
+    source_row_key names the IBKR row each activity comes from (several legs may share
+    one); source_group_id ties the legs Wealthfolio should see as one movement. -#}
 with
 
-trades as (
+trade_activities as (
 
-    select * from {{ ref('int_ibkr__trades_classified') }}
+    select * from {{ ref('int_ibkr__trade_activities') }}
 
 ),
 
 cash_transactions as (
 
     select * from {{ ref('int_ibkr__cash_transactions_classified') }}
+    where disposition = 'mapped'
 
 ),
 
-trade_activities as (
+corporate_action_activities as (
 
-    select
-        trades.external_id,
-        trades.broker_account_id,
-        'trade' as source,
-        trades.trade_id as source_id,
-        trades.activity_type,
-        cast(null as varchar) as subtype,
-        trades.traded_at as activity_at,
-        coalesce(trades.trade_date, cast(trades.traded_at as date)) as activity_date,
-        trades.canonical_symbol as symbol,
-        trades.exchange_mic,
-        trades.quote_currency,
-        {{ wealthfolio_instrument_type('trades.asset_category') }} as instrument_type,
-        trades.activity_quantity as quantity,
-        trades.activity_unit_price as unit_price,
-        trades.activity_amount as amount,
-        trades.activity_fee as fee,
-        trades.activity_currency as currency,
-        trades.description,
-        trades.buy_sell as flex_type,
-        cast(null as varchar) as direction,
-        trades.asset_category,
-        trades.conid,
-        trades.isin,
-        trades.traded_at_zone as activity_at_zone,
-        trades.extract_id
-    from trades
-    where trades.disposition = 'mapped'
+    select * from {{ ref('int_ibkr__corporate_action_activities') }}
+
+),
+
+transfer_activities as (
+
+    select * from {{ ref('int_ibkr__transfer_activities') }}
+
+),
+
+transaction_taxes as (
+
+    select * from {{ ref('int_ibkr__transaction_taxes_classified') }}
+    where disposition = 'mapped'
 
 ),
 
@@ -55,10 +46,16 @@ cash_activities as (
         cash_transactions.broker_account_id,
         'cash' as source,
         cash_transactions.transaction_id as source_id,
+        'cash:' || cash_transactions.cash_row_key as source_row_key,
+        cast(null as varchar) as source_group_id,
         cash_transactions.activity_type,
         cash_transactions.activity_subtype as subtype,
-        cash_transactions.transacted_at as activity_at,
-        cast(cash_transactions.transacted_at as date) as activity_date,
+        {{ activity_local_time(
+            'cash_transactions.cash_moved_at', 'cash_transactions.cash_moved_at_has_time'
+        ) }} as activity_at,
+        cash_transactions.activity_date,
+        cash_transactions.transacted_at_zone as activity_at_zone,
+        {{ activity_time_zone('cash_transactions.transacted_at_zone') }} as activity_time_zone,
         cash_transactions.activity_symbol as symbol,
         case
             when cash_transactions.activity_symbol is not null
@@ -82,18 +79,64 @@ cash_activities as (
         cash_transactions.asset_category,
         cash_transactions.conid,
         cash_transactions.isin,
-        cash_transactions.transacted_at_zone as activity_at_zone,
         cash_transactions.extract_id
     from cash_transactions
-    where cash_transactions.disposition = 'mapped'
+
+),
+
+transaction_tax_activities as (
+
+    select
+        transaction_taxes.external_id,
+        transaction_taxes.broker_account_id,
+        'transaction_tax' as source,
+        transaction_taxes.trade_id as source_id,
+        transaction_taxes.source_row_key,
+        cast(null as varchar) as source_group_id,
+        case when transaction_taxes.tax_amount < 0 then 'TAX' else 'CREDIT' end
+            as activity_type,
+        case when transaction_taxes.tax_amount > 0 then 'REFUND' end as subtype,
+        {{ activity_local_time(
+            'transaction_taxes.taxed_moment', 'transaction_taxes.taxed_at_has_time'
+        ) }} as activity_at,
+        cast(transaction_taxes.taxed_moment as date) as activity_date,
+        transaction_taxes.taxed_at_zone as activity_at_zone,
+        {{ activity_time_zone('transaction_taxes.taxed_at_zone') }} as activity_time_zone,
+        cast(null as varchar) as symbol,
+        cast(null as varchar) as exchange_mic,
+        cast(null as varchar) as quote_currency,
+        cast(null as varchar) as instrument_type,
+        cast(null as {{ decimal_type() }}) as quantity,
+        cast(null as {{ decimal_type() }}) as unit_price,
+        {{ to_major_amount('abs(transaction_taxes.tax_amount)', 'transaction_taxes.currency') }}
+            as amount,
+        cast(0 as {{ decimal_type() }}) as fee,
+        {{ to_major_currency('transaction_taxes.currency') }} as currency,
+        concat_ws(
+            ' ', transaction_taxes.tax_description, transaction_taxes.symbol,
+            '(trade ' || transaction_taxes.trade_id || ')'
+        ) as description,
+        transaction_taxes.tax_description as flex_type,
+        'out' as direction,
+        transaction_taxes.asset_category,
+        transaction_taxes.conid,
+        cast(null as varchar) as isin,
+        transaction_taxes.extract_id
+    from transaction_taxes
 
 ),
 
 unioned as (
 
     select * from trade_activities
-    union all
+    union all by name
     select * from cash_activities
+    union all by name
+    select * from corporate_action_activities
+    union all by name
+    select * from transfer_activities
+    union all by name
+    select * from transaction_tax_activities
 
 ),
 
@@ -106,6 +149,8 @@ final as (
         unioned.broker_account_id,
         unioned.source,
         unioned.source_id,
+        unioned.source_row_key,
+        unioned.source_group_id,
 
         ---------- strings
         unioned.activity_type,
@@ -128,10 +173,11 @@ final as (
         cast(unioned.amount as {{ decimal_type() }}) as amount,
         cast(unioned.fee as {{ decimal_type() }}) as fee,
 
-        ---------- dates and timestamps (local time as IBKR wrote it; zone if given)
+        ---------- dates and timestamps (local time as IBKR wrote it, and its zone)
         unioned.activity_date,
         unioned.activity_at,
         unioned.activity_at_zone,
+        unioned.activity_time_zone,
 
         ---------- lineage
         unioned.extract_id

@@ -32,6 +32,18 @@ securities_info as (
 
 ),
 
+corporate_actions as (
+
+    select * from {{ ref('stg_ibkr__corporate_actions') }}
+
+),
+
+transfers as (
+
+    select * from {{ ref('stg_ibkr__transfers') }}
+
+),
+
 conid_listings as (
 
     select * from {{ ref('int_ibkr__conid_listing_exchanges') }}
@@ -116,6 +128,26 @@ instruments as (
         open_positions.exchange,
         open_positions.currency
     from open_positions
+
+    union
+
+    select
+        corporate_actions.symbol,
+        corporate_actions.conid,
+        corporate_actions.listing_exchange,
+        cast(null as varchar) as exchange,
+        corporate_actions.currency
+    from corporate_actions
+
+    union
+
+    select
+        transfers.symbol,
+        transfers.conid,
+        transfers.listing_exchange,
+        cast(null as varchar) as exchange,
+        transfers.currency
+    from transfers
 
 ),
 

@@ -1,9 +1,11 @@
 {#- One row per deduplicated IBKR trade execution with its fate:
       mapped   -> becomes a Wealthfolio BUY/SELL (marts.fct_activities);
-      unmapped -> skipped and listed with a reason (marts.unmapped_transactions);
-      dropped  -> a cancellation pair that never reached Wealthfolio (SPEC §4: a cancel
-                  and its unposted original both drop out).
-    A cancellation whose original is already posted is listed for review instead. -#}
+      unmapped -> skipped and listed with a reason (marts.unmapped_transactions): also a
+                  cancellation pair that never reached Wealthfolio (SPEC §4: a cancel and
+                  its unposted original both drop out; their cash nets to zero), and a
+                  cancel of an already posted trade (for review).
+    Stock, ETF and fund trades become BUY/SELL (int_ibkr__trade_activities); FX
+    conversions (assetCategory CASH) become a pair of cash transfers. -#}
 with
 
 trades as (
@@ -168,78 +170,171 @@ with_symbols as (
 
 ),
 
-classified as (
+-- FX conversions (assetCategory CASH) read their pair from the symbol: GBP.USD buys or
+-- sells GBP (quantity, signed) against USD (the trade currency, proceeds).
+with_fx_pair as (
 
     select
         with_symbols.*,
+        with_symbols.asset_category = 'CASH' as is_fx_conversion,
         case
-            when with_symbols.cancellation_outcome = 'review'
+            when with_symbols.asset_category = 'CASH'
+                then nullif(regexp_extract(with_symbols.symbol, '^([A-Z]{3})\.[A-Z]{3}$', 1), '')
+        end as fx_base_currency
+    from with_symbols
+
+),
+
+classified as (
+
+    select
+        with_fx_pair.*,
+        case
+            when with_fx_pair.cancellation_outcome = 'review'
                 then 'cancellation of an already posted trade: review in Wealthfolio'
-            when with_symbols.cancellation_outcome = 'dropped' then null
-            when with_symbols.asset_category is null then 'missing asset category'
-            when with_symbols.asset_category not in ('STK', 'ETF', 'FUND')
-                then 'unsupported asset category'
-            when with_symbols.trade_id is null then 'no tradeID'
-            when with_symbols.trade_id_rank > 1 and with_symbols.is_cancelled then null
-            when with_symbols.trade_id_rank > 1
+            when with_fx_pair.cancellation_outcome = 'dropped'
+                then 'cancelled trade: the cancel and its unposted original are both skipped'
+            when with_fx_pair.asset_category is null then 'missing asset category'
+            when with_fx_pair.asset_category not in ('STK', 'ETF', 'FUND', 'CASH')
+                then 'unsupported asset category ' || with_fx_pair.asset_category
+            when with_fx_pair.trade_id is null then 'no tradeID'
+            when with_fx_pair.trade_id_rank > 1 and with_fx_pair.is_cancelled
+                then 'superseded by a rebooked execution with the same tradeID'
+            when with_fx_pair.trade_id_rank > 1
                 then 'duplicate tradeID (another execution carries the same id)'
             when
-                with_symbols.buy_sell is null
-                or with_symbols.buy_sell not in ('BUY', 'SELL')
+                with_fx_pair.buy_sell is null
+                or with_fx_pair.buy_sell not in ('BUY', 'SELL')
                 then 'unknown buySell'
-            when with_symbols.quantity is null or with_symbols.quantity = 0
+            when with_fx_pair.quantity is null or with_fx_pair.quantity = 0
                 then 'zero or missing quantity'
-            when with_symbols.trade_price is null then 'missing trade price'
-            when with_symbols.trade_price < 0 then 'negative trade price'
-            when not {{ product_fits('with_symbols.quantity', 'with_symbols.trade_price') }}
-                then 'quantity or price out of range'
-            when with_symbols.currency is null then 'missing currency'
-            when with_symbols.traded_at is null then 'unparseable trade date'
-            when with_symbols.canonical_symbol is null then 'no symbol'
+            when with_fx_pair.currency is null then 'missing currency'
+            when with_fx_pair.traded_at is null then 'unparseable trade date'
             when
-                coalesce(with_symbols.ib_commission, 0) <> 0
-                and with_symbols.commission_currency is not null
-                and {{ to_major_currency('with_symbols.commission_currency') }}
-                <> {{ to_major_currency('with_symbols.currency') }}
-                then 'commission currency differs from trade currency'
+                with_fx_pair.proceeds is null
+                and (with_fx_pair.trade_price is null or with_fx_pair.is_fx_conversion)
+                then 'neither proceeds nor a trade price'
+            when with_fx_pair.trade_price < 0 then 'negative trade price'
+            when
+                not {{ product_fits(
+                    'with_fx_pair.quantity', 'coalesce(with_fx_pair.trade_price, 0)'
+                ) }}
+                or abs(coalesce(with_fx_pair.proceeds, 0)) >= 1000000000
+                then 'quantity or price out of range'
+            when with_fx_pair.is_fx_conversion and with_fx_pair.fx_base_currency is null
+                then 'FX conversion whose symbol is not a currency pair (e.g. GBP.USD)'
+            when
+                with_fx_pair.is_fx_conversion
+                and with_fx_pair.fx_base_currency = {{ to_major_currency('with_fx_pair.currency') }}
+                then 'FX conversion between one currency'
+            when not with_fx_pair.is_fx_conversion and with_fx_pair.canonical_symbol is null
+                then 'no symbol'
         end as unmapped_reason
-    from with_symbols
+    from with_fx_pair
+
+),
+
+-- IBKR's cash effect of the trade, in major units: proceeds (signed: negative for a
+-- purchase) + taxes (stamp duty, FTT; negative) + the commission when it is charged in
+-- the trade currency (IBKR's netCash). A commission in another currency is its own leg.
+with_trade_cash as (
+
+    select
+        classified.*,
+        coalesce(classified.commission_currency, classified.currency) as fee_currency_raw,
+        {{ to_major_currency(
+            'coalesce(classified.commission_currency, classified.currency)'
+        ) }} = {{ to_major_currency('classified.currency') }} as is_commission_in_trade_currency,
+        {{ to_major_amount(
+            'coalesce(classified.proceeds, case when '
+            ~ product_fits('classified.quantity', 'coalesce(classified.trade_price, 0)')
+            ~ ' then cast(-classified.quantity * classified.trade_price as '
+            ~ decimal_type() ~ ') end)',
+            'classified.currency'
+        ) }} as trade_proceeds,
+        {{ to_major_amount('coalesce(classified.taxes, 0)', 'classified.currency') }}
+            as trade_taxes,
+        {{ to_major_amount(
+            'coalesce(classified.ib_commission, 0)',
+            'coalesce(classified.commission_currency, classified.currency)'
+        ) }} as commission_amount
+    from classified
+
+),
+
+with_net_cash as (
+
+    select
+        with_trade_cash.*,
+        coalesce(with_trade_cash.trade_proceeds, 0)
+        + with_trade_cash.trade_taxes
+        + case
+            when with_trade_cash.is_commission_in_trade_currency
+                then with_trade_cash.commission_amount
+            else 0
+        end as trade_net_cash,
+        -- Unit price: the trade price when IBKR's proceeds are quantity x price, else
+        -- proceeds / quantity (funds priced per unit with rounding), rounded so the
+        -- fee that completes netCash is never negative (down for a BUY, up for a SELL).
+        case
+            when
+                with_trade_cash.trade_price is not null
+                and {{ product_fits('with_trade_cash.quantity', 'with_trade_cash.trade_price') }}
+                and abs(with_trade_cash.trade_proceeds) = abs(
+                    {{ to_major_amount(
+                        'cast(with_trade_cash.quantity * with_trade_cash.trade_price as '
+                        ~ decimal_type() ~ ')',
+                        'with_trade_cash.currency'
+                    ) }}
+                )
+                then {{ to_major_amount(
+                    'with_trade_cash.trade_price', 'with_trade_cash.currency'
+                ) }}
+            when with_trade_cash.buy_sell = 'SELL'
+                then {{ decimal_ratio(
+                    'with_trade_cash.trade_proceeds', 'with_trade_cash.quantity', 'ceil'
+                ) }}
+            else {{ decimal_ratio(
+                'with_trade_cash.trade_proceeds', 'with_trade_cash.quantity', 'floor'
+            ) }}
+        end as priced_unit_price
+    from with_trade_cash
 
 ),
 
 final as (
 
     select
-        classified.*,
+        with_net_cash.*,
         case
-            when classified.unmapped_reason is not null then 'unmapped'
-            when classified.cancellation_outcome = 'dropped' then 'dropped'
-            when classified.trade_id_rank > 1 then 'dropped'
+            when with_net_cash.unmapped_reason is not null then 'unmapped'
             else 'mapped'
         end as disposition,
-        'ibkr:trade:' || classified.trade_id as external_id,
-        classified.buy_sell as activity_type,
-        abs(classified.quantity) as activity_quantity,
-        {{ to_major_amount('classified.trade_price', 'classified.currency') }}
-            as activity_unit_price,
-        {{ to_major_amount(
-            'case when ' ~ product_fits('classified.quantity', 'classified.trade_price')
-            ~ ' then cast(abs(classified.quantity * classified.trade_price) as '
-            ~ decimal_type() ~ ') end',
-            'classified.currency'
-        ) }} as activity_amount,
-        {{ to_major_amount(
-            'abs(coalesce(classified.ib_commission, 0))',
-            'coalesce(classified.commission_currency, classified.currency)'
-        ) }} as activity_fee,
-        {{ to_major_currency('classified.currency') }} as activity_currency,
-        {{ to_major_amount(
-            'case when ' ~ product_fits('classified.quantity', 'classified.trade_price')
-            ~ ' then cast(classified.quantity * classified.trade_price as '
-            ~ decimal_type() ~ ') end',
-            'classified.currency'
-        ) }} as signed_trade_amount
-    from classified
+        'ibkr:trade:' || with_net_cash.trade_id as external_id,
+        with_net_cash.buy_sell as activity_type,
+        abs(with_net_cash.quantity) as activity_quantity,
+        with_net_cash.priced_unit_price as activity_unit_price,
+        cast(
+            abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
+            as {{ decimal_type() }}
+        ) as activity_amount,
+        -- The fee completes IBKR's netCash exactly: Wealthfolio books a BUY as
+        -- -(quantity x price + fee) and a SELL as quantity x price - fee.
+        case
+            when with_net_cash.buy_sell = 'SELL'
+                then cast(
+                        abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
+                        as {{ decimal_type() }}
+                    ) - with_net_cash.trade_net_cash
+            else -with_net_cash.trade_net_cash - cast(
+                    abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
+                    as {{ decimal_type() }}
+                )
+        end as activity_fee,
+        {{ to_major_currency('with_net_cash.currency') }} as activity_currency,
+        {{ to_major_currency('with_net_cash.fee_currency_raw') }} as commission_currency_major,
+        with_net_cash.trade_net_cash as signed_trade_amount
+    from with_net_cash
 
 )
 

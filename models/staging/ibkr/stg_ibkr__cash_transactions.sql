@@ -10,6 +10,17 @@
     )
 }}
 
+{#- The row's own identity: its id, else a digest of what it says. -#}
+{% set cash_base_key -%}
+coalesce(
+    'tx:' || {{ flex_id('"transactionID"') }},
+    'md5:' || md5(concat_ws(
+        '|', _statement_account_id, type, symbol, conid, currency,
+        amount, "dateTime", "reportDate", description
+    ))
+)
+{%- endset %}
+
 with
 
 source as (
@@ -65,6 +76,9 @@ renamed as (
             cast({{ flex_date('"reportDate"') }} as timestamp)
         ) as transacted_at,
         {{ flex_zone('"dateTime"') }} as transacted_at_zone,
+        (
+            {{ flex_datetime('"dateTime"') }} is not null and {{ flex_has_time('"dateTime"') }}
+        ) as transacted_at_has_time,
 
         ---------- lineage
         _extract_id as extract_id,
@@ -73,14 +87,9 @@ renamed as (
         _row_index as row_index,
         _extracted_at as extracted_at,
 
-        -- Identity across extracts: the transaction id, else a digest of the row.
-        coalesce(
-            'tx:' || {{ flex_id('"transactionID"') }},
-            'md5:' || md5(concat_ws(
-                '|', _statement_account_id, type, symbol, conid, currency,
-                amount, "dateTime", "reportDate", description
-            ))
-        ) as cash_row_key
+        -- Identity across extracts: the transaction id, else a digest of the row, plus
+        -- the row's occurrence in its statement (macros/flex_parsing.sql).
+        {{ flex_row_key(cash_base_key) }} as cash_row_key
 
     from details
 

@@ -9,6 +9,18 @@
     )
 }}
 
+{#- The row's own identity: its id, else a digest of what it says. -#}
+{% set trade_base_key -%}
+coalesce(
+    'tx:' || {{ flex_id('"transactionID"') }},
+    'trade:' || {{ flex_id('"tradeID"') }},
+    'md5:' || md5(concat_ws(
+        '|', _statement_account_id, symbol, conid, "tradeDate", "tradeTime",
+        "dateTime", "buySell", quantity, "tradePrice", "transactionType"
+    ))
+)
+{%- endset %}
+
 with
 
 source as (
@@ -63,6 +75,7 @@ renamed as (
         {{ flex_decimal('"ibCommission"') }} as ib_commission,
         {{ flex_decimal('"proceeds"') }} as proceeds,
         {{ flex_decimal('"netCash"') }} as net_cash,
+        {{ flex_decimal('"taxes"') }} as taxes,
         {{ flex_decimal('"multiplier"') }} as multiplier,
 
         ---------- booleans
@@ -74,6 +87,7 @@ renamed as (
         ---------- dates and times (local time as IBKR wrote it)
         {{ flex_date('"tradeDate"') }} as trade_date,
         {{ flex_time('"tradeTime"') }} as trade_time,
+        {{ flex_date('"reportDate"') }} as report_date,
         coalesce(
             {{ flex_date('"tradeDate"') }} + {{ flex_time('"tradeTime"') }},
             {{ flex_datetime('"dateTime"') }},
@@ -82,6 +96,18 @@ renamed as (
         coalesce(
             {{ flex_time_zone('"tradeTime"') }}, {{ flex_zone('"dateTime"') }}
         ) as traded_at_zone,
+        (
+            (
+                {{ flex_date('"tradeDate"') }} is not null
+                and {{ flex_time('"tradeTime"') }} is not null
+            )
+            or (
+                {{ flex_date('"tradeDate"') }} is null
+                or {{ flex_time('"tradeTime"') }} is null
+            )
+            and {{ flex_datetime('"dateTime"') }} is not null
+            and {{ flex_has_time('"dateTime"') }}
+        ) as traded_at_has_time,
 
         ---------- lineage
         _extract_id as extract_id,
@@ -91,15 +117,8 @@ renamed as (
         _extracted_at as extracted_at,
 
         -- Identity of the source row across extracts: the transaction id when there is
-        -- one, else the trade id, else a digest of what the row says.
-        coalesce(
-            'tx:' || {{ flex_id('"transactionID"') }},
-            'trade:' || {{ flex_id('"tradeID"') }},
-            'md5:' || md5(concat_ws(
-                '|', _statement_account_id, symbol, conid, "tradeDate", "tradeTime",
-                "dateTime", "buySell", quantity, "tradePrice", "transactionType"
-            ))
-        ) as trade_row_key
+        -- one, else the trade id, else a digest of what the row says (macros/flex_parsing).
+        {{ flex_row_key(trade_base_key) }} as trade_row_key
 
     from executions
 
