@@ -4,6 +4,8 @@ Rows are written one at a time, straight after each answer, so a crash mid-run
 loses at most the activity in flight (and that one is caught by the idempotency
 key next time). Status is 'posted', 'already_present' or 'failed'; an id with a
 'posted' or 'already_present' row is settled and is never posted again (SPEC §5).
+A correction (marts.activity_corrections: IBKR took back what was posted) appends
+'deleted', with the reason in `error`; the id stays settled, so it is never re-posted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Literal
 
 import duckdb
 
-LedgerStatus = Literal["posted", "already_present", "failed"]
+LedgerStatus = Literal["posted", "already_present", "failed", "deleted"]
 SETTLED_STATUSES: tuple[str, ...] = ("posted", "already_present")
 
 
@@ -28,7 +30,7 @@ def record_outcome(
     recorded_at: datetime | None = None,
 ) -> None:
     """Append one outcome (autocommitted at once)."""
-    if status not in ("posted", "already_present", "failed"):
+    if status not in ("posted", "already_present", "failed", "deleted"):
         raise ValueError(f"unknown ledger status {status!r}")
     when = (recorded_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     con.execute(

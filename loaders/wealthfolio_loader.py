@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 from rich.console import Console
@@ -32,12 +34,14 @@ from loaders.wealthfolio_client import CreateOutcome
 log = logging.getLogger("flexsync.wealthfolio")
 
 MART = "marts.activities_to_post"
+CORRECTIONS_MART = "marts.activity_corrections"
 SOURCE_SYSTEM = "IBKR"
 REQUIRED_COLUMNS = (
     "external_id", "wf_account_id", "source_id", "activity_type", "subtype", "activity_at",
     "activity_date", "symbol", "exchange_mic", "quote_currency", "quantity", "unit_price",
     "amount", "fee", "currency", "description",
 )
+_FIXED_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 # Types whose activity is about a security: these carry the `symbol` object.
 # Everything else (DEPOSIT, WITHDRAWAL, FEE, TAX, CREDIT, INTEREST ...) is cash.
 ASSET_ACTIVITY_TYPES = frozenset({
@@ -60,6 +64,8 @@ class ActivityPoster(Protocol):
     def check_duplicates(self, keys: Iterable[str]) -> dict[str, str]: ...
 
     def create_activity(self, payload: Mapping[str, Any]) -> CreateOutcome: ...
+
+    def delete_activity(self, activity_id: str) -> dict[str, Any] | None: ...
 
     def search_activities(self, account_id: str) -> list[dict[str, Any]]: ...
 
@@ -94,6 +100,8 @@ class ActivityRow:
     currency: str | None
     description: str | None
     instrument_type: str | None = None
+    activity_time_zone: str | None = None
+    source_group_id: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> ActivityRow:
@@ -120,6 +128,8 @@ class ActivityRow:
             currency=_opt_text(row.get("currency")),
             description=_opt_text(row.get("description")),
             instrument_type=_opt_text(row.get("instrument_type")),
+            activity_time_zone=_opt_text(row.get("activity_time_zone")),
+            source_group_id=_opt_text(row.get("source_group_id")),
         )
 
 
@@ -173,19 +183,38 @@ def decimal_to_wire(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def wire_activity_date(activity_date: date | None, activity_at: datetime | None) -> str:
-    """RFC 3339 in UTC whose date is the broker's trade/payment day.
+def activity_zone(name: str | None) -> tzinfo:
+    """The zone of a mart row's local time: '+HH:MM' or an IANA name (UTC when absent)."""
+    if not name:
+        return UTC
+    fixed = _FIXED_OFFSET.match(name)
+    if fixed:
+        sign, hours, minutes = fixed.groups()
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        return timezone(-offset if sign == "-" else offset)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PayloadError(f"unknown time zone {name!r} (IBKR_TIMEZONE?)") from None
 
-    The broker's wall-clock time is kept (labelled UTC) so same-day activities stay
-    in order; it is dropped when it would fall on another day than `activity_date`.
+
+def wire_activity_date(activity_date: date | None, activity_at: datetime | None,
+                       time_zone: str | None = None) -> str:
+    """RFC 3339 with the offset of the zone IBKR's local time is in.
+
+    Wealthfolio places an activity on the day its instant falls on in the *user's*
+    timezone, so a broker wall-clock time must carry its real offset; a date-only
+    movement goes at local noon (the mart puts it there), so its day holds for users
+    from UTC-11 to UTC+11.
     """
-    at = activity_at.replace(tzinfo=None) if activity_at is not None else None
-    day = activity_date or (at.date() if at is not None else None)
-    if day is None:
+    zone = activity_zone(time_zone)
+    if activity_at is not None:
+        local = activity_at.replace(tzinfo=None)
+    elif activity_date is not None:
+        local = datetime.combine(activity_date, time(12))
+    else:
         raise PayloadError("no activity date")
-    if at is not None and at.date() == day:
-        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{day.isoformat()}T00:00:00Z"
+    return local.replace(tzinfo=zone).isoformat(timespec="seconds")
 
 
 def symbol_object(row: ActivityRow) -> dict[str, str]:
@@ -219,13 +248,16 @@ def build_payload(row: ActivityRow, default_account_id: str | None = None) -> di
     payload: dict[str, Any] = {
         "accountId": account_id,
         "activityType": row.activity_type,
-        "activityDate": wire_activity_date(row.activity_date, row.activity_at),
+        "activityDate": wire_activity_date(row.activity_date, row.activity_at,
+                                           row.activity_time_zone),
         "currency": row.currency,
         "idempotencyKey": row.external_id,
         "sourceSystem": SOURCE_SYSTEM,
     }
     if row.source_id:
         payload["sourceRecordId"] = row.source_id
+    if row.source_group_id:
+        payload["sourceGroupId"] = row.source_group_id
     if row.subtype:
         payload["subtype"] = row.subtype
     for attr, key in _MONEY_FIELDS:
@@ -234,8 +266,9 @@ def build_payload(row: ActivityRow, default_account_id: str | None = None) -> di
             payload[key] = decimal_to_wire(value)
     if row.description:
         payload["notes"] = row.description
-    if row.activity_type in ASSET_ACTIVITY_TYPES and (
-            row.symbol or row.activity_type not in ("TRANSFER_IN", "TRANSFER_OUT")):
+    # The mart decides which activities name an instrument (trades, dividends,
+    # withholding taxes, transfers of shares); a cash transfer or fee carries none.
+    if row.symbol or row.activity_type in ASSET_ACTIVITY_TYPES - {"TRANSFER_IN", "TRANSFER_OUT"}:
         payload["symbol"] = symbol_object(row)
     return payload
 
@@ -255,6 +288,7 @@ class LoadResult:
     already_present: list[str] = field(default_factory=list)
     failed: list[FailedActivity] = field(default_factory=list)
     wf_activity_ids: dict[str, str] = field(default_factory=dict)
+    corrected: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -268,6 +302,8 @@ def summary_text(result: LoadResult, max_listed: int = 5) -> str:
     """e.g. "posted 10, already there 2, failed 1: ibkr:trade:3 — 500 Internal Server Error"."""
     text = (f"posted {len(result.posted)}, already there {len(result.already_present)}, "
             f"failed {len(result.failed)}")
+    if result.corrected:
+        text += f", corrected {len(result.corrected)}"
     if result.failed:
         listed = "; ".join(f"{f.external_id} — {f.reason}" for f in result.failed[:max_listed])
         more = len(result.failed) - max_listed
@@ -315,9 +351,11 @@ def load_activities(
 ) -> LoadResult:
     """Post every pending activity; record each outcome in the ledger as it comes."""
     ensure_schema(con)
+    result = LoadResult()
+    if rows is None:
+        apply_corrections(con, client, run_id, result, default_account_id=default_account_id)
     todo = _pending(con, read_activities_to_post(con) if rows is None else rows)
     unrecorded = _unrecorded_in_wealthfolio(con) if rows is None else []
-    result = LoadResult()
     if not todo and not unrecorded:
         log.info("Wealthfolio: nothing to post")
         return result
@@ -357,6 +395,79 @@ def load_activities(
                 _settle(con, result, key, outcome.status, outcome.activity_id, run_id)
     log.info("Wealthfolio: %s", summary_text(result))
     return result
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One row of marts.activity_corrections: a posted activity IBKR took back."""
+
+    external_id: str
+    wf_account_id: str | None
+    wf_activity_id: str | None
+    reason: str
+
+
+def read_corrections(con: duckdb.DuckDBPyConnection) -> list[Correction]:
+    try:
+        found = con.execute(
+            f"select external_id, wf_account_id, wf_activity_id, reason from {CORRECTIONS_MART} "
+            "order by external_id").fetchall()
+    except duckdb.CatalogException:
+        return []  # marts not built yet (or built before corrections existed)
+    return [Correction(str(r[0]), _opt_text(r[1]), _opt_text(r[2]), str(r[3])) for r in found]
+
+
+def apply_corrections(con: duckdb.DuckDBPyConnection, client: ActivityPoster,
+                      run_id: str | None, result: LoadResult, *,
+                      default_account_id: str | None = None) -> None:
+    """Delete from Wealthfolio what flexsync posted and IBKR has since reversed.
+
+    Only an activity whose idempotencyKey is the external id (so flexsync posted it) is
+    touched; one already gone is recorded as corrected. Each correction is recorded in
+    the ledger ('deleted') at once, so a re-run does nothing.
+    """
+    corrections = read_corrections(con)
+    if not corrections:
+        return
+    by_account: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in corrections:
+        account_id = item.wf_account_id or default_account_id
+        if not account_id:
+            _fail(con, result, item.external_id,
+                  "correction not applied: no Wealthfolio account id", run_id)
+            continue
+        try:
+            if account_id not in by_account:
+                by_account[account_id] = _activities_by_key(client.search_activities(account_id))
+            known = by_account[account_id]
+            activity = known.get(item.wf_activity_id or "") or known.get(item.external_id)
+            if activity is not None and activity.get("idempotencyKey") != item.external_id:
+                _fail(con, result, item.external_id,
+                      f"correction not applied: Wealthfolio activity {activity.get('id')} has "
+                      f"idempotencyKey {activity.get('idempotencyKey')!r}, not "
+                      f"{item.external_id!r} — flexsync only changes what it posted", run_id)
+                continue
+            note = item.reason
+            if activity is None:
+                note += " (already gone from Wealthfolio)"
+            else:
+                client.delete_activity(str(activity["id"]))
+        except WealthfolioError as exc:
+            raise LoadAborted(f"{exc} (while correcting {item.external_id})", result) from None
+        ledger.record_outcome(con, item.external_id, "deleted",
+                              wf_activity_id=item.wf_activity_id, error=note, run_id=run_id)
+        result.corrected.append(item.external_id)
+        log.info("corrected %s: deleted from Wealthfolio — %s", item.external_id, note)
+
+
+def _activities_by_key(activities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Activities by Wealthfolio id and by idempotencyKey."""
+    out: dict[str, dict[str, Any]] = {}
+    for activity in activities:
+        out[str(activity.get("id"))] = dict(activity)
+        if activity.get("idempotencyKey"):
+            out[str(activity["idempotencyKey"])] = dict(activity)
+    return out
 
 
 def _unrecorded_in_wealthfolio(con: duckdb.DuckDBPyConnection) -> list[str]:
