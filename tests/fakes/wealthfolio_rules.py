@@ -140,9 +140,9 @@ def adjust_for_splits(activities: list[LedgerActivity], zone: ZoneInfo) -> list[
     """snapshot_service.rs: each non-SPLIT activity of an asset dated on a day before a
     split has its quantity × ratio and unit price ÷ ratio (rounded to 8 places)."""
     splits: dict[str, dict[date, Decimal]] = {}
-    for a in activities:
+    for a in sorted(activities, key=lambda x: (x.date, x.seq)):
         if a.activity_type == "SPLIT" and a.asset_key and a.amount is not None and a.amount > 0:
-            # One split per asset and day (the first of the day in stored order wins).
+            # One split per asset and day (the day's earliest wins).
             splits.setdefault(a.asset_key, {}).setdefault(_local_day(a.date, zone), a.amount)
     out: list[LedgerActivity] = []
     for a in activities:
