@@ -291,8 +291,10 @@ class WealthfolioClient:
         send null to clear it. Wealthfolio keeps the idempotencyKey, sourceSystem,
         sourceRecordId, sourceGroupId and createdAt, and marks the row isUserModified;
         a missing `status` becomes POSTED and a missing `symbol` makes it a cash row, so
-        send both. Raises ActivityNotFoundError for an unknown id, WealthfolioError for
-        any other refusal. Retried like every call (a PUT repeats harmlessly)."""
+        send both. Raises ActivityNotFoundError when Wealthfolio answers "Record not
+        found" (an unknown id; the server gives the same answer for an unknown
+        accountId), WealthfolioError for any other refusal. Retried like every call (a
+        PUT repeats harmlessly)."""
         activity_id = payload.get("id")
         if not isinstance(activity_id, str) or not activity_id:
             raise WealthfolioError("update_activity needs the activity's `id`")

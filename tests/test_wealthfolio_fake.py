@@ -685,3 +685,20 @@ def test_holdings_cash_follows_the_charge_rule(api: httpx.Client, wf_account_id:
     holdings = api.get("/holdings", params={"accountId": wf_account_id}).json()
     cash = [h["quantity"] for h in holdings if h["holdingType"] == "cash"]
     assert cash == [998 - 3 - 4 - 7 - 101]
+
+
+def test_bulk_updates_are_all_or_nothing(api: httpx.Client, wf_account_id: str) -> None:
+    created = api.post("/activities", json=_buy(wf_account_id, idempotencyKey="bu1")).json()
+    update = {"id": created["id"], "accountId": wf_account_id, "activityType": "BUY",
+              "activityDate": "2025-03-14", "currency": "GBP", "quantity": "50",
+              "symbol": {"symbol": "VOD", "exchangeMic": "XLON"}}
+    refused = api.post("/activities/bulk", json={"updates": [
+        update, {**update, "id": "no-such-id"}]}).json()
+    assert refused["updated"] == [] and [e["action"] for e in refused["errors"]] == ["update"]
+    assert refused["errors"][0]["id"] == "no-such-id"
+    row = api.post("/activities/search", json={"page": 0, "pageSize": 10}).json()["data"][0]
+    assert row["quantity"] == "100"  # nothing written
+    done = api.post("/activities/bulk", json={"updates": [update]}).json()
+    assert done["errors"] == [] and done["updated"][0]["quantity"] == "50"
+    assert done["updated"][0]["isUserModified"] is True
+    assert done["updated"][0]["fee"] == "3"  # missing key: kept

@@ -828,13 +828,16 @@ class FakeWealthfolio:
         raw, shape = _json_body(req)
         body = shape.obj(raw, "", "ActivityBulkMutationRequest")
         creates = body.get("creates") or []
-        if body.get("updates"):
-            raise DomainError("Activity error: Invalid data: updates are not supported by the fake")
+        updates = body.get("updates") or []
         delete_ids = body.get("deleteIds") or []
-        if not isinstance(creates, list) or not isinstance(delete_ids, list):
-            raise shape.fail("creates", "invalid type: map, expected a sequence")
+        for name, value in (("creates", creates), ("updates", updates),
+                            ("deleteIds", delete_ids)):
+            if not isinstance(value, list):
+                raise shape.fail(name, "invalid type: map, expected a sequence")
         parsed = [_parse_new_activity(shape, item, f"creates[{i}]")
                   for i, item in enumerate(creates)]
+        parsed_updates = [_parse_activity_update(shape, item, f"updates[{i}]")
+                          for i, item in enumerate(updates)]
         with self.lock:
             prepared: list[tuple[dict[str, Any], dict[str, Any] | None, str | None]] = []
             errors = []
@@ -844,6 +847,13 @@ class FakeWealthfolio:
                     prepared.append((record, asset, item.get("id")))
                 except DomainError as exc:
                     errors.append({"id": item.get("id"), "action": "create",
+                                   "message": exc.message})
+            prepared_updates = []
+            for update_body, update_item in parsed_updates:
+                try:
+                    prepared_updates.append(self._prepare_update(update_body, update_item))
+                except DomainError as exc:
+                    errors.append({"id": update_body["id"], "action": "update",
                                    "message": exc.message})
             for activity_id in delete_ids:
                 if activity_id not in self.activities:
@@ -856,13 +866,19 @@ class FakeWealthfolio:
             if len(set(keys)) != len(keys) or any(
                     k in self.idempotency or k in self.phantom_duplicates for k in keys):
                 raise DomainError(MSG_DUPLICATE_BULK)
+            updated = []
+            for existing, changes, new_asset in prepared_updates:
+                if new_asset is not None:
+                    self.assets[new_asset["id"]] = new_asset
+                existing.update(changes)
+                updated.append(self._activity_json(existing))
             deleted = [self._activity_json(self._remove_activity(i)) for i in delete_ids]
             created, mappings = [], []
             for record, asset, temp_id in prepared:
                 self._insert(record, asset)
                 created.append(self._activity_json(record))
                 mappings.append({"tempId": temp_id, "activityId": record["id"]})
-            return json_reply(200, {"created": created, "updated": [], "deleted": deleted,
+            return json_reply(200, {"created": created, "updated": updated, "deleted": deleted,
                                     "createdMappings": mappings, "errors": []})
 
     def _prepare(self, item: dict[str, Any], *, check_duplicate: bool
@@ -987,58 +1003,63 @@ class FakeWealthfolio:
         idempotencyKey, sourceSystem, sourceRecordId, sourceGroupId and createdAt are
         kept; isUserModified becomes true and needsReview false."""
         raw, shape = _json_body(req)
-        body = shape.obj(raw, "", "ActivityUpdate")
-        activity_id = shape.req_str(body, "id")
-        item = _parse_new_activity(shape, raw, "")
+        body, item = _parse_activity_update(shape, raw, "")
         with self.lock:
-            existing = self.activities.get(activity_id)
-            if existing is None:
-                raise DomainError(MSG_NOT_FOUND)
-            for name, text in (("id", activity_id), ("accountId", item["accountId"]),
-                               ("activityType", item["activityType"])):
-                if not text.strip():
-                    raise DomainError(MSG_INVALID.format(f"{name} cannot be empty"))
-            account = self.accounts.get(item["accountId"])
-            if account is None:
-                raise DomainError(MSG_NOT_FOUND)
-            activity_type = item["activityType"]
-            if activity_type not in ACTIVITY_TYPES:
-                raise DomainError(MSG_BAD_TYPE)
-            moment = _parse_activity_date(item["activityDate"])
-            asset, new_asset = self._resolve_asset(item, activity_type)
-            currency = item["currency"] or (asset["quoteCcy"] if asset else None) or account[
-                "currency"]
-            factor = Decimal(1)
-            if currency in MINOR_UNITS:
-                currency, factor = MINOR_UNITS[currency], Decimal("0.01")
-            patched: dict[str, Decimal | None] = {}
-            for name, scaled in (("quantity", False), ("unitPrice", True), ("amount", True),
-                                 ("fee", True), ("fxRate", False)):
-                if name not in body:
-                    patched[name] = existing[name]  # missing: keep
-                    continue
-                value = item[name]  # null or "" → None: clear
-                patched[name] = None if value is None else abs(value) * (
-                    factor if scaled else 1)
-            metadata = existing["metadata"]
-            if item.get("metadata"):
-                try:
-                    metadata = json.loads(item["metadata"])
-                except ValueError:
-                    raise DomainError(MSG_INVALID.format("metadata is not valid JSON")
-                                      ) from None
+            existing, changes, new_asset = self._prepare_update(body, item)
             if new_asset is not None:
                 self.assets[new_asset["id"]] = new_asset
-            existing.update({
-                "accountId": item["accountId"], "assetId": asset["id"] if asset else None,
-                "activityType": activity_type,
-                "subtype": item.get("subtype") or existing["subtype"],
-                "status": item.get("status") or "POSTED", "activityDate": moment,
-                "currency": currency, "notes": item.get("notes"), "metadata": metadata,
-                "isUserModified": True, "needsReview": False, "updatedAt": datetime.now(UTC),
-                **patched,
-            })
+            existing.update(changes)
             return json_reply(200, self._activity_json(existing))
+
+    def _prepare_update(self, body: dict[str, Any], item: dict[str, Any]
+                        ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        """(stored row, its new fields, asset to create) for an ActivityUpdate, or a
+        DomainError; nothing is written."""
+        activity_id = body["id"]
+        existing = self.activities.get(activity_id)
+        if existing is None:
+            raise DomainError(MSG_NOT_FOUND)
+        for name, text in (("id", activity_id), ("accountId", item["accountId"]),
+                           ("activityType", item["activityType"])):
+            if not text.strip():
+                raise DomainError(MSG_INVALID.format(f"{name} cannot be empty"))
+        account = self.accounts.get(item["accountId"])
+        if account is None:
+            raise DomainError(MSG_NOT_FOUND)
+        activity_type = item["activityType"]
+        if activity_type not in ACTIVITY_TYPES:
+            raise DomainError(MSG_BAD_TYPE)
+        moment = _parse_activity_date(item["activityDate"])
+        asset, new_asset = self._resolve_asset(item, activity_type)
+        currency = item["currency"] or (asset["quoteCcy"] if asset else None) or account[
+            "currency"]
+        factor = Decimal(1)
+        if currency in MINOR_UNITS:
+            currency, factor = MINOR_UNITS[currency], Decimal("0.01")
+        patched: dict[str, Decimal | None] = {}
+        for name, scaled in (("quantity", False), ("unitPrice", True), ("amount", True),
+                             ("fee", True), ("fxRate", False)):
+            if name not in body:
+                patched[name] = existing[name]  # missing: keep
+                continue
+            value = item[name]  # null or "" → None: clear
+            patched[name] = None if value is None else abs(value) * (factor if scaled else 1)
+        metadata = existing["metadata"]
+        if item.get("metadata"):
+            try:
+                metadata = json.loads(item["metadata"])
+            except ValueError:
+                raise DomainError(MSG_INVALID.format("metadata is not valid JSON")) from None
+        changes = {
+            "accountId": item["accountId"], "assetId": asset["id"] if asset else None,
+            "activityType": activity_type,
+            "subtype": item.get("subtype") or existing["subtype"],
+            "status": item.get("status") or "POSTED", "activityDate": moment,
+            "currency": currency, "notes": item.get("notes"), "metadata": metadata,
+            "isUserModified": True, "needsReview": False, "updatedAt": datetime.now(UTC),
+            **patched,
+        }
+        return existing, changes, new_asset
 
     def _transfer_pair(self, req: IncomingRequest, verb: str
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1383,6 +1404,14 @@ def _parse_new_activity(shape: BodyShape, raw: Any, path: str) -> dict[str, Any]
             "symbol", "exchangeMic", "quoteCcy", "instrumentType", "kind", "name", "id")}
         item["symbol"]["quoteMode"] = shape.opt_enum(sym_obj, "quoteMode", QUOTE_MODES, sym_path)
     return item
+
+
+def _parse_activity_update(shape: BodyShape, raw: Any, path: str
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ActivityUpdate: `id` plus the NewActivity fields; (raw body, parsed fields)."""
+    body = shape.obj(raw, path, "ActivityUpdate")
+    shape.req_str(body, "id", path)
+    return body, _parse_new_activity(shape, raw, path)
 
 
 def _parse_activity_date(value: str) -> datetime:
