@@ -30,7 +30,7 @@ app = typer.Typer(
     help=(
         "Keep a self-hosted Wealthfolio in step with an Interactive Brokers account.\n\n"
         "IBKR Flex statement → DuckDB (raw_ibkr.*) → dbt (staging → marts) → new activities "
-        "posted to Wealthfolio, position drift pushed to a Prometheus Pushgateway.\n\n"
+        "posted to Wealthfolio, position and cash drift pushed to a Prometheus Pushgateway.\n\n"
         "Configuration comes from the environment (IBKR_FLEX_TOKEN, IBKR_FLEX_QUERY_ID, "
         "IBKR_ACCOUNT_ID, IBKR_ACCOUNT_ID_UPSTREAM, WF_BASE_URL, WF_PASSWORD, WF_SESSION_PATH, "
         "PUSHGATEWAY_URL, BROKER_SYNC_DATA_DIR); flags override it. Secrets are read from the "
@@ -275,8 +275,8 @@ def status(
     runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Show the last runs, pending activities, unmapped rows, current drift and the
-    configured accounts (never secrets)."""
+    """Show the last runs, pending activities, unmapped rows, current position and cash
+    drift and the configured accounts (never secrets)."""
     from flexsync import commands
 
     def settings() -> Settings:

@@ -57,10 +57,16 @@ def _unmapped_count(settings: Settings) -> int:
 
 def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
                       exit_code: int) -> CollectorRegistry:
-    from loaders.pushgateway import RunFigures, build_registry, read_drift_rows
+    from loaders.pushgateway import (
+        RunFigures,
+        build_registry,
+        read_cash_drift_rows,
+        read_drift_rows,
+    )
 
     with connect(settings.warehouse_path) as con:
         drift = read_drift_rows(con)
+        cash_drift = read_cash_drift_rows(con)
     figures = RunFigures(
         posted=int(record.counts.get("posted", 0)),
         already_present=int(record.counts.get("already_present", 0)),
@@ -69,7 +75,8 @@ def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
         exit_code=exit_code,
     )
     return build_registry(drift, settings.account_label, figures, success, datetime.now(UTC),
-                          previous_success=_previous_success(settings))
+                          previous_success=_previous_success(settings),
+                          cash_drift_rows=cash_drift)
 
 
 def _previous_success(settings: Settings) -> datetime | None:
@@ -138,7 +145,8 @@ def refresh_after_load(settings: Settings, record: RunRecord) -> None:
     # rebuilt first so the drift reads the snapshot just taken.
     run_transform_stage(settings, record,
                         select=["stg_wealthfolio__activities", "activities_to_post",
-                                "position_drift", "position_drift_history"], label="drift")
+                                "position_drift", "position_drift_history",
+                                "cash_drift", "cash_drift_history"], label="drift")
 
 
 def print_plan(settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""`flexsync status`: the last runs, pending activities, unmapped rows, drift, configuration."""
+"""`flexsync status`: the last runs, pending activities, unmapped rows, position and cash
+drift, configuration."""
 
 from __future__ import annotations
 
@@ -99,3 +100,16 @@ def _print_marts(con: duckdb.DuckDBPyConnection, console: Console) -> None:
     console.print(_table("Position drift (broker − Wealthfolio)",
                          ["IBKR account", "symbol", "broker", "Wealthfolio", "drift", "as of"],
                          drift))
+    _print_cash_drift(con, console)
+
+
+def _print_cash_drift(con: duckdb.DuckDBPyConnection, console: Console) -> None:
+    if not _exists(con, "marts", "cash_drift"):
+        return  # built by the first transform after an upgrade
+    cash = con.execute(
+        "select broker_account_id, currency, broker_cash, wf_cash, drift, as_of "
+        "from marts.cash_drift order by abs(coalesce(drift, 0)) desc, currency").fetchall()
+    console.print(_table("Cash drift (IBKR endingCash − Wealthfolio cash; cash held before "
+                         "the first statement shows here until an opening DEPOSIT)",
+                         ["IBKR account", "currency", "broker", "Wealthfolio", "drift",
+                          "as of"], cash))

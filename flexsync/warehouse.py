@@ -52,6 +52,10 @@ CORE_SECTION_COLUMNS: dict[str, list[str]] = {
         "isin", "listingExchange", "exchange", "currency", "position", "markPrice",
         "positionValue", "reportDate", "levelOfDetail", "side", "multiplier",
     ],
+    "cash_report": [
+        "accountId", "currency", "levelOfDetail", "fromDate", "toDate", "startingCash",
+        "endingCash", "endingSettledCash",
+    ],
     "securities_info": [
         "assetCategory", "subCategory", "symbol", "description", "conid", "isin",
         "listingExchange", "currency", "multiplier", "type",

@@ -1,11 +1,12 @@
-"""Push position drift and run figures to a Prometheus Pushgateway (SPEC §5).
+"""Push position drift, cash drift and run figures to a Prometheus Pushgateway (SPEC §5).
 
 Metrics are built with prometheus-client and sent with `push_to_gateway` (HTTP PUT),
 which replaces the whole group: a position closed since the last run has no series
 in the new push, so its drift series disappears.
 
 One PUT per run, to the group ``{account=<label>}`` of job `broker-sync-ibkr`:
-drift per symbol, the run figures, and ``ibkr_sync_last_success_timestamp_seconds``.
+drift per symbol, cash drift per currency (``ibkr_cash_drift``), the run figures, and
+``ibkr_sync_last_success_timestamp_seconds``.
 The success timestamp only *advances* when the whole run succeeded; a failed run
 pushes the previous success time again (the caller reads it from its own run
 history, `sync.runs`), because the PUT replaces the whole group and would
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_JOB = "broker-sync-ibkr"
 
 DRIFT_METRIC = "ibkr_position_drift_shares"
+CASH_DRIFT_METRIC = "ibkr_cash_drift"
 LAST_SUCCESS_METRIC = "ibkr_sync_last_success_timestamp_seconds"
 LAST_RUN_METRIC = "ibkr_sync_last_run_timestamp_seconds"
 EXIT_CODE_METRIC = "ibkr_sync_last_run_exit_code"
@@ -51,6 +53,15 @@ class DriftRow(NamedTuple):
 
 # A drift row as callers have it: a DriftRow, a mart row as a mapping, or (symbol, drift).
 DriftInput = DriftRow | Mapping[str, Any] | Sequence[Any]
+
+
+class CashDriftRow(NamedTuple):
+    currency: str
+    drift: Decimal | None
+
+
+# A cash drift row: a CashDriftRow, a mapping with currency/drift, or (currency, drift).
+CashDriftInput = CashDriftRow | Mapping[str, Any] | Sequence[Any]
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,18 @@ def read_drift_rows(con: duckdb.DuckDBPyConnection) -> list[DriftRow]:
     return [DriftRow(str(symbol), _to_decimal(drift)) for symbol, drift in rows]
 
 
+def read_cash_drift_rows(con: duckdb.DuckDBPyConnection) -> list[CashDriftRow]:
+    """Current cash drift per currency from `marts.cash_drift` (none before it exists)."""
+    try:
+        rows = con.execute(
+            "select currency, drift from marts.cash_drift order by currency"
+        ).fetchall()
+    except duckdb.CatalogException:
+        log.warning("marts.cash_drift does not exist yet: no cash drift pushed")
+        return []
+    return [CashDriftRow(str(currency), _to_decimal(drift)) for currency, drift in rows]
+
+
 def build_registry(
     drift_rows: Iterable[DriftInput],
     account_label: str,
@@ -87,6 +110,7 @@ def build_registry(
     success: bool,
     now: datetime,
     previous_success: datetime | None = None,
+    cash_drift_rows: Iterable[CashDriftInput] = (),
 ) -> CollectorRegistry:
     """Everything one run pushes, in a fresh registry (never the process-global one)."""
     if now.tzinfo is None:
@@ -102,6 +126,15 @@ def build_registry(
     for symbol, drift in _drift_by_symbol(drift_rows).items():
         # Decimal ends here: the exposition format carries floats.
         drift_gauge.labels(symbol=symbol, account=account_label).set(float(drift))
+
+    cash_gauge = Gauge(
+        CASH_DRIFT_METRIC,
+        "Cash drift per currency: IBKR endingCash minus the cash Wealthfolio books.",
+        ["currency", "account"],
+        registry=registry,
+    )
+    for currency, drift in _net_drift(cash_drift_rows, "currency").items():
+        cash_gauge.labels(currency=currency, account=account_label).set(float(drift))
 
     figures = (
         (POSTED_METRIC, "Activities posted to Wealthfolio by the last run.",
@@ -227,29 +260,34 @@ def _drift_by_symbol(rows: Iterable[DriftInput]) -> dict[str, Decimal]:
     The mart's grain is (account, symbol); when several broker accounts feed the one
     Wealthfolio account a symbol can repeat, and the series is their net drift.
     """
+    return _net_drift(rows, "symbol")
+
+
+def _net_drift(rows: Iterable[Any], key: str) -> dict[str, Decimal]:
+    """Net drift per `key` (symbol or currency); rows without a drift are not pushed."""
     totals: dict[str, Decimal] = {}
     for row in rows:
-        symbol, drift = _symbol_and_drift(row)
+        label, drift = _label_and_drift(row, key)
         if drift is None:
             continue
         if not drift.is_finite():
-            raise ValueError(f"drift for {symbol!r} is not a finite number: {drift}")
-        totals[symbol] = totals.get(symbol, Decimal(0)) + drift
+            raise ValueError(f"drift for {label!r} is not a finite number: {drift}")
+        totals[label] = totals.get(label, Decimal(0)) + drift
     return dict(sorted(totals.items()))
 
 
-def _symbol_and_drift(row: DriftInput) -> tuple[str, Decimal | None]:
-    if isinstance(row, DriftRow):
-        symbol, drift = row.symbol, row.drift
+def _label_and_drift(row: Any, key: str) -> tuple[str, Decimal | None]:
+    if isinstance(row, DriftRow | CashDriftRow):
+        label, drift = row[0], row.drift
     elif isinstance(row, Mapping):
-        symbol, drift = row["symbol"], row["drift"]
+        label, drift = row[key], row["drift"]
     elif isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 2:
-        symbol, drift = row[0], row[1]
+        label, drift = row[0], row[1]
     else:
-        raise TypeError(f"drift row must be (symbol, drift) or a mapping, got {row!r}")
-    if not symbol:
-        raise ValueError(f"drift row without a symbol: {row!r}")
-    return str(symbol), _to_decimal(drift)
+        raise TypeError(f"drift row must be ({key}, drift) or a mapping, got {row!r}")
+    if not label:
+        raise ValueError(f"drift row without a {key}: {row!r}")
+    return str(label), _to_decimal(drift)
 
 
 def _to_decimal(value: object) -> Decimal | None:
@@ -269,12 +307,16 @@ def _to_decimal(value: object) -> Decimal | None:
 
 
 __all__ = [
+    "CASH_DRIFT_METRIC",
     "DEFAULT_JOB",
+    "CashDriftInput",
+    "CashDriftRow",
     "DriftInput",
     "DriftRow",
     "RunFigures",
     "build_registry",
     "push_run_metrics",
+    "read_cash_drift_rows",
     "read_drift_rows",
     "render_registry",
 ]

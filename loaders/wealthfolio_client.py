@@ -31,6 +31,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -43,6 +44,7 @@ log = logging.getLogger("flexsync.wealthfolio")
 API_PREFIX = "/api/v1"
 SESSION_COOKIE = "wf_session"
 DUPLICATE_MARKER = "Duplicate activity detected"
+NOT_FOUND_MARKER = "Record not found"
 _DUPLICATE_ID = re.compile(r"already exists \(id: ([^)\s]+)\)")
 _WAIT_FOR = re.compile(r"Wait for (\d+)s")
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -82,6 +84,14 @@ def _install_log_filter() -> None:
 
 
 # --------------------------------------------------------------------------- results
+
+
+class ActivityNotFoundError(WealthfolioError):
+    """Wealthfolio has no activity with that id (400 "…Record not found…")."""
+
+    def __init__(self, message: str, activity_id: str) -> None:
+        super().__init__(message)
+        self.activity_id = activity_id
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,72 @@ class WealthfolioClient:
                 activity_id = self.check_duplicates([key]).get(key)
             return CreateOutcome("already_present", activity_id)
         return CreateOutcome("failed", error=answer.describe())
+
+    def update_activity(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT /activities with an ActivityUpdate (`id` + the NewActivity fields) → the
+        updated Activity (§5.4, §15.4).
+
+        Decimals are patched by the server: leave a key out to keep the stored value,
+        send null to clear it. Wealthfolio keeps the idempotencyKey, sourceSystem,
+        sourceRecordId, sourceGroupId and createdAt, and marks the row isUserModified;
+        a missing `status` becomes POSTED and a missing `symbol` makes it a cash row, so
+        send both. Raises ActivityNotFoundError when Wealthfolio answers "Record not
+        found" (an unknown id; the server gives the same answer for an unknown
+        accountId), WealthfolioError for any other refusal. Retried like every call (a
+        PUT repeats harmlessly)."""
+        activity_id = payload.get("id")
+        if not isinstance(activity_id, str) or not activity_id:
+            raise WealthfolioError("update_activity needs the activity's `id`")
+        answer = self._call("PUT", "/activities", dict(payload), what="PUT /activities")
+        if self._not_found(answer):
+            raise ActivityNotFoundError(
+                f"Wealthfolio has no activity {activity_id} to update ({answer.describe()})",
+                activity_id)
+        data = self._ok(answer, f"update activity {activity_id}").data
+        if not isinstance(data, dict) or data.get("id") != activity_id:
+            raise WealthfolioError(
+                f"Wealthfolio answered the update of {activity_id} without that activity")
+        return data
+
+    def delete_activity(self, activity_id: str) -> dict[str, Any] | None:
+        """DELETE /activities/{id} → the deleted Activity; None when Wealthfolio has no
+        such activity (already deleted, e.g. by a retried call whose answer was lost).
+        The idempotency key is free again afterwards. Other refusals raise
+        WealthfolioError."""
+        if not activity_id:
+            raise WealthfolioError("delete_activity needs an activity id")
+        answer = self._call("DELETE", f"/activities/{quote(activity_id, safe='')}",
+                            what="DELETE /activities/{id}")
+        if self._not_found(answer):
+            log.info("Wealthfolio activity %s was already gone", activity_id)
+            return None
+        data = self._ok(answer, f"delete activity {activity_id}").data
+        if not isinstance(data, dict) or data.get("id") != activity_id:
+            raise WealthfolioError(
+                f"Wealthfolio answered the delete of {activity_id} without that activity")
+        return data
+
+    def link_activities(self, a_id: str, b_id: str) -> list[dict[str, Any]]:
+        """POST /activities/link → [TRANSFER_IN, TRANSFER_OUT] (that order, whatever the
+        order of the ids), now sharing a new sourceGroupId.
+
+        Wealthfolio links only one TRANSFER_IN and one TRANSFER_OUT of two DIFFERENT
+        accounts, neither already linked: an FX conversion within one account cannot be
+        linked afterwards; create its legs with a shared `sourceGroupId` instead. Any
+        refusal (including an unknown id) raises WealthfolioError with the server's
+        message."""
+        answer = self._call("POST", "/activities/link",
+                            {"activityAId": a_id, "activityBId": b_id},
+                            what="POST /activities/link")
+        data = self._ok(answer, f"link activities {a_id} and {b_id}").data
+        if not isinstance(data, list) or len(data) != 2 or not all(
+                isinstance(item, dict) for item in data):
+            raise WealthfolioError("Wealthfolio link answer is not a pair of activities")
+        return data
+
+    @staticmethod
+    def _not_found(answer: _Answer) -> bool:
+        return answer.status in (400, 404) and NOT_FOUND_MARKER in answer.message
 
     def get_holdings(self, account_id: str) -> list[dict[str, Any]]:
         """Holdings of the account; numbers come back as Decimal (the server sends floats)."""

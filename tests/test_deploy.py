@@ -245,10 +245,13 @@ def alert_rules(path: Path) -> dict[str, dict[str, Any]]:
 
 def test_prometheus_rules_use_the_pushed_metric_names() -> None:
     rules = alert_rules(DEPLOY / "prometheus-rules.yaml")
-    assert set(rules) == {"IBKRPositionDrift", "IBKRSyncStale"}
+    assert set(rules) == {"IBKRPositionDrift", "IBKRCashDrift", "IBKRSyncStale"}
     drift = rules["IBKRPositionDrift"]
     assert pg.DRIFT_METRIC in drift["expr"] and "> 0.01" in drift["expr"]
     assert drift["for"] == "24h"
+    cash = rules["IBKRCashDrift"]
+    assert f"abs({pg.CASH_DRIFT_METRIC}{{" in cash["expr"] and "> 0.01" in cash["expr"]
+    assert cash["for"] == "24h" and f'job="{pg.DEFAULT_JOB}"' in cash["expr"]
     stale = rules["IBKRSyncStale"]
     assert pg.LAST_SUCCESS_METRIC in stale["expr"] and "36 * 3600" in stale["expr"]
     assert f"absent({pg.LAST_SUCCESS_METRIC}" in stale["expr"]

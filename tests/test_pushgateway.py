@@ -20,10 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flexsync.errors import ExitCode, PushgatewayError
 from loaders.pushgateway import (
+    CashDriftRow,
     DriftRow,
     RunFigures,
     build_registry,
     push_run_metrics,
+    read_cash_drift_rows,
     read_drift_rows,
     render_registry,
 )
@@ -414,3 +416,66 @@ def test_read_drift_rows_from_the_mart() -> None:
 
 def test_read_drift_rows_without_the_mart_is_empty() -> None:
     assert read_drift_rows(duckdb.connect()) == []
+
+
+# --- cash drift ---------------------------------------------------------------------------
+
+
+def test_cash_drift_is_pushed_per_currency_in_the_same_put(
+    pushgateway: RunningPushgateway,
+) -> None:
+    registry = build_registry(
+        [DriftRow("VOD.L", Decimal("1"))], ACCOUNT, RunFigures(), success=True, now=T0,
+        cash_drift_rows=[CashDriftRow("GBP", Decimal("-12.34")),
+                         CashDriftRow("USD", Decimal("0")),
+                         CashDriftRow("CHF", None),  # unknown: not pushed
+                         {"currency": "EUR", "drift": Decimal("0.005")}],
+    )
+    push_run_metrics(pushgateway.url, JOB, ACCOUNT, registry, timeout=5, sleep=_no_sleep)
+
+    cash = {s.labels["currency"]: s for s in pushgateway.samples("ibkr_cash_drift")}
+    assert {c: s.value for c, s in cash.items()} == {"GBP": -12.34, "USD": 0.0, "EUR": 0.005}
+    assert all(s.labels["account"] == ACCOUNT and s.labels["job"] == JOB
+               for s in cash.values())
+    # The same group carries the position drift: one PUT replaced it all.
+    assert values_by(pushgateway, "ibkr_position_drift_shares", "symbol") == {"VOD.L": 1.0}
+
+    # A currency gone from the next run's drift loses its series (the PUT replaces all).
+    registry = build_registry([], ACCOUNT, RunFigures(), success=True,
+                              now=T0 + timedelta(days=1),
+                              cash_drift_rows=[CashDriftRow("USD", Decimal("2"))])
+    push_run_metrics(pushgateway.url, JOB, ACCOUNT, registry, timeout=5, sleep=_no_sleep)
+    assert values_by(pushgateway, "ibkr_cash_drift", "currency") == {"USD": 2.0}
+
+
+def test_cash_drift_rejects_floats_and_non_finite() -> None:
+    with pytest.raises(TypeError, match="Decimal"):
+        build_registry([], ACCOUNT, RunFigures(), True, T0,
+                       cash_drift_rows=[("GBP", 1.5)])
+    with pytest.raises(ValueError, match="finite"):
+        build_registry([], ACCOUNT, RunFigures(), True, T0,
+                       cash_drift_rows=[("GBP", Decimal("NaN"))])
+
+
+def test_read_cash_drift_rows_from_the_mart() -> None:
+    con = duckdb.connect()
+    assert read_cash_drift_rows(con) == []  # no mart yet
+    con.execute("create schema marts")
+    con.execute(
+        """
+        create table marts.cash_drift (
+            broker_account_id varchar, wf_account_id varchar, currency varchar,
+            broker_cash decimal(38, 10), wf_cash decimal(38, 10), drift decimal(38, 10)
+        )
+        """
+    )
+    con.execute(
+        """
+        insert into marts.cash_drift values
+            ('U1', 'wf', 'USD', 10, 7.5, 2.5),
+            ('U1', 'wf', 'GBP', 3, null, null)
+        """
+    )
+    rows = read_cash_drift_rows(con)
+    assert rows == [CashDriftRow("GBP", None), CashDriftRow("USD", Decimal("2.5"))]
+    assert isinstance(rows[1].drift, Decimal)

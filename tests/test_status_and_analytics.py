@@ -83,6 +83,7 @@ def test_status_shows_runs_pending_unmapped_drift_and_config(
     out = result.stdout
     for text in ("Last 10 runs", "sync", "success", "Pending activities", "Unmapped rows",
                  "Broker Fees", "unsupported asset category", "Position drift", "VOD.L",
+                 "Cash drift",
                  "U1234567", account):
         assert text in out, text
     assert PASSWORD not in out and "tok-should-not-show" not in out

@@ -140,3 +140,27 @@ def test_no_mart_column_is_a_float(samples: Samples) -> None:
         "where table_schema in ('marts', 'staging', 'intermediate') and "
         "(data_type like '%DOUBLE%' or data_type like '%FLOAT%' or data_type = 'REAL')")
     assert floats == []
+
+
+def test_cash_reports_stage_every_currency_row_and_no_base_summary(samples: Samples) -> None:
+    """Each per-currency CashReportCurrency row of every sample is staged with its
+    endingCash exactly; the BASE_SUMMARY rows are not; cash_drift shows each currency
+    with an unknown Wealthfolio side (no snapshot was taken)."""
+    from decimal import Decimal
+
+    expected = set()
+    for path in samples.files:
+        for statement in ET.parse(path).getroot().iter("FlexStatement"):
+            for row in statement.iter("CashReportCurrency"):
+                if row.get("levelOfDetail") == "Currency":
+                    expected.add((statement.get("accountId"), row.get("currency"),
+                                  Decimal(row.get("endingCash", "0"))))
+    assert len(expected) >= 10  # the samples carry per-currency reports
+    staged = samples.rows("select distinct broker_account_id, currency, ending_cash "
+                          "from staging.stg_ibkr__cash_reports")
+    assert {(a, c, Decimal(e)) for a, c, e in staged} == expected
+    assert not samples.rows("select * from staging.stg_ibkr__cash_reports "
+                            "where currency = 'BASE_SUMMARY'")
+    drift = samples.rows("select currency, broker_cash, wf_cash, drift from marts.cash_drift")
+    assert drift and all(wf is None and d is None for _, _, wf, d in drift)
+    assert {c for c, *_ in drift} <= {c for _, c, _ in expected}

@@ -521,3 +521,184 @@ def test_runs_as_a_process() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+# ----------------------------------------------------------------------------- update, link
+
+
+def test_update_patches_decimals_and_keeps_identity(api: httpx.Client, wf_account_id: str,
+                                                    fake_wealthfolio: FakeWealthfolio) -> None:
+    created = api.post("/activities", json=_buy(
+        wf_account_id, idempotencyKey="ibkr:u1", sourceSystem="IBKR", sourceRecordId="r1",
+        sourceGroupId="g1", notes="first")).json()
+    body = {"id": created["id"], "accountId": wf_account_id, "activityType": "BUY",
+            "activityDate": "2025-03-15", "currency": "GBP", "unitPrice": "0.8",
+            "fee": None, "notes": "second",
+            "symbol": {"symbol": "VOD", "exchangeMic": "XLON"}}
+    response = api.put("/activities", json=body)
+    assert response.status_code == 200, response.text
+    updated = response.json()
+    assert updated["id"] == created["id"]
+    assert updated["quantity"] == "100"  # missing key: kept
+    assert updated["unitPrice"] == "0.8"  # value: set
+    assert updated["fee"] is None  # null: cleared
+    assert updated["activityDate"] == "2025-03-15T00:00:00+00:00"
+    assert updated["notes"] == "second"
+    assert updated["isUserModified"] is True and updated["needsReview"] is False
+    for kept in ("idempotencyKey", "sourceSystem", "sourceRecordId", "sourceGroupId",
+                 "createdAt", "assetId"):
+        assert updated[kept] == created[kept], kept
+    assert created["isUserModified"] is False
+    assert (fake_wealthfolio.activity_by_key("ibkr:u1") or {})["unitPrice"] == "0.8"
+    row = api.post("/activities/search", json={"page": 0, "pageSize": 10}).json()["data"][0]
+    assert row["isUserModified"] is True and row["unitPrice"] == "0.8"
+
+
+def test_update_status_defaults_to_posted_and_subtype_is_kept(api: httpx.Client,
+                                                              wf_account_id: str) -> None:
+    created = api.post("/activities", json={
+        "accountId": wf_account_id, "activityType": "FEE", "activityDate": "2025-03-01",
+        "currency": "GBP", "amount": "5", "subtype": "MANAGEMENT_FEE",
+        "status": "PENDING"}).json()
+    updated = api.put("/activities", json={
+        "id": created["id"], "accountId": wf_account_id, "activityType": "FEE",
+        "activityDate": "2025-03-01", "currency": "GBP", "amount": "-7"}).json()
+    assert updated["status"] == "POSTED"
+    assert updated["subtype"] == "MANAGEMENT_FEE"
+    assert updated["amount"] == "7"  # absolute value, as on create
+
+
+def test_update_errors(api: httpx.Client, wf_account_id: str) -> None:
+    created = api.post("/activities", json=_buy(wf_account_id)).json()
+    base = {"id": created["id"], "accountId": wf_account_id, "activityType": "BUY",
+            "activityDate": "2025-03-15", "currency": "GBP",
+            "symbol": {"symbol": "VOD", "exchangeMic": "XLON"}}
+    unknown = api.put("/activities", json={**base, "id": str(uuid.uuid4())})
+    assert unknown.status_code == 400
+    assert unknown.json()["message"].startswith("Database operation failed: Record not found")
+    for key in ("id", "accountId", "activityType", "activityDate", "currency"):
+        missing = api.put("/activities", json={k: v for k, v in base.items() if k != key})
+        assert missing.status_code == 422, key
+        assert f"missing field `{key}`" in missing.text
+    bad_date = api.put("/activities", json={**base, "activityDate": "15/03/2025"})
+    assert bad_date.status_code == 400
+    no_asset = api.put("/activities", json={k: v for k, v in base.items() if k != "symbol"})
+    assert no_asset.status_code == 400 and "asset_id or symbol" in no_asset.json()["message"]
+    other_account = api.put("/activities", json={**base, "accountId": "nope"})
+    assert other_account.status_code == 400
+
+
+def test_delete_returns_the_row_and_unknown_is_400(api: httpx.Client, wf_account_id: str) -> None:
+    created = api.post("/activities", json=_buy(wf_account_id, idempotencyKey="d1")).json()
+    deleted = api.delete(f"/activities/{created['id']}")
+    assert deleted.status_code == 200 and deleted.json()["id"] == created["id"]
+    again = api.delete(f"/activities/{created['id']}")
+    assert again.status_code == 400
+    assert again.json() == {"code": 400,
+                            "message": "Database operation failed: Record not found: "
+                                       "Record not found"}
+
+
+def _transfer(api: httpx.Client, account_id: str, kind: str, **extra: Any) -> dict[str, Any]:
+    body = {"accountId": account_id, "activityType": kind, "activityDate": "2025-03-01",
+            "currency": "GBP", "amount": "100", **extra}
+    response = api.post("/activities", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_link_and_unlink_transfer_legs(api: httpx.Client, wf_account_id: str,
+                                       fake_wealthfolio: FakeWealthfolio) -> None:
+    other = fake_wealthfolio.create_account("Bank", "GBP")["id"]
+    out_leg = _transfer(api, wf_account_id, "TRANSFER_OUT")
+    in_leg = _transfer(api, other, "TRANSFER_IN", metadata='{"source":{"id":"x"}}')
+    linked = api.post("/activities/link",
+                      json={"activityAId": out_leg["id"], "activityBId": in_leg["id"]})
+    assert linked.status_code == 200, linked.text
+    first, second = linked.json()
+    assert (first["id"], second["id"]) == (in_leg["id"], out_leg["id"])  # IN first
+    assert first["sourceGroupId"] and first["sourceGroupId"] == second["sourceGroupId"]
+    assert first["isUserModified"] and second["isUserModified"]
+    assert first["metadata"] == {"source": {"id": "x"}, "flow": {"is_external": False}}
+    again = api.post("/activities/link",
+                     json={"activityAId": in_leg["id"], "activityBId": out_leg["id"]})
+    assert again.status_code == 400 and "already linked" in again.json()["message"]
+    unlinked = api.post("/activities/unlink",
+                        json={"activityAId": in_leg["id"], "activityBId": out_leg["id"]})
+    assert unlinked.status_code == 200
+    assert [a["sourceGroupId"] for a in unlinked.json()] == [None, None]
+    assert unlinked.json()[0]["metadata"]["flow"] == {"is_external": True}
+    not_linked = api.post("/activities/unlink",
+                          json={"activityAId": in_leg["id"], "activityBId": out_leg["id"]})
+    assert not_linked.status_code == 400
+    assert "must already be linked" in not_linked.json()["message"]
+
+
+def test_link_is_strict_like_the_server(api: httpx.Client, wf_account_id: str,
+                                        fake_wealthfolio: FakeWealthfolio) -> None:
+    out_leg = _transfer(api, wf_account_id, "TRANSFER_OUT")
+    same_in = _transfer(api, wf_account_id, "TRANSFER_IN", currency="USD")
+    deposit = _transfer(api, wf_account_id, "DEPOSIT")
+
+    def link(a: str, b: str) -> httpx.Response:
+        return api.post("/activities/link", json={"activityAId": a, "activityBId": b})
+
+    same = link(out_leg["id"], same_in["id"])
+    assert same.status_code == 400
+    assert same.json()["message"] == ("Activity error: Invalid data: Both transfer legs share "
+                                      "the same account")
+    wrong_types = link(out_leg["id"], deposit["id"])
+    assert wrong_types.status_code == 400
+    assert "one TRANSFER_IN and one TRANSFER_OUT" in wrong_types.json()["message"]
+    itself = link(out_leg["id"], out_leg["id"])
+    assert itself.status_code == 400 and "itself" in itself.json()["message"]
+    unknown = link(out_leg["id"], str(uuid.uuid4()))
+    assert unknown.status_code == 400 and "Record not found" in unknown.json()["message"]
+    shape = api.post("/activities/link", json={"activityAId": out_leg["id"]})
+    assert shape.status_code == 422 and "missing field `activityBId`" in shape.text
+    stored = fake_wealthfolio.activity_by_key(out_leg["idempotencyKey"]) or {}
+    assert stored["sourceGroupId"] is None  # nothing changed
+
+
+def test_same_account_conversion_keeps_its_group_and_books_both_currencies(
+        api: httpx.Client, wf_account_id: str) -> None:
+    _transfer(api, wf_account_id, "TRANSFER_OUT", amount="100", fee="1.5",
+              sourceGroupId="fx-1")
+    leg = _transfer(api, wf_account_id, "TRANSFER_IN", currency="USD", amount="126.5",
+                    sourceGroupId="fx-1")
+    assert leg["sourceGroupId"] == "fx-1"
+    holdings = api.get("/holdings", params={"accountId": wf_account_id}).json()
+    cash = {h["instrument"]["symbol"]: h["quantity"] for h in holdings
+            if h["holdingType"] == "cash"}
+    assert cash == {"GBP": -101.5, "USD": 126.5}
+    assert not [h for h in holdings if h["holdingType"] == "security"]
+
+
+def test_holdings_cash_follows_the_charge_rule(api: httpx.Client, wf_account_id: str) -> None:
+    """FEE/TAX book −fee when fee ≠ 0, else −amount (the fake used to book TAX's amount)."""
+    for kind, extra in (("DEPOSIT", {"amount": "1000", "fee": "2"}),
+                        ("FEE", {"amount": "50", "fee": "3"}),
+                        ("TAX", {"amount": "40", "fee": "4"}),
+                        ("TAX", {"amount": "7"}),
+                        ("WITHDRAWAL", {"amount": "100", "fee": "1"})):
+        _transfer(api, wf_account_id, kind, **extra)
+    holdings = api.get("/holdings", params={"accountId": wf_account_id}).json()
+    cash = [h["quantity"] for h in holdings if h["holdingType"] == "cash"]
+    assert cash == [998 - 3 - 4 - 7 - 101]
+
+
+def test_bulk_updates_are_all_or_nothing(api: httpx.Client, wf_account_id: str) -> None:
+    created = api.post("/activities", json=_buy(wf_account_id, idempotencyKey="bu1")).json()
+    update = {"id": created["id"], "accountId": wf_account_id, "activityType": "BUY",
+              "activityDate": "2025-03-14", "currency": "GBP", "quantity": "50",
+              "symbol": {"symbol": "VOD", "exchangeMic": "XLON"}}
+    refused = api.post("/activities/bulk", json={"updates": [
+        update, {**update, "id": "no-such-id"}]}).json()
+    assert refused["updated"] == [] and [e["action"] for e in refused["errors"]] == ["update"]
+    assert refused["errors"][0]["id"] == "no-such-id"
+    row = api.post("/activities/search", json={"page": 0, "pageSize": 10}).json()["data"][0]
+    assert row["quantity"] == "100"  # nothing written
+    done = api.post("/activities/bulk", json={"updates": [update]}).json()
+    assert done["errors"] == [] and done["updated"][0]["quantity"] == "50"
+    assert done["updated"][0]["isUserModified"] is True
+    assert done["updated"][0]["fee"] == "3"  # missing key: kept

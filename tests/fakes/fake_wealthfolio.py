@@ -5,7 +5,9 @@ It implements the behaviour checklist of contracts/wealthfolio-api.md §12: the
 `accessToken` shapes), Bearer-then-cookie auth, the login rate limit, accounts,
 activity creation with the server's validation and normalisation (dates → UTC,
 `.L` → MIC XLON, GBp → GBP ÷ 100, absolute values, decimals as strings), the
-global idempotency index, check-duplicates, search, delete and holdings. Body
+global idempotency index, check-duplicates, search, update (PUT, patch semantics),
+delete, link/unlink of transfer legs (§5.4, §15.4) and holdings, whose cash and
+quantities follow Wealthfolio's own rules (tests/fakes/wealthfolio_rules.py, §15.3). Body
 errors come back the way axum sends them (415/400/422 as text/plain).
 
 Tests drive failures through fault hooks (`fail_nth_create`, `error_storm`,
@@ -38,6 +40,8 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes import wealthfolio_rules
 
 API_PREFIX = "/api/v1"
 SESSION_COOKIE = "wf_session"
@@ -77,6 +81,8 @@ MSG_DUPLICATE_BULK = (
     "Activity error: Invalid data: Duplicate activity detected. "
     "A matching activity already exists."
 )
+MSG_ACTIVITY_NOT_FOUND = "Activity error: Not found: Record not found"
+MSG_INVALID = "Activity error: Invalid data: {}"
 MSG_BAD_DATE = "Invalid date format. Expected ISO 8601/RFC3339 or YYYY-MM-DD"
 MSG_BAD_TYPE = (
     "Database operation failed: Database query failed: CHECK constraint failed: activity_type"
@@ -592,6 +598,9 @@ class FakeWealthfolio:
             ("PUT", r"/accounts/(?P<id>[^/]+)", self._update_account, True),
             ("DELETE", r"/accounts/(?P<id>[^/]+)", self._delete_account, True),
             ("POST", r"/activities", self._create_activity, True),
+            ("PUT", r"/activities", self._update_activity, True),
+            ("POST", r"/activities/link", self._link_activities, True),
+            ("POST", r"/activities/unlink", self._unlink_activities, True),
             ("POST", r"/activities/search", self._search, True),
             ("POST", r"/activities/bulk", self._bulk, True),
             ("POST", r"/activities/import/check-duplicates", self._check_duplicates, True),
@@ -819,13 +828,16 @@ class FakeWealthfolio:
         raw, shape = _json_body(req)
         body = shape.obj(raw, "", "ActivityBulkMutationRequest")
         creates = body.get("creates") or []
-        if body.get("updates"):
-            raise DomainError("Activity error: Invalid data: updates are not supported by the fake")
+        updates = body.get("updates") or []
         delete_ids = body.get("deleteIds") or []
-        if not isinstance(creates, list) or not isinstance(delete_ids, list):
-            raise shape.fail("creates", "invalid type: map, expected a sequence")
+        for name, value in (("creates", creates), ("updates", updates),
+                            ("deleteIds", delete_ids)):
+            if not isinstance(value, list):
+                raise shape.fail(name, "invalid type: map, expected a sequence")
         parsed = [_parse_new_activity(shape, item, f"creates[{i}]")
                   for i, item in enumerate(creates)]
+        parsed_updates = [_parse_activity_update(shape, item, f"updates[{i}]")
+                          for i, item in enumerate(updates)]
         with self.lock:
             prepared: list[tuple[dict[str, Any], dict[str, Any] | None, str | None]] = []
             errors = []
@@ -835,6 +847,13 @@ class FakeWealthfolio:
                     prepared.append((record, asset, item.get("id")))
                 except DomainError as exc:
                     errors.append({"id": item.get("id"), "action": "create",
+                                   "message": exc.message})
+            prepared_updates = []
+            for update_body, update_item in parsed_updates:
+                try:
+                    prepared_updates.append(self._prepare_update(update_body, update_item))
+                except DomainError as exc:
+                    errors.append({"id": update_body["id"], "action": "update",
                                    "message": exc.message})
             for activity_id in delete_ids:
                 if activity_id not in self.activities:
@@ -847,13 +866,19 @@ class FakeWealthfolio:
             if len(set(keys)) != len(keys) or any(
                     k in self.idempotency or k in self.phantom_duplicates for k in keys):
                 raise DomainError(MSG_DUPLICATE_BULK)
+            updated = []
+            for existing, changes, new_asset in prepared_updates:
+                if new_asset is not None:
+                    self.assets[new_asset["id"]] = new_asset
+                existing.update(changes)
+                updated.append(self._activity_json(existing))
             deleted = [self._activity_json(self._remove_activity(i)) for i in delete_ids]
             created, mappings = [], []
             for record, asset, temp_id in prepared:
                 self._insert(record, asset)
                 created.append(self._activity_json(record))
                 mappings.append({"tempId": temp_id, "activityId": record["id"]})
-            return json_reply(200, {"created": created, "updated": [], "deleted": deleted,
+            return json_reply(200, {"created": created, "updated": updated, "deleted": deleted,
                                     "createdMappings": mappings, "errors": []})
 
     def _prepare(self, item: dict[str, Any], *, check_duplicate: bool
@@ -910,7 +935,7 @@ class FakeWealthfolio:
             "sourceSystem": item.get("sourceSystem") or "MANUAL",
             "sourceRecordId": item.get("sourceRecordId"),
             "sourceGroupId": item.get("sourceGroupId"), "idempotencyKey": key,
-            "createdAt": now, "updatedAt": now, "seq": self._seq,
+            "createdAt": now, "updatedAt": now, "seq": self._seq, "isUserModified": False,
         }
         return record, new_asset
 
@@ -966,6 +991,136 @@ class FakeWealthfolio:
         if self.idempotency.get(record["idempotencyKey"]) == activity_id:
             del self.idempotency[record["idempotencyKey"]]  # no tombstone: the key is free
         return record
+
+    def _update_activity(self, req: IncomingRequest) -> Reply:
+        """PUT /activities (§5.4, §15.4): ActivityUpdate = id + the NewActivity fields.
+
+        Like the server (activities_service.rs update_activity, repository.rs): the
+        existing row is looked up first (unknown id → 400 "Record not found"); decimals
+        are patched (a missing key keeps the stored value, null or "" clears it); a
+        missing status means POSTED; a missing subtype or metadata keeps the stored one;
+        notes are replaced; the asset is resolved from `symbol` again (none → cash);
+        idempotencyKey, sourceSystem, sourceRecordId, sourceGroupId and createdAt are
+        kept; isUserModified becomes true and needsReview false."""
+        raw, shape = _json_body(req)
+        body, item = _parse_activity_update(shape, raw, "")
+        with self.lock:
+            existing, changes, new_asset = self._prepare_update(body, item)
+            if new_asset is not None:
+                self.assets[new_asset["id"]] = new_asset
+            existing.update(changes)
+            return json_reply(200, self._activity_json(existing))
+
+    def _prepare_update(self, body: dict[str, Any], item: dict[str, Any]
+                        ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+        """(stored row, its new fields, asset to create) for an ActivityUpdate, or a
+        DomainError; nothing is written."""
+        activity_id = body["id"]
+        existing = self.activities.get(activity_id)
+        if existing is None:
+            raise DomainError(MSG_NOT_FOUND)
+        for name, text in (("id", activity_id), ("accountId", item["accountId"]),
+                           ("activityType", item["activityType"])):
+            if not text.strip():
+                raise DomainError(MSG_INVALID.format(f"{name} cannot be empty"))
+        account = self.accounts.get(item["accountId"])
+        if account is None:
+            raise DomainError(MSG_NOT_FOUND)
+        activity_type = item["activityType"]
+        if activity_type not in ACTIVITY_TYPES:
+            raise DomainError(MSG_BAD_TYPE)
+        moment = _parse_activity_date(item["activityDate"])
+        asset, new_asset = self._resolve_asset(item, activity_type)
+        currency = item["currency"] or (asset["quoteCcy"] if asset else None) or account[
+            "currency"]
+        factor = Decimal(1)
+        if currency in MINOR_UNITS:
+            currency, factor = MINOR_UNITS[currency], Decimal("0.01")
+        patched: dict[str, Decimal | None] = {}
+        for name, scaled in (("quantity", False), ("unitPrice", True), ("amount", True),
+                             ("fee", True), ("fxRate", False)):
+            if name not in body:
+                patched[name] = existing[name]  # missing: keep
+                continue
+            value = item[name]  # null or "" → None: clear
+            patched[name] = None if value is None else abs(value) * (factor if scaled else 1)
+        metadata = existing["metadata"]
+        if item.get("metadata"):
+            try:
+                metadata = json.loads(item["metadata"])
+            except ValueError:
+                raise DomainError(MSG_INVALID.format("metadata is not valid JSON")) from None
+        changes = {
+            "accountId": item["accountId"], "assetId": asset["id"] if asset else None,
+            "activityType": activity_type,
+            "subtype": item.get("subtype") or existing["subtype"],
+            "status": item.get("status") or "POSTED", "activityDate": moment,
+            "currency": currency, "notes": item.get("notes"), "metadata": metadata,
+            "isUserModified": True, "needsReview": False, "updatedAt": datetime.now(UTC),
+            **patched,
+        }
+        return existing, changes, new_asset
+
+    def _transfer_pair(self, req: IncomingRequest, verb: str
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(TRANSFER_IN, TRANSFER_OUT) named by {activityAId, activityBId}, in that order."""
+        raw, shape = _json_body(req)
+        body = shape.obj(raw, "", "LinkTransferActivitiesBody")
+        a_id = shape.req_str(body, "activityAId")
+        b_id = shape.req_str(body, "activityBId")
+        if a_id == b_id:
+            preposition = "to" if verb == "link" else "from"
+            raise DomainError(MSG_INVALID.format(
+                f"Cannot {verb} an activity {preposition} itself"))
+        a, b = self.activities.get(a_id), self.activities.get(b_id)
+        if a is None or b is None:
+            raise DomainError(MSG_ACTIVITY_NOT_FOUND)
+        kinds = (a["activityType"], b["activityType"])
+        if kinds == ("TRANSFER_IN", "TRANSFER_OUT"):
+            return a, b
+        if kinds == ("TRANSFER_OUT", "TRANSFER_IN"):
+            return b, a
+        raise DomainError(MSG_INVALID.format(
+            f"{verb.capitalize()}ing requires one TRANSFER_IN and one TRANSFER_OUT activity"))
+
+    def _set_transfer_group(self, legs: tuple[dict[str, Any], dict[str, Any]],
+                            group_id: str | None) -> Reply:
+        now = datetime.now(UTC)
+        for leg in legs:
+            metadata: dict[str, Any] = (
+                leg["metadata"] if isinstance(leg["metadata"], dict) else {})
+            flow: dict[str, Any] = (
+                metadata["flow"] if isinstance(metadata.get("flow"), dict) else {})
+            leg.update({"sourceGroupId": group_id, "isUserModified": True, "updatedAt": now,
+                        "metadata": {**metadata, "flow": {**flow,
+                                                          "is_external": group_id is None}}})
+        return json_reply(200, [self._activity_json(leg) for leg in legs])
+
+    def _link_activities(self, req: IncomingRequest) -> Reply:
+        """POST /activities/link (repository.rs link_transfer_activities): one TRANSFER_IN
+        and one TRANSFER_OUT of DIFFERENT accounts, neither grouped yet, get a new shared
+        sourceGroupId and metadata.flow.is_external=false. A same-account pair (an FX
+        conversion) cannot be linked: it must be created with a shared sourceGroupId."""
+        with self.lock:
+            transfer_in, transfer_out = self._transfer_pair(req, "link")
+            if transfer_in["sourceGroupId"] or transfer_out["sourceGroupId"]:
+                raise DomainError(MSG_INVALID.format(
+                    "One or both activities are already linked to another transfer"))
+            if transfer_in["accountId"] == transfer_out["accountId"]:
+                raise DomainError(MSG_INVALID.format("Both transfer legs share the same account"))
+            return self._set_transfer_group((transfer_in, transfer_out), str(uuid.uuid4()))
+
+    def _unlink_activities(self, req: IncomingRequest) -> Reply:
+        """POST /activities/unlink: both legs must share one sourceGroupId; it is cleared
+        and metadata.flow.is_external set to true."""
+        with self.lock:
+            transfer_in, transfer_out = self._transfer_pair(req, "unlink")
+            if not transfer_in["sourceGroupId"] or not transfer_out["sourceGroupId"]:
+                raise DomainError(MSG_INVALID.format("Both activities must already be linked"))
+            if transfer_in["sourceGroupId"] != transfer_out["sourceGroupId"]:
+                raise DomainError(MSG_INVALID.format(
+                    "Selected activities belong to different linked transfers"))
+            return self._set_transfer_group((transfer_in, transfer_out), None)
 
     def _delete_activity(self, req: IncomingRequest, id: str) -> Reply:
         with self.lock:
@@ -1051,7 +1206,8 @@ class FakeWealthfolio:
             }
             rows.sort(key=lambda r: r["seq"])  # secondary order: createdAt ascending
             rows.sort(key=key_funcs.get(sort_id, key_funcs["date"]), reverse=sort_desc)
-            window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else []
+            # pageSize ≤ 0 returns everything (§15.7).
+            window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else rows
             data = [self._details_json(r) for r in window]
         return json_reply(200, {"data": data, "meta": {"totalRowCount": len(rows)}})
 
@@ -1069,46 +1225,27 @@ class FakeWealthfolio:
             return json_reply(200, self._compute_holdings(account_id, account_ids))
 
     def _compute_holdings(self, label: str, account_ids: set[str]) -> list[dict[str, Any]]:
+        # Cash and quantities by Wealthfolio's rules (wealthfolio_rules, §15.3), keyed by
+        # asset id; prices and open dates are the fake's own valuation stand-ins.
+        ledger = []
+        for account_id in sorted(account_ids):
+            records = [a for a in self.activities.values() if a["accountId"] == account_id]
+            ledger += wealthfolio_rules.ledger_from_records(
+                records, self.assets, self.accounts[account_id]["currency"], key_by="id")
+        books = wealthfolio_rules.compute_books(ledger)
+        quantities, cash = books.quantities, books.cash
         posted = sorted((a for a in self.activities.values()
                          if a["accountId"] in account_ids and a["status"] == "POSTED"),
                         key=lambda a: (a["activityDate"], a["seq"]))
-        quantities: dict[str, Decimal] = {}
         last_price: dict[str, Decimal] = {}
         open_dates: dict[str, date] = {}
-        cash: dict[str, Decimal] = {}
         zero = Decimal(0)
         for a in posted:
-            kind, asset_id, ccy = a["activityType"], a["assetId"], a["currency"]
-            qty, price = a["quantity"] or zero, a["unitPrice"] or zero
-            amount, fee = a["amount"], a["fee"] or zero
+            asset_id = a["assetId"]
             if asset_id:
-                held = quantities.get(asset_id, zero)
-                if kind in ("BUY", "TRANSFER_IN"):
-                    held += qty
-                elif kind in ("SELL", "TRANSFER_OUT"):
-                    held -= qty
-                elif kind == "SPLIT" and amount:
-                    held *= amount
-                quantities[asset_id] = held
                 open_dates.setdefault(asset_id, a["activityDate"].date())
                 if a["unitPrice"] is not None:
                     last_price[asset_id] = a["unitPrice"]
-            delta = zero
-            if kind == "BUY":
-                delta = -(qty * price + fee)
-            elif kind == "SELL":
-                delta = qty * price - fee
-            elif kind in ("DIVIDEND", "INTEREST", "DEPOSIT", "CREDIT"):
-                delta = (amount or zero) - fee
-            elif kind == "WITHDRAWAL":
-                delta = -((amount or zero) + fee)
-            elif kind == "FEE":
-                delta = -(amount if amount is not None else fee)
-            elif kind == "TAX":
-                delta = -(amount or zero)
-            elif kind in ("TRANSFER_IN", "TRANSFER_OUT") and not asset_id:
-                delta = (amount or zero) if kind == "TRANSFER_IN" else -(amount or zero)
-            cash[ccy] = cash.get(ccy, zero) + delta
         base = next((self.accounts[i]["currency"] for i in sorted(account_ids)), "GBP")
         out: list[dict[str, Any]] = []
         today = datetime.now(UTC).date().isoformat()
@@ -1125,7 +1262,7 @@ class FakeWealthfolio:
                     "pricingMode": asset["quoteMode"], "preferredProvider": None,
                     "exchangeMic": asset["exchangeMic"], "classifications": None},
                 "assetKind": "INVESTMENT", "quantity": quantity,
-                "openDate": open_dates[asset_id].isoformat(), "lots": None,
+                "openDate": open_dates.get(asset_id, date.today()).isoformat(), "lots": None,
                 "contractMultiplier": Decimal(1), "localCurrency": base, "baseCurrency": base,
                 "fxRate": Decimal(1), "marketValue": {"local": value, "base": value},
                 "costBasis": None, "price": last_price.get(asset_id), "asOfDate": today,
@@ -1156,7 +1293,8 @@ class FakeWealthfolio:
             "fxRate": dec_str(rec["fxRate"]), "currency": rec["currency"], "notes": rec["notes"],
             "sourceSystem": rec["sourceSystem"], "sourceRecordId": rec["sourceRecordId"],
             "sourceGroupId": rec["sourceGroupId"], "idempotencyKey": rec["idempotencyKey"],
-            "importRunId": None, "isUserModified": False, "needsReview": rec["needsReview"],
+            "importRunId": None, "isUserModified": rec.get("isUserModified", False),
+            "needsReview": rec["needsReview"],
             "createdAt": _rfc3339(rec["createdAt"]), "updatedAt": _rfc3339(rec["updatedAt"]),
         }
         if rec["metadata"] is not None:
@@ -1186,7 +1324,8 @@ class FakeWealthfolio:
             "instrumentType": asset["instrumentType"] if asset else None,
             "sourceSystem": rec["sourceSystem"], "sourceRecordId": rec["sourceRecordId"],
             "sourceGroupId": rec["sourceGroupId"], "idempotencyKey": rec["idempotencyKey"],
-            "importRunId": None, "isUserModified": False, "metadata": rec["metadata"],
+            "importRunId": None, "isUserModified": rec.get("isUserModified", False),
+            "metadata": rec["metadata"],
         }
 
 
@@ -1265,6 +1404,14 @@ def _parse_new_activity(shape: BodyShape, raw: Any, path: str) -> dict[str, Any]
             "symbol", "exchangeMic", "quoteCcy", "instrumentType", "kind", "name", "id")}
         item["symbol"]["quoteMode"] = shape.opt_enum(sym_obj, "quoteMode", QUOTE_MODES, sym_path)
     return item
+
+
+def _parse_activity_update(shape: BodyShape, raw: Any, path: str
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ActivityUpdate: `id` plus the NewActivity fields; (raw body, parsed fields)."""
+    body = shape.obj(raw, path, "ActivityUpdate")
+    shape.req_str(body, "id", path)
+    return body, _parse_new_activity(shape, raw, path)
 
 
 def _parse_activity_date(value: str) -> datetime:
