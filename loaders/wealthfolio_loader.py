@@ -542,6 +542,7 @@ class PlannedActivity:
 @dataclass(frozen=True)
 class ActivityPlan:
     activities: list[PlannedActivity]
+    corrections: list[Correction] = field(default_factory=list)
 
     @property
     def rows(self) -> list[ActivityRow]:
@@ -570,6 +571,12 @@ class ActivityPlan:
                 row.external_id,
             ]
             table.add_row(*cells, *([item.problem or ""] if problems else []))
+        for correction in self.corrections:
+            cells = ["", "DELETE", "", "", "", "", "", correction.external_id]
+            table.add_row(*cells, *([correction.reason] if problems else []))
+        if self.corrections:
+            table.caption = (f"and would delete {len(self.corrections)} activity(ies) IBKR took "
+                             "back (marts.activity_corrections)")
         return table
 
     def render(self, width: int = 140) -> str:
@@ -591,4 +598,4 @@ def plan_activities(con: duckdb.DuckDBPyConnection, *,
             planned.append(PlannedActivity(row, build_payload(row, default_account_id)))
         except PayloadError as exc:
             planned.append(PlannedActivity(row, None, f"cannot post: {exc}"))
-    return ActivityPlan(planned)
+    return ActivityPlan(planned, read_corrections(con))

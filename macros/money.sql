@@ -9,7 +9,7 @@
 {% macro to_major_amount(amount, currency) -%}
     case
         when {{ is_minor_unit_currency(currency) }}
-            then cast({{ amount }} * 0.01 as {{ decimal_type() }})
+            then cast(({{ amount }}) * 0.01 as {{ decimal_type() }})
         else {{ amount }}
     end
 {%- endmacro %}

@@ -42,13 +42,15 @@ def test_the_documented_mapping_is_the_seed() -> None:
 
 
 def test_the_seed_is_the_spec_list() -> None:
-    """SPEC §4: runbook rows, both deposit spellings, safe extensions, refunds by sign."""
+    """SPEC §4: runbook rows, both deposit spellings, safe extensions, refunds by sign, with
+    Wealthfolio's subtypes (issue 13: WITHHOLDING, NRA_WITHHOLDING, INTEREST_CHARGE,
+    MANAGEMENT_FEE, COUPON)."""
     rows = set(_seed_rows())
     assert rows == {
         ("Dividends", "in", "DIVIDEND", ""),
-        ("Withholding Tax", "out", "TAX", ""),
+        ("Withholding Tax", "out", "TAX", "WITHHOLDING"),
         ("Broker Interest Received", "in", "INTEREST", ""),
-        ("Broker Interest Paid", "out", "FEE", ""),
+        ("Broker Interest Paid", "out", "FEE", "INTEREST_CHARGE"),
         ("Commission Adjustments", "out", "FEE", ""),
         ("Other Fees", "out", "FEE", ""),
         ("Deposits & Withdrawals", "in", "DEPOSIT", ""),
@@ -56,10 +58,12 @@ def test_the_seed_is_the_spec_list() -> None:
         ("Deposits/Withdrawals", "in", "DEPOSIT", ""),
         ("Deposits/Withdrawals", "out", "WITHDRAWAL", ""),
         ("Payment In Lieu Of Dividends", "in", "DIVIDEND", ""),
-        ("Advisor Fees", "out", "FEE", ""),
-        ("Bond Interest Received", "in", "INTEREST", ""),
+        ("Advisor Fees", "out", "FEE", "MANAGEMENT_FEE"),
+        ("Bond Interest Received", "in", "INTEREST", "COUPON"),
         ("Bond Interest Paid", "out", "FEE", ""),
+        ("871(m) Withholding", "out", "TAX", "NRA_WITHHOLDING"),
         ("Withholding Tax", "in", "CREDIT", "REFUND"),
+        ("871(m) Withholding", "in", "CREDIT", "REFUND"),
         ("Other Fees", "in", "CREDIT", "REFUND"),
         ("Commission Adjustments", "in", "CREDIT", "REBATE"),
     }
@@ -93,4 +97,4 @@ def test_a_dbt_unit_test_exercises_every_seed_row_in_each_direction() -> None:
     assert pairs(mapped) == seed_pairs
     opposite = {(t, "out" if d == "in" else "in") for t, d in seed_pairs} - seed_pairs
     assert opposite <= pairs(refused)
-    assert {("871(m) Withholding", "out"), ("Broker Fees", "out")} <= pairs(refused)
+    assert {("Borrow Fees", "out"), ("Broker Fees", "out")} <= pairs(refused)

@@ -132,16 +132,21 @@ def _by_id(built: Built, table: str) -> dict[str, dict[str, Any]]:
 
 EXPECTED_IDS = {
     # trades: 1001 (posted, its cancel is listed for review), 1002-1005, 1009, 1011, 1012,
-    # 1014 from window 2, 2001/2002 from the multi-statement file. 1008 and its cancel
-    # drop out; 1006 (OPT), 1007 (FX) and the row without tradeID are unmapped.
+    # 1014 from window 2, 2001/2002 from the multi-statement file; 1007 (EUR.USD) as an FX
+    # conversion's two transfers and its fee. 1008 and its cancel are listed (they net to
+    # nothing); 1006 (OPT) and the row without tradeID are unmapped.
     "ibkr:trade:1001", "ibkr:trade:1002", "ibkr:trade:1003", "ibkr:trade:1004",
     "ibkr:trade:1005", "ibkr:trade:1009", "ibkr:trade:1011", "ibkr:trade:1012",
     "ibkr:trade:1014", "ibkr:trade:2001", "ibkr:trade:2002",
+    "ibkr:fx:1007:in", "ibkr:fx:1007:out", "ibkr:fx:1007:fee", "ibkr:cash:5005",
     "ibkr:cash:5001", "ibkr:cash:5002", "ibkr:cash:5003", "ibkr:cash:5008",
     "ibkr:cash:5009", "ibkr:cash:5010", "ibkr:cash:5011", "ibkr:cash:5012",
     "ibkr:cash:5013", "ibkr:cash:5014", "ibkr:cash:5015", "ibkr:cash:5016",
     "ibkr:cash:6001", "ibkr:cash:6002",
 }
+
+
+CANCELLED = "cancelled trade: the cancel and its unposted original are both skipped"
 
 
 def test_fct_activities_holds_each_mapped_id_once(built: Built) -> None:
@@ -211,7 +216,10 @@ CASH: dict[str, dict[str, Any]] = {
     "ibkr:cash:5002": {"activity_type": "DIVIDEND", "amount": D("2.4"), "symbol": "AAPL",
                        "exchange_mic": "XNAS", "instrument_type": "EQUITY",
                        "activity_at": datetime(2025, 2, 13, 20, 20)},
-    "ibkr:cash:5003": {"activity_type": "TAX", "amount": D("0.36"), "symbol": None},
+    "ibkr:cash:5003": {"activity_type": "TAX", "subtype": "WITHHOLDING", "amount": D("0.36"),
+                       "symbol": "AAPL"},
+    "ibkr:cash:5005": {"activity_type": "TAX", "subtype": "NRA_WITHHOLDING",
+                       "amount": D("0.12"), "symbol": "AAPL"},
     "ibkr:cash:5008": {"activity_type": "INTEREST", "amount": D("1.23"), "currency": "GBP"},
     "ibkr:cash:5009": {"activity_type": "FEE", "amount": D("0.45")},
     "ibkr:cash:5010": {"activity_type": "CREDIT", "subtype": "REBATE", "amount": D("0.37")},
@@ -259,14 +267,14 @@ def test_unmapped_transactions_list_every_skipped_row(built: Built) -> None:
     rows = built.rows("select * from marts.unmapped_transactions")
     got = {(r["source"], r["source_id"], r["flex_type"], r["reason"]) for r in rows}
     assert got == {
-        ("cash", "5004", "Dividends", "no cash_type_mapping row for this type and direction"),
-        ("cash", "5005", "871(m) Withholding",
-         "no cash_type_mapping row for this type and direction"),
-        ("cash", "5006", "Broker Fees", "no cash_type_mapping row for this type and direction"),
+        ("cash", "5004", "Dividends", "dividend reversal without a matching dividend (same "
+         "instrument, pay date and amount): review"),
+        ("cash", "5006", "Broker Fees", "no cash_type_mapping row for Broker Fees out"),
         ("cash", "5007", "Other Fees", "zero amount"),
-        ("trade", "1006", "BUY", "unsupported asset category"),
-        ("trade", "1007", "BUY", "unsupported asset category"),
+        ("trade", "1006", "BUY", "unsupported asset category OPT"),
         ("trade", None, "BUY", "no tradeID"),
+        ("trade", "1008", "BUY", CANCELLED),
+        ("trade", None, "BUY (Ca.)", CANCELLED),
         ("trade", None, "BUY (Ca.)",
          "cancellation of an already posted trade: review in Wealthfolio"),
     }
@@ -279,9 +287,8 @@ def test_unmapped_transactions_list_every_skipped_row(built: Built) -> None:
 
 def test_every_unmapped_row_is_logged_at_warning(built: Built) -> None:
     out = built.transform_output
-    for needle in ("unmapped cash 5004 (Dividends", "unmapped cash 5005 (871(m) Withholding",
-                   "unmapped cash 5006 (Broker Fees", "zero amount",
-                   "unmapped trade 1006 (BUY, OPT)", "unmapped trade 1007 (BUY, CASH)",
+    for needle in ("unmapped cash 5004 (Dividends", "unmapped cash 5006 (Broker Fees",
+                   "zero amount", "unmapped trade 1006 (BUY, OPT)", "unmapped trade 1008",
                    "no tradeID", "review in Wealthfolio"):
         assert needle in out, f"{needle!r} not logged:\n{out}"
     assert "WARNING" in out
@@ -292,7 +299,9 @@ def test_cancelled_unposted_trade_and_its_cancel_drop_out(built: Built) -> None:
     ids = {r["external_id"] for r in built.rows("select external_id from marts.fct_activities")}
     assert "ibkr:trade:1008" not in ids
     unmapped = built.rows("select * from marts.unmapped_transactions where symbol = 'MSFT'")
-    assert unmapped == []
+    # Both listed, never posted; their cash nets to zero.
+    assert [r["reason"] for r in unmapped] == [CANCELLED, CANCELLED]
+    assert sum(r["amount"] for r in unmapped) == 0
 
 
 # --- what to post ----------------------------------------------------------------------
@@ -382,4 +391,5 @@ def test_models_land_in_exactly_named_schemas(built: Built) -> None:
     assert schemas == {"seeds", "staging", "intermediate", "marts"}
     marts = {t["table_name"] for t in tables if t["table_schema"] == "marts"}
     assert marts == {"fct_activities", "activities_to_post", "unmapped_transactions",
-                     "position_drift", "position_drift_history"}
+                     "activity_corrections", "position_drift", "position_drift_history",
+                     "cash_drift", "cash_drift_history"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,24 +105,83 @@ def test_every_execution_with_a_transaction_id_is_staged(samples: Samples) -> No
                     assert (account, tx) in staged, f"{path.name}: trade tx {tx} not staged"
 
 
-def test_lse_etf_sample_is_canonical_and_in_pence(samples: Samples) -> None:
+def test_lse_etf_sample_is_canonical_and_priced_from_proceeds(samples: Samples) -> None:
+    # IBKR's proceeds (1366.52) are quantity × price rounded to the penny: the unit price
+    # is what was really paid, so Wealthfolio's cash is IBKR's netCash.
     row = samples.rows(
-        "select symbol, exchange_mic, quote_currency, currency, quantity, unit_price, fee "
-        "from marts.fct_activities where external_id = 'ibkr:trade:1252050191'")
-    assert [tuple(map(str, r)) for r in row] == [
-        ("EQQQ.L", "XLON", "GBp", "GBP", "3.0000000000", "455.5054000000", "3.0000000000")]
+        "select symbol, exchange_mic, currency, quantity, unit_price, fee, "
+        "quantity * unit_price + fee from marts.fct_activities "
+        "where external_id = 'ibkr:trade:1252050191'")
+    assert [tuple(map(str, r[:6])) for r in row] == [
+        ("EQQQ.L", "XLON", "GBP", "3.0000000000", "455.5066666666", "3.0000000002")]
+    assert abs(row[0][6] - Decimal("1369.52")) < Decimal("1e-9")
 
 
 def test_rows_without_ids_and_unsupported_categories_are_listed(samples: Samples) -> None:
     reasons = {r[0]: r[1] for r in samples.rows(
         "select reason, count(*) from marts.unmapped_transactions group by reason")}
-    assert reasons.get("unsupported asset category", 0) > 100  # options, futures, FX ...
+    unsupported = sum(n for reason, n in reasons.items()
+                      if reason.startswith("unsupported asset category "))
+    assert unsupported > 100  # options, futures ...
     assert reasons.get("no tradeID", 0) > 0  # pp_26's NET trade has none
     assert reasons.get("no transactionID", 0) > 0  # older exports' cash rows
     categories = {r[0] for r in samples.rows(
         "select distinct asset_category from marts.unmapped_transactions "
-        "where reason = 'unsupported asset category'")}
-    assert {"OPT", "FUT", "CASH", "CFD", "WAR", "IOPT"} <= categories
+        "where reason like 'unsupported asset category %'")}
+    assert {"OPT", "FUT", "CFD", "WAR", "IOPT"} <= categories
+    assert "CASH" not in categories  # FX conversions are mapped
+
+
+def test_every_reason_is_specific(samples: Samples) -> None:
+    vague = samples.rows(
+        "select distinct reason from marts.unmapped_transactions "
+        "where reason in ('unsupported asset category', 'no cash_type_mapping row for this "
+        "type and direction') or reason is null")
+    assert vague == []
+
+
+def test_fx_conversions_are_two_transfers_and_a_fee(samples: Samples) -> None:
+    legs = samples.rows(
+        "select source_group_id, list(activity_type order by activity_type), "
+        "count(distinct currency) from marts.fct_activities "
+        "where external_id like 'ibkr:fx:%' group by 1")
+    assert len(legs) >= 176  # ost_etax alone has 176 conversions (incl. AFx)
+    assert all(types[:1] == ["FEE"] or types[0] == "TRANSFER_IN" for _, types, _ in legs)
+    assert all(set(types) >= {"TRANSFER_IN", "TRANSFER_OUT"} and ccys == 2
+               for _, types, ccys in legs)
+
+
+def test_corporate_actions_of_the_samples(samples: Samples) -> None:
+    rows = {r[0]: r[1:] for r in samples.rows(
+        "select description, activity_type, symbol, quantity, amount "
+        "from marts.fct_activities where source = 'corporate_action'")}
+    split = [v for k, v in rows.items() if "AAPL(US0378331005) SPLIT 4 FOR 1" in k]
+    assert split == [("SPLIT", "AAPL", None, Decimal("4"))]
+    reverse = [v for k, v in rows.items() if "GCM(CA38501D2041) SPLIT 1 FOR 25" in k]
+    assert reverse == [("SPLIT", "GCM.TO", None, Decimal("0.04"))]
+    tender_cash = [v for k, v in rows.items() if "MERGED(Voluntary Offer" in k]
+    assert [(t, q, a) for t, _, q, a in tender_cash] == [
+        ("SELL", Decimal("12000"), Decimal("34320"))]
+    merger = sorted((v[0], v[2]) for k, v in rows.items() if "CASH and STOCK MERGER" in k)
+    assert merger == [("CREDIT", None), ("TRANSFER_IN", Decimal("1.4831")),
+                      ("TRANSFER_OUT", Decimal("2.5052"))]
+
+
+def test_two_identical_rows_of_one_statement_both_count(samples: Samples) -> None:
+    # pp_12 has two real "Other Fees -1.34 EUR" rows without an id: neither is merged away.
+    rows = samples.rows(
+        "select count(*) from staging.stg_ibkr__cash_transactions "
+        "where flex_type = 'Other Fees' and amount = -1.34 and currency = 'EUR'")
+    assert rows == [(2,)]
+
+
+def test_the_fund_trade_moves_ibkr_net_cash(samples: Samples) -> None:
+    # pp_15: 23.342 units at 436.98055 is 10,200 EUR, but IBKR charged proceeds of
+    # 10,000 + 4.95 commission.
+    row = samples.rows(
+        "select quantity * unit_price + fee from marts.fct_activities "
+        "where source = 'trade' and symbol = '009086587'")
+    assert len(row) == 1 and abs(row[0][0] - Decimal("10004.95")) < Decimal("1e-9")
 
 
 def test_aest_zone_and_multi_dates_parse(samples: Samples) -> None:

@@ -18,6 +18,7 @@ from loaders.wealthfolio_loader import (
     ActivityRow,
     LoadAborted,
     LoadResult,
+    PayloadError,
     build_payload,
     decimal_to_wire,
     load_activities,
@@ -95,7 +96,7 @@ def test_lse_buy_payload_field_by_field(mart: Callable[..., None], wf_account_id
     assert sent.json == {
         "accountId": wf_account_id,
         "activityType": "BUY",
-        "activityDate": "2025-03-14T14:30:01Z",
+        "activityDate": "2025-03-14T14:30:01+00:00",
         "currency": "GBP",
         "idempotencyKey": "ibkr:trade:1",
         "sourceSystem": "IBKR",
@@ -129,12 +130,13 @@ def test_payload_kinds(wf_account_id: str) -> None:
         3, "DIVIDEND", "12.34", symbol="VOD.L", exchange_mic="XLON", quote_currency="GBp",
         wf_account_id=wf_account_id)))
     assert dividend["symbol"]["symbol"] == "VOD" and dividend["amount"] == "12.34"
-    assert dividend["activityDate"] == "2025-03-01T00:00:00Z"
+    assert dividend["activityDate"] == "2025-03-01T12:00:00+00:00"  # date only: local noon
     assert "quantity" not in dividend and "unitPrice" not in dividend
 
     tax = build_payload(ActivityRow.from_mapping(cash(
         4, "TAX", "1.85", symbol="VOD.L", exchange_mic="XLON", wf_account_id=wf_account_id)))
-    assert "symbol" not in tax  # withholding tax is cash: no asset
+    # The mart names the instrument a withholding tax belongs to: Wealthfolio links it.
+    assert tax["symbol"]["symbol"] == "VOD"
 
     refund = build_payload(ActivityRow.from_mapping(cash(
         5, "CREDIT", "2.00", subtype="REFUND", wf_account_id=wf_account_id)))
@@ -154,11 +156,18 @@ def test_decimal_and_date_and_symbol_rules() -> None:
     assert decimal_to_wire(Decimal("1E+3")) == "1000"
     assert decimal_to_wire(Decimal("0.000000123")) == "0.000000123"
     assert decimal_to_wire(Decimal("-0.00")) == "0"
-    assert wire_activity_date(date(2025, 3, 14), None) == "2025-03-14T00:00:00Z"
-    # A wall time on another day than the broker's date is dropped: the day wins.
-    assert wire_activity_date(date(2025, 3, 14), datetime(2025, 3, 15, 0, 30)) == (
-        "2025-03-14T00:00:00Z")
-    assert wire_activity_date(None, datetime(2025, 3, 14, 9, 5)) == "2025-03-14T09:05:00Z"
+    # A date-only row at local noon; a wall-clock time with its zone's real offset.
+    assert wire_activity_date(date(2025, 3, 14), None) == "2025-03-14T12:00:00+00:00"
+    assert wire_activity_date(date(2025, 7, 14), None, "Europe/London") == (
+        "2025-07-14T12:00:00+01:00")
+    assert wire_activity_date(None, datetime(2025, 7, 14, 23, 30), "Europe/London") == (
+        "2025-07-14T23:30:00+01:00")  # a late trade stays on its day in London
+    assert wire_activity_date(None, datetime(2025, 3, 14, 9, 5), "+10:00") == (
+        "2025-03-14T09:05:00+10:00")  # an AEST suffix
+    assert wire_activity_date(None, datetime(2025, 1, 2, 15, 30), "America/New_York") == (
+        "2025-01-02T15:30:00-05:00")
+    with pytest.raises(PayloadError, match="unknown time zone"):
+        wire_activity_date(None, datetime(2025, 1, 2, 15, 30), "Mars/Olympus")
 
     def sym(symbol: str, mic: str | None, quote: str | None = None) -> dict[str, str]:
         return symbol_object(ActivityRow.from_mapping(trade(

@@ -210,9 +210,7 @@ classified as (
                 then 'zero or missing quantity'
             when with_fx_pair.currency is null then 'missing currency'
             when with_fx_pair.traded_at is null then 'unparseable trade date'
-            when
-                with_fx_pair.proceeds is null
-                and (with_fx_pair.trade_price is null or with_fx_pair.is_fx_conversion)
+            when with_fx_pair.proceeds is null and with_fx_pair.trade_price is null
                 then 'neither proceeds nor a trade price'
             when with_fx_pair.trade_price < 0 then 'negative trade price'
             when
