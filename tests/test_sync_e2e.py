@@ -96,7 +96,7 @@ def test_download_sync_posts_exactly_the_expected_activities(
     vuag = by_key["ibkr:trade:7001"]
     assert vuag["activityType"] == "BUY"
     assert vuag["activityDate"].startswith("2026-09-01")
-    assert vuag["symbol"] == {"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": "GBp",
+    assert vuag["symbol"] == {"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": "GBP",
                               "instrumentType": "EQUITY"}
     assert (Decimal(vuag["quantity"]), Decimal(vuag["unitPrice"]), Decimal(vuag["fee"])) == (
         Decimal(40), Decimal("92.155"), Decimal(3))
@@ -176,6 +176,38 @@ def _all_warehouse_text(path: Path) -> list[str]:
         return texts
     finally:
         con.close()
+
+
+VOD_TRADE = (
+    '<Trade accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="COMMON" '
+    'symbol="VOD" description="VODAFONE GROUP PLC" conid="29616949" isin="GB00BH4HKS39" '
+    'listingExchange="LSE" tradeID="7101" transactionID="9101" tradeDate="2026-09-02" '
+    'tradeTime="10:00:00" dateTime="2026-09-02;10:00:00" buySell="BUY" quantity="500" '
+    'tradePrice="0.7010" ibCommission="-3" ibCommissionCurrency="GBP" exchange="LSE" '
+    'levelOfDetail="EXECUTION" />\n')
+
+
+def test_lse_assets_are_valued_at_their_worth_whatever_the_provider_quotes(
+        wf: FakeWealthfolio, data_dir: Path, tmp_path: Path) -> None:
+    """§15.1: a GBP-quoted ETF (VUAG) and a GBp-quoted share (VOD) bought on the LSE are
+    valued at price × quantity; an asset created in GBp would value VUAG at 1/100."""
+    statement = DEMO_STATEMENT.read_text()
+    anchor = statement.index("<Trade ")
+    flex = tmp_path / "with_vod.xml"
+    flex.write_text(statement[:anchor] + VOD_TRADE + statement[anchor:])
+    result = _sync(data_dir, _env(wf, data_dir), "--flex-file", str(flex))
+    assert result.returncode == 0, result.stderr
+    assets = {(a["symbol"], a["exchangeMic"]): a for a in wf.assets.values()}
+    assert assets[("VUAG", "XLON")]["quoteCcy"] == "GBP"
+    assert assets[("VOD", "XLON")]["quoteCcy"] == "GBP"
+
+    wf.set_market_quote("VUAG", "XLON", "92.15", "GBP")   # Yahoo quotes VUAG.L in pounds
+    wf.set_market_quote("VOD", "XLON", "71.20", "GBp")    # and VOD.L in pence
+    holdings = {h["instrument"]["symbol"]: h for h in wf._compute_holdings(
+        _account(wf), {_account(wf)}) if h["holdingType"] == "security"}
+    assert holdings["VUAG"]["quantity"] == 35
+    assert holdings["VUAG"]["marketValue"]["local"] == Decimal("92.15") * 35
+    assert holdings["VOD"]["marketValue"]["local"] == Decimal("0.7120") * 500
 
 
 def test_position_closed_at_ibkr_but_held_in_wealthfolio_is_drift(

@@ -109,7 +109,7 @@ def test_lse_etf_sample_is_canonical_and_in_pence(samples: Samples) -> None:
         "select symbol, exchange_mic, quote_currency, currency, quantity, unit_price, fee "
         "from marts.fct_activities where external_id = 'ibkr:trade:1252050191'")
     assert [tuple(map(str, r)) for r in row] == [
-        ("EQQQ.L", "XLON", "GBp", "GBP", "3.0000000000", "455.5054000000", "3.0000000000")]
+        ("EQQQ.L", "XLON", "GBP", "GBP", "3.0000000000", "455.5054000000", "3.0000000000")]
 
 
 def test_rows_without_ids_and_unsupported_categories_are_listed(samples: Samples) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +454,26 @@ def test_holdings_from_posted_activities(api: httpx.Client, wf_account_id: str) 
     assert security["instrument"]["exchangeMic"] == "XLON"
     assert any(h["holdingType"] == "cash" for h in holdings)
     assert api.get("/holdings").status_code == 400
+
+
+@pytest.mark.parametrize(("asset_ccy", "quote_price", "quote_ccy", "expected_price"), [
+    ("GBP", "92.15", "GBP", "92.15"),   # GBP-quoted ETF (VUAG.L), asset in GBP
+    ("GBP", "9215", "GBp", "92.15"),    # GBp-quoted share, asset in GBP: still right
+    ("GBp", "9215", "GBp", "92.15"),
+    ("GBp", "92.15", "GBP", "0.9215"),  # §15.1: the minor unit wins -> 1/100 of its worth
+    ("USD", "10", "USD", "10"),
+])
+def test_holdings_value_with_the_minor_unit_rule(
+        api: httpx.Client, wf_account_id: str, fake_wealthfolio: FakeWealthfolio,
+        asset_ccy: str, quote_price: str, quote_ccy: str, expected_price: str) -> None:
+    body = _buy(wf_account_id, quantity="10", unitPrice="90",
+                symbol={"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": asset_ccy})
+    assert api.post("/activities", json=body).status_code == 200
+    fake_wealthfolio.set_market_quote("vuag", "xlon", quote_price, quote_ccy)
+    holdings = api.get("/holdings", params={"accountId": wf_account_id},
+                       headers={"Accept": "application/json"}).json()
+    security = next(h for h in holdings if h["holdingType"] == "security")
+    assert Decimal(str(security["marketValue"]["local"])) == Decimal(expected_price) * 10
 
 
 # ----------------------------------------------------------------------------- faults

@@ -111,6 +111,7 @@ final as (
         unioned.activity_type,
         unioned.subtype,
         unioned.symbol,
+        {{ bare_ticker('unioned.symbol', 'unioned.exchange_mic') }} as ticker,
         unioned.exchange_mic,
         unioned.quote_currency,
         unioned.instrument_type,

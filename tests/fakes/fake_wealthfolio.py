@@ -54,12 +54,23 @@ QUOTE_MODES = ("MARKET", "MANUAL")
 # Minor currency units the server converts to the major unit (amounts × 0.01).
 MINOR_UNITS = {"GBp": "GBP", "GBX": "GBP", "ZAc": "ZAR", "ZAC": "ZAR", "ILA": "ILS",
                "KWF": "KWD"}
-# Yahoo suffixes the server splits off into a MIC (a subset of exchange_suffixes.rs).
+# Yahoo suffix → MIC as the server splits it off a symbol. Written by hand from
+# Wealthfolio's own table (crates/market-data/src/resolver/exchanges.json, afadil/wealthfolio
+# b66a7151; `.AE` resolves to the last entry, XADS), never imported from flexsync's seeds:
+# the fake must be able to disagree with the product.
 YAHOO_SUFFIX_MIC = {
-    "L": "XLON", "IL": "XLON", "DE": "XETR", "F": "XFRA", "AS": "XAMS", "PA": "XPAR",
-    "BR": "XBRU", "SW": "XSWX", "MI": "XMIL", "MC": "XMAD", "TO": "XTSE", "V": "XTSX",
-    "AX": "XASX", "HK": "XHKG", "T": "XTKS", "CO": "XCSE", "ST": "XSTO", "OL": "XOSL",
-    "HE": "XHEL", "IR": "XDUB", "VI": "XWBO", "LS": "XLIS", "NZ": "XNZE", "SI": "XSES",
+    "AE": "XADS", "AQ": "XAQE", "AS": "XAMS", "AT": "XATH", "AX": "XASX", "BA": "XBUE",
+    "BD": "XBUD", "BE": "XBER", "BK": "XBKK", "BO": "XBOM", "BR": "XBRU", "CA": "XCAI",
+    "CN": "XCNQ", "CO": "XCSE", "DE": "XETR", "DU": "XDUS", "F": "XFRA", "HA": "XHAN",
+    "HE": "XHEL", "HK": "XHKG", "HM": "XHAM", "IC": "XICE", "IL": "XLON_IL", "IR": "XDUB",
+    "IS": "XIST", "JK": "XIDX", "JO": "XJSE", "KL": "XKLS", "KQ": "XKOS", "KS": "XKRX",
+    "L": "XLON", "LJ": "XLJU", "LS": "XLIS", "MC": "XMAD", "MI": "XMIL", "MU": "XMUN",
+    "MX": "XMEX", "NE": "XNEO", "NS": "XNSE", "NZ": "XNZE", "OL": "XOSL", "PA": "XPAR",
+    "PR": "XPRA", "QA": "DSMD", "RG": "XRIS", "RO": "XBSE", "SA": "BVMF", "SAU": "XSAU",
+    "SG": "XSTU", "SI": "XSES", "SN": "XSGO", "SS": "XSHG", "ST": "XSTO", "SW": "XSWX",
+    "SZ": "XSHE", "T": "XTKS", "TA": "XTAE", "TL": "XTAL", "TO": "XTSE", "TW": "XTAI",
+    "TWO": "XTAI_OTC", "V": "XTSX", "VI": "XWBO", "VS": "XLIT", "WA": "XWAR", "XC": "CXE",
+    "XD": "DXE", "ZA": "XZAG",
 }
 
 MSG_NOT_FOUND = "Database operation failed: Record not found: Record not found"
@@ -376,6 +387,8 @@ class FakeWealthfolio:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.activities: dict[str, dict[str, Any]] = {}
         self.assets: dict[str, dict[str, Any]] = {}
+        # Market data: (SYMBOL, MIC) -> (price, currency as the provider quotes it).
+        self.market_quotes: dict[tuple[str, str], tuple[Decimal, str]] = {}
         self.idempotency: dict[str, str] = {}
         self.phantom_duplicates: dict[str, str] = {}
         self.sessions: dict[str, float] = {}
@@ -486,6 +499,13 @@ class FakeWealthfolio:
     def rate_limit_login(self, wait_seconds: int, *, times: int = 1) -> Fault:
         return self.add_fault(Fault("rate_limit", "POST", "/auth/login", times=times,
                                     status=429, delay=wait_seconds))
+
+    def set_market_quote(self, symbol: str, mic: str | None, price: Decimal | str,
+                         currency: str) -> None:
+        """The provider's latest quote for an asset, e.g. VUAG/XLON 92.15 GBP, VOD/XLON
+        71.2 GBp. Holdings then value the asset with §15.1's rule (minor unit wins)."""
+        with self.lock:
+            self.market_quotes[(symbol.upper(), (mic or "").upper())] = (Decimal(price), currency)
 
     def add_phantom_duplicate(self, key: str, activity_id: str | None = None) -> str:
         """Report `key` as existing (check-duplicates and create) though it was never posted."""
@@ -1116,7 +1136,8 @@ class FakeWealthfolio:
             if quantity == 0:
                 continue
             asset = self.assets[asset_id]
-            value = quantity * last_price.get(asset_id, zero)
+            price = self._valuation_price(asset, last_price.get(asset_id))
+            value = quantity * (price or zero)
             out.append({
                 "id": f"SEC-{label}-{asset_id}", "accountId": label, "holdingType": "security",
                 "instrument": {
@@ -1128,7 +1149,7 @@ class FakeWealthfolio:
                 "openDate": open_dates[asset_id].isoformat(), "lots": None,
                 "contractMultiplier": Decimal(1), "localCurrency": base, "baseCurrency": base,
                 "fxRate": Decimal(1), "marketValue": {"local": value, "base": value},
-                "costBasis": None, "price": last_price.get(asset_id), "asOfDate": today,
+                "costBasis": None, "price": price, "asOfDate": today,
             })
         for ccy, amount in sorted(cash.items()):
             if amount == 0:
@@ -1142,6 +1163,26 @@ class FakeWealthfolio:
                 "marketValue": {"local": amount, "base": amount}, "asOfDate": today,
             })
         return out
+
+    def _valuation_price(self, asset: dict[str, Any], last_price: Decimal | None
+                         ) -> Decimal | None:
+        """Price per unit in the major currency, as holdings_valuation_service.rs gets it.
+
+        With a market quote, `resolve_effective_quote_currency` lets the minor unit win
+        when the asset's and the quote's currency differ only in unit (asset GBp + a GBP
+        quote of 92.15 -> 92.15 pence), then `normalize_amount` divides a minor-unit price
+        by 100. Without one, the last activity's unit price (already major) stands in.
+        """
+        quote = self.market_quotes.get(
+            (asset["symbol"].upper(), (asset["exchangeMic"] or "").upper()))
+        if quote is None:
+            return last_price
+        price, quote_ccy = quote
+        asset_ccy = asset["quoteCcy"] or quote_ccy
+        effective = quote_ccy
+        if MINOR_UNITS.get(asset_ccy, asset_ccy) == MINOR_UNITS.get(quote_ccy, quote_ccy):
+            effective = asset_ccy if asset_ccy in MINOR_UNITS else quote_ccy
+        return price * Decimal("0.01") if effective in MINOR_UNITS else price
 
     # ---------------------------------------------------------------- renderers
 

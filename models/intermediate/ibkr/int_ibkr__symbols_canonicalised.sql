@@ -157,6 +157,7 @@ canonicalised as (
         resolved.*,
         listing.mic as listing_mic,
         listing.yahoo_suffix as listing_suffix,
+        listing.quote_currency as listing_quote_currency,
         nullif(symbol_overrides.exchange_mic, '') as override_mic,
         nullif(symbol_overrides.canonical_symbol, '') is not null as is_overridden,
         coalesce(
@@ -206,8 +207,8 @@ final as (
             canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic
         ) as exchange_mic,
         {{ wealthfolio_quote_currency(
-            'coalesce(canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic)',
-            'coalesce(instrument_currencies.currency, canonicalised.currency)'
+            'coalesce(instrument_currencies.currency, canonicalised.currency)',
+            'canonicalised.listing_quote_currency'
         ) }} as quote_currency
     from canonicalised
     left join mic_by_suffix
