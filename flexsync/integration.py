@@ -22,6 +22,7 @@ from flexsync.pipeline import RunRecord
 from flexsync.warehouse import connect
 
 if TYPE_CHECKING:
+    import duckdb
     from prometheus_client import CollectorRegistry
 
     from loaders.wealthfolio_client import WealthfolioClient
@@ -109,6 +110,7 @@ def post_activities(settings: Settings, record: RunRecord) -> None:
     aborted: LoadAborted | None = None
     with record.stage("load"):
         with _client(settings) as client, connect(settings.warehouse_path) as con:
+            preflight_accounts(settings, client, con)
             try:
                 result = load_activities(con, client, record.run_id,
                                          default_account_id=settings.wf_account_id)
@@ -125,6 +127,20 @@ def post_activities(settings: Settings, record: RunRecord) -> None:
         raise aborted
     if result.failed:
         raise WealthfolioError(f"Wealthfolio load incomplete: {summary_text(result)}")
+
+
+def wealthfolio_targets(settings: Settings) -> dict[str, str | None]:
+    """{Wealthfolio account id: the IBKR account it receives} for this configuration."""
+    upstream = settings.upstream_account_ids
+    return {settings.wf_account_id: upstream[0] if len(upstream) == 1 else None}
+
+
+def preflight_accounts(settings: Settings, client: WealthfolioClient,
+                       con: duckdb.DuckDBPyConnection) -> None:
+    """Exit 5 before any post when a target account cannot take activities (§15.5)."""
+    from loaders.account_preflight import check_accounts, statement_base_currencies
+
+    check_accounts(client, wealthfolio_targets(settings), statement_base_currencies(con))
 
 
 def refresh_after_load(settings: Settings, record: RunRecord) -> None:

@@ -272,6 +272,27 @@ def test_wrong_password_exits_5_and_posts_nothing(wf: FakeWealthfolio, data_dir:
     assert _keys_in(wf) == []
 
 
+@pytest.mark.parametrize("problem", ["holdings", "archived", "missing"])
+def test_an_account_that_would_swallow_activities_exits_5_with_nothing_posted(
+        wf: FakeWealthfolio, data_dir: Path, problem: str) -> None:
+    account = _account(wf)
+    if problem == "holdings":
+        wf.accounts[account]["trackingMode"] = "HOLDINGS"
+    elif problem == "archived":
+        wf.accounts[account]["isArchived"] = True
+    env = _env(wf, data_dir)
+    if problem == "missing":
+        env["IBKR_ACCOUNT_ID"] = "0b7c2f3e-0000-4000-8000-000000000000"
+    result = _sync_file(data_dir, env)
+    assert result.returncode == 5, result.stderr
+    assert "Wealthfolio account check failed, nothing was posted" in result.stderr
+    assert {"holdings": "Tracking mode to Transactions", "archived": "unarchive it",
+            "missing": "does not exist"}[problem] in result.stderr
+    assert wf.requests_to("POST", "/activities") == []
+    assert wf.activities == {}
+    assert query(data_dir, "select count(*) from sync.posted_activities") == [(0,)]
+
+
 # --- exit codes, each class triggered for real ---------------------------------------------
 
 
