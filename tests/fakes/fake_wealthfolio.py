@@ -74,6 +74,7 @@ YAHOO_SUFFIX_MIC = {
 }
 
 MSG_NOT_FOUND = "Database operation failed: Record not found: Record not found"
+MSG_DATABASE_LOCKED = "Database operation failed: Database query failed: database is locked"
 MSG_ASSET_REQUIRED = (
     "Activity error: Invalid data: Asset-backed activities need either asset_id or symbol"
 )
@@ -373,10 +374,12 @@ class FakeWealthfolio:
         token_ttl_seconds: int = 3600,
         login_burst: int = 5,
         login_replenish_seconds: float = 12.0,  # tower_governor: 5 per 60 s
+        oidc_only: bool = False,  # 3.4: SSO only, no password login, tokens still required
     ) -> None:
         if login_shape not in ("v3.1", "v3.0.4", "v3.0"):
             raise ValueError(f"unknown login shape {login_shape!r}")
         self.password = password
+        self.oidc_only = oidc_only
         self.host = host
         self.port = port
         self.login_shape = login_shape
@@ -487,6 +490,13 @@ class FakeWealthfolio:
                     path: str | None = None, skip: int = 0) -> Fault:
         return self.add_fault(Fault("status", method, path, skip=skip, times=count,
                                     status=status, message="Internal Server Error"))
+
+    def lock_database(self, count: int, *, method: str | None = None,
+                      path: str | None = None, skip: int = 0) -> Fault:
+        """The 400 Wealthfolio answers while SQLite is locked (every core error is a 400,
+        §15.6); the request is not carried out."""
+        return self.add_fault(Fault("status", method, path, skip=skip, times=count, status=400,
+                                    message=MSG_DATABASE_LOCKED))
 
     def slow_down(self, delay: float, *, times: int = 1, method: str | None = None,
                   path: str | None = None, skip: int = 0) -> Fault:
@@ -628,7 +638,7 @@ class FakeWealthfolio:
                 continue
             try:
                 extra: list[tuple[str, str]] = []
-                if protected and self.password is not None:
+                if protected and (self.password is not None or self.oidc_only):
                     extra = self._require_session(req)
                 reply = handler(req, **{k: unquote(v) for k, v in match.groupdict().items()})
                 reply.headers.extend(extra)
@@ -715,7 +725,10 @@ class FakeWealthfolio:
         return text_reply(200, "ok")
 
     def _auth_status(self, req: IncomingRequest) -> Reply:
-        return json_reply(200, {"requiresPassword": self.password is not None})
+        status: dict[str, bool] = {"requiresPassword": self.password is not None}
+        if self.oidc_only:  # 3.4 adds the field; the older servers this fake plays lack it
+            status["oidcEnabled"] = True
+        return json_reply(200, status)
 
     def _login(self, req: IncomingRequest) -> Reply:
         if self.password is None:
@@ -748,7 +761,8 @@ class FakeWealthfolio:
                                     "Max-Age=0")])
 
     def _me(self, req: IncomingRequest) -> Reply:
-        if self.password is not None and not self._valid(self._token_for(req)):
+        if (self.password is not None or self.oidc_only) and not self._valid(
+                self._token_for(req)):
             return error_reply(401, "Unauthorized")
         return json_reply(200, {"authenticated": True})
 
