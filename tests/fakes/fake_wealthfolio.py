@@ -8,9 +8,20 @@ activity creation with the server's validation and normalisation (dates → UTC,
 global idempotency index, check-duplicates, search, delete and holdings. Body
 errors come back the way axum sends them (415/400/422 as text/plain).
 
+Where the server differs from a naive reading (§15.7) the fake follows the server: a
+symbol sent with a cash activity links the asset; ETF/STOCK/FUND are stored as
+EQUITY; symbol and MIC are upper-cased before matching; unknown quoteMode strings and
+invalid metadata JSON are stored; decimals come back as the stored text (scale kept);
+`pageSize <= 0` returns everything; archived and HOLDINGS-mode accounts accept posts
+(§15.5) and a HOLDINGS account's holdings ignore activities; holdings are valued
+from `set_market_quote` with §15.1's rule (a minor-unit currency wins). Its Yahoo
+suffix table is written from Wealthfolio's exchanges.json, never from flexsync's seeds.
+It can play an OIDC-only 3.4 server (`oidc_only=True`).
+
 Tests drive failures through fault hooks (`fail_nth_create`, `error_storm`,
-`slow_down`, `malformed_json`, `expire_sessions[_on]`, `rate_limit_login`,
-`add_phantom_duplicate`) and assert on `requests` (secrets removed).
+`lock_database`, `slow_down`, `malformed_json`, `expire_sessions[_on]`,
+`rate_limit_login`, `add_phantom_duplicate`) and assert on `requests` (secrets
+removed).
 
 Run it as a process for `make demo`:
     python -m tests.fakes.fake_wealthfolio --host 127.0.0.1 --port 8088 \
@@ -49,6 +60,8 @@ ACTIVITY_TYPES = frozenset({
 ASSET_REQUIRED_TYPES = frozenset({"BUY", "SELL", "SPLIT", "DIVIDEND", "ADJUSTMENT"})
 ASSET_REQUIRED_SUBTYPES = frozenset({"DRIP", "DIVIDEND_IN_KIND", "STAKING_REWARD"})
 ALWAYS_CASH_TYPES = frozenset({"DEPOSIT", "WITHDRAWAL", "FEE", "TAX", "CREDIT"})
+# Instrument types the server stores as EQUITY (§15.7).
+EQUITY_ALIASES = {"ETF": "EQUITY", "STOCK": "EQUITY", "FUND": "EQUITY"}
 STATUSES = ("POSTED", "PENDING", "DRAFT", "VOID")
 QUOTE_MODES = ("MARKET", "MANUAL")
 # Minor currency units the server converts to the major unit (amounts × 0.01).
@@ -150,12 +163,10 @@ def _json_default(value: Any) -> Any:
 
 
 def dec_str(value: Decimal | None) -> str | None:
-    """Decimal as the server returns it: a plain string, no exponent, no trailing zeros."""
+    """Decimal as the server returns it: the text that was stored, scale kept (§15.7)."""
     if value is None:
         return None
-    if value == 0:
-        return "0"
-    return format(value.normalize(), "f")
+    return format(value, "f")
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -929,8 +940,7 @@ class FakeWealthfolio:
             try:
                 metadata = json.loads(item["metadata"])
             except ValueError:
-                raise DomainError("Activity error: Invalid data: metadata is not valid JSON"
-                                  ) from None
+                metadata = item["metadata"]  # stored as sent, not refused (§15.7)
         self._seq += 1
         now = datetime.now(UTC)
         record = {
@@ -960,15 +970,17 @@ class FakeWealthfolio:
             if needs_asset:
                 raise DomainError(MSG_ASSET_REQUIRED)
             return None, None
-        if activity_type in ALWAYS_CASH_TYPES:
-            return None, None
+        # A symbol sent with DEPOSIT/WITHDRAWAL/FEE/TAX/CREDIT links the asset on the
+        # create path (dropping it is the CSV import classifier's rule, §15.7).
         assert sym is not None
         if not ticker:
             asset = self.assets.get(asset_id)
             if asset is None:
                 raise DomainError(MSG_NOT_FOUND)
             return asset, None
-        mic = (sym.get("exchangeMic") or "").strip() or None
+        # Symbol and MIC are upper-cased before matching (§15.7).
+        ticker = ticker.upper()
+        mic = (sym.get("exchangeMic") or "").strip().upper() or None
         if "." in ticker:
             head, suffix = ticker.rsplit(".", 1)
             suffix_mic = YAHOO_SUFFIX_MIC.get(suffix.upper())
@@ -976,6 +988,7 @@ class FakeWealthfolio:
                 ticker, mic = head, mic or suffix_mic  # an explicit MIC beats the suffix
         instrument_type = (sym.get("instrumentType") or "").strip().upper() or (
             "CRYPTO" if re.fullmatch(r"[A-Z0-9]+-[A-Z]{3}", ticker) and not mic else "EQUITY")
+        instrument_type = EQUITY_ALIASES.get(instrument_type, instrument_type)
         for asset in self.assets.values():
             if (asset["symbol"], asset["exchangeMic"], asset["instrumentType"]) == (
                     ticker, mic, instrument_type):
@@ -1085,7 +1098,8 @@ class FakeWealthfolio:
             }
             rows.sort(key=lambda r: r["seq"])  # secondary order: createdAt ascending
             rows.sort(key=key_funcs.get(sort_id, key_funcs["date"]), reverse=sort_desc)
-            window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else []
+            # pageSize <= 0 returns everything (§15.7).
+            window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else rows
             data = [self._details_json(r) for r in window]
         return json_reply(200, {"data": data, "meta": {"totalRowCount": len(rows)}})
 
@@ -1103,8 +1117,12 @@ class FakeWealthfolio:
             return json_reply(200, self._compute_holdings(account_id, account_ids))
 
     def _compute_holdings(self, label: str, account_ids: set[str]) -> list[dict[str, Any]]:
+        # HOLDINGS-mode accounts are not rebuilt from activities (§15.5): posts there
+        # are stored and never move holdings.
+        rebuilt = {i for i in account_ids
+                   if self.accounts[i].get("trackingMode") != "HOLDINGS"}
         posted = sorted((a for a in self.activities.values()
-                         if a["accountId"] in account_ids and a["status"] == "POSTED"),
+                         if a["accountId"] in rebuilt and a["status"] == "POSTED"),
                         key=lambda a: (a["activityDate"], a["seq"]))
         quantities: dict[str, Decimal] = {}
         last_price: dict[str, Decimal] = {}
@@ -1318,7 +1336,8 @@ def _parse_new_activity(shape: BodyShape, raw: Any, path: str) -> dict[str, Any]
         sym_obj = shape.obj(sym, sym_path, "SymbolInput")
         item["symbol"] = {k: shape.opt_str(sym_obj, k, sym_path) for k in (
             "symbol", "exchangeMic", "quoteCcy", "instrumentType", "kind", "name", "id")}
-        item["symbol"]["quoteMode"] = shape.opt_enum(sym_obj, "quoteMode", QUOTE_MODES, sym_path)
+        # An unknown quoteMode string is stored as sent, not refused (§15.7).
+        item["symbol"]["quoteMode"] = shape.opt_str(sym_obj, "quoteMode", sym_path)
     return item
 
 
