@@ -102,7 +102,7 @@ final as (
     select
         ---------- ids
         unioned.external_id,
-        nullif({{ sql_string(flexsync_wf_account_id()) }}, '') as wf_account_id,
+        {{ wf_account_id_for('unioned.broker_account_id') }} as wf_account_id,
         unioned.broker_account_id,
         unioned.source,
         unioned.source_id,
