@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from flexsync import __version__
-from flexsync.config import Settings, load_settings
+from flexsync.config import Settings, check_account_map, load_settings
 from flexsync.errors import ExitCode, FlexsyncError
 from flexsync.logs import register_secret, scrub, setup_logging
 from flexsync.warehouse import RunLock
@@ -71,6 +71,11 @@ WfUrlOpt = Annotated[str | None, typer.Option(
 WfAccountOpt = Annotated[str | None, typer.Option(
     "--wf-account-id", help="Wealthfolio account UUID receiving the activities. "
     "Env: IBKR_ACCOUNT_ID.")]
+AccountMapOpt = Annotated[str | None, typer.Option(
+    "--account-map", help="Several IBKR accounts: `U1111111=<uuid>,U2222222=<uuid>` routes "
+    "each IBKR account's activities and drift to its own Wealthfolio account (instead of "
+    "--wf-account-id); the account guard then accepts exactly these IBKR accounts. "
+    "Env: IBKR_ACCOUNT_MAP.")]
 WfSessionOpt = Annotated[Path | None, typer.Option(
     "--wf-session-path", help="Where the Wealthfolio session token is cached (mode 0600). "
     "Env: WF_SESSION_PATH.")]
@@ -111,7 +116,7 @@ def main(
 
 
 def _settings(**overrides: Any) -> Settings:
-    settings = load_settings().with_overrides(**overrides)
+    settings = check_account_map(load_settings().with_overrides(**overrides))
     for secret in settings.secrets():
         register_secret(secret)
     return settings.with_overrides(data_dir=settings.data_dir.resolve())
@@ -154,6 +159,7 @@ def extract(
     flex_deadline: DeadlineOpt = None,
     wf_base_url: WfUrlOpt = None,
     wf_account_id: WfAccountOpt = None,
+    account_map: AccountMapOpt = None,
     wf_session_path: WfSessionOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -171,6 +177,7 @@ def extract(
                          flex_query_id=flex_query_id, flex_send_url=flex_send_url,
                          flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
                          wf_base_url=wf_base_url, wf_account_id=wf_account_id,
+                         account_map=account_map,
                          wf_session_path=wf_session_path)
 
     _run("extract", lambda: commands.extract(_state["settings"], flex_file or []),
@@ -180,6 +187,7 @@ def extract(
 @app.command()
 def transform(
     wf_account_id: WfAccountOpt = None,
+    account_map: AccountMapOpt = None,
     data_dir: DataDirOpt = None,
     full_refresh: Annotated[bool, typer.Option(
         "--full-refresh", help="Rebuild the incremental staging tables (trades, cash, "
@@ -200,7 +208,8 @@ def transform(
     from flexsync import commands
 
     def settings() -> Settings:
-        return _settings(data_dir=data_dir, wf_account_id=wf_account_id)
+        return _settings(data_dir=data_dir, wf_account_id=wf_account_id,
+                         account_map=account_map)
 
     _run("transform", lambda: commands.transform(_state["settings"], full_refresh),
          _remember(settings))
@@ -211,6 +220,7 @@ def load(
     dry_run: DryRunOpt = False,
     wf_base_url: WfUrlOpt = None,
     wf_account_id: WfAccountOpt = None,
+    account_map: AccountMapOpt = None,
     wf_session_path: WfSessionOpt = None,
     pushgateway_url: PushUrlOpt = None,
     pushgateway_job: PushJobOpt = None,
@@ -227,7 +237,8 @@ def load(
 
     def settings() -> Settings:
         return _settings(data_dir=data_dir, wf_base_url=wf_base_url,
-                         wf_account_id=wf_account_id, wf_session_path=wf_session_path,
+                         wf_account_id=wf_account_id, account_map=account_map,
+                         wf_session_path=wf_session_path,
                          pushgateway_url=pushgateway_url, pushgateway_job=pushgateway_job,
                          account_label=account_label)
 
@@ -245,6 +256,7 @@ def sync(
     flex_deadline: DeadlineOpt = None,
     wf_base_url: WfUrlOpt = None,
     wf_account_id: WfAccountOpt = None,
+    account_map: AccountMapOpt = None,
     wf_session_path: WfSessionOpt = None,
     pushgateway_url: PushUrlOpt = None,
     pushgateway_job: PushJobOpt = None,
@@ -263,6 +275,7 @@ def sync(
                          flex_query_id=flex_query_id, flex_send_url=flex_send_url,
                          flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
                          wf_base_url=wf_base_url, wf_account_id=wf_account_id,
+                         account_map=account_map,
                          wf_session_path=wf_session_path, pushgateway_url=pushgateway_url,
                          pushgateway_job=pushgateway_job, account_label=account_label)
 

@@ -54,6 +54,8 @@ class Settings:
     flex_min_throttle_seconds: float = 60.0
     wf_account_id: str = ""
     upstream_account_ids: tuple[str, ...] = ()
+    # IBKR_ACCOUNT_MAP: (IBKR account, Wealthfolio account) pairs; empty = one account.
+    account_map: tuple[tuple[str, str], ...] = ()
     wf_base_url: str = ""
     wf_password: Secret = field(default_factory=lambda: Secret(""))
     wf_session_path: Path | None = None
@@ -83,6 +85,28 @@ class Settings:
     def wealthfolio_configured(self) -> bool:
         return bool(self.wf_base_url)
 
+    @property
+    def account_map_text(self) -> str:
+        """IBKR_ACCOUNT_MAP as dbt reads it ('' in the one-account form)."""
+        return ",".join(f"{ibkr}={wf}" for ibkr, wf in self.account_map)
+
+    @property
+    def wf_targets(self) -> dict[str, str | None]:
+        """{Wealthfolio account: the IBKR account it receives (None: all of them)}."""
+        if self.account_map:
+            return {wf: ibkr for ibkr, wf in self.account_map}
+        if not self.wf_account_id:
+            return {}
+        upstream = self.upstream_account_ids
+        return {self.wf_account_id: upstream[0] if len(upstream) == 1 else None}
+
+    def account_label_for(self, wf_account_id: str) -> str:
+        """The Pushgateway `account` label of a Wealthfolio account's series: the
+        configured label with one account, the IBKR account id with IBKR_ACCOUNT_MAP."""
+        if self.account_map:
+            return self.wf_targets.get(wf_account_id) or self.account_label
+        return self.account_label
+
     def secrets(self) -> list[str]:
         """Secret values, for scrubbing log output."""
         return [s.get() for s in (self.flex_token, self.wf_password) if s]
@@ -100,6 +124,8 @@ class Settings:
                 value = Secret(value)
             if key == "upstream_account_ids" and isinstance(value, str):
                 value = parse_account_list(value)
+            if key == "account_map" and isinstance(value, str):
+                value = parse_account_map(value)
             if key in ("data_dir", "wf_session_path") and isinstance(value, str):
                 value = Path(value)
             clean[key] = value
@@ -110,7 +136,9 @@ class Settings:
         return {
             "data dir": str(self.data_dir),
             "IBKR account(s) (guard)": ", ".join(self.upstream_account_ids) or "(not set)",
-            "Wealthfolio account": self.wf_account_id or "(not set)",
+            "Wealthfolio account": (
+                ", ".join(f"{ibkr} → {wf}" for ibkr, wf in self.account_map)
+                or self.wf_account_id or "(not set)"),
             "Wealthfolio URL": without_userinfo(self.wf_base_url) or "(not set: file mode)",
             "Flex query id": self.flex_query_id or "(not set)",
             "Flex token": "set" if self.flex_token else "(not set)",
@@ -133,6 +161,43 @@ def parse_account_list(value: str) -> tuple[str, ...]:
     return items
 
 
+_WF_ID_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def parse_account_map(value: str) -> tuple[tuple[str, str], ...]:
+    """`U1111111=<uuid>,U2222222=<uuid>` → pairs, each IBKR account once."""
+    pairs: list[tuple[str, str]] = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        ibkr, sep, wf = (part.strip() for part in item.partition("="))
+        if not sep or not _ACCOUNT_RE.match(ibkr) or not _WF_ID_RE.match(wf):
+            raise ConfigurationError(
+                f"IBKR_ACCOUNT_MAP: {item!r} is not IBKR_ACCOUNT=WEALTHFOLIO_ACCOUNT_ID "
+                "(e.g. U1111111=6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11)")
+        if any(ibkr == seen for seen, _ in pairs):
+            raise ConfigurationError(f"IBKR_ACCOUNT_MAP: {ibkr} is mapped twice")
+        pairs.append((ibkr, wf))
+    return tuple(pairs)
+
+
+def check_account_map(settings: Settings) -> Settings:
+    """With IBKR_ACCOUNT_MAP the guard accepts exactly the mapped IBKR accounts."""
+    if not settings.account_map:
+        return settings
+    if settings.wf_account_id:
+        raise ConfigurationError(
+            "IBKR_ACCOUNT_ID and IBKR_ACCOUNT_MAP are both set: use IBKR_ACCOUNT_ID for one "
+            "account, IBKR_ACCOUNT_MAP for several")
+    mapped = tuple(ibkr for ibkr, _ in settings.account_map)
+    if settings.upstream_account_ids and set(settings.upstream_account_ids) != set(mapped):
+        raise ConfigurationError(
+            f"IBKR_ACCOUNT_ID_UPSTREAM ({', '.join(settings.upstream_account_ids)}) must "
+            f"list exactly the accounts of IBKR_ACCOUNT_MAP ({', '.join(mapped)}), or be "
+            "left unset")
+    return replace(settings, upstream_account_ids=mapped)
+
+
 def _float_env(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -153,7 +218,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         return env.get(name, "").strip()
 
     session = get("WF_SESSION_PATH")
-    return Settings(
+    return check_account_map(Settings(
         data_dir=Path(get("BROKER_SYNC_DATA_DIR") or "./data"),
         flex_token=Secret(get("IBKR_FLEX_TOKEN")),
         flex_query_id=get("IBKR_FLEX_QUERY_ID"),
@@ -171,7 +236,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         account_label=get("PUSHGATEWAY_ACCOUNT_LABEL") or "ibkr-uk",
         http_timeout_seconds=_float_env(env, "FLEXSYNC_HTTP_TIMEOUT_SECONDS", 30.0),
         log_format=get("FLEXSYNC_LOG_FORMAT") or "text",
-    )
+        account_map=parse_account_map(get("IBKR_ACCOUNT_MAP")),
+    ))
 
 
 def require(settings: Settings, *names: str) -> None:
@@ -179,12 +245,14 @@ def require(settings: Settings, *names: str) -> None:
     env_names = {
         "flex_token": "IBKR_FLEX_TOKEN",
         "flex_query_id": "IBKR_FLEX_QUERY_ID",
-        "wf_account_id": "IBKR_ACCOUNT_ID",
+        "wf_account_id": "IBKR_ACCOUNT_ID (or IBKR_ACCOUNT_MAP)",
         "upstream_account_ids": "IBKR_ACCOUNT_ID_UPSTREAM",
         "wf_base_url": "WF_BASE_URL",
         "wf_password": "WF_PASSWORD",
         "pushgateway_url": "PUSHGATEWAY_URL",
     }
     for name in names:
+        if name == "wf_account_id" and settings.account_map:
+            continue  # IBKR_ACCOUNT_MAP names the accounts instead
         if not getattr(settings, name):
             raise ConfigurationError(f"{env_names.get(name, name)} not provided")

@@ -22,6 +22,7 @@ from flexsync.pipeline import RunRecord
 from flexsync.warehouse import connect
 
 if TYPE_CHECKING:
+    import duckdb
     from prometheus_client import CollectorRegistry
 
     from loaders.wealthfolio_client import WealthfolioClient
@@ -36,14 +37,16 @@ def _client(settings: Settings) -> WealthfolioClient:
 
 
 def take_snapshot(settings: Settings, run_id: str) -> int:
-    """Snapshot the Wealthfolio account into raw_wealthfolio (what changed since the last
-    snapshot); return how many activities Wealthfolio holds."""
+    """Snapshot each target Wealthfolio account into raw_wealthfolio (what changed since
+    its last snapshot); return how many activities they hold together."""
     from extract.wealthfolio_snapshot import snapshot_activities
 
     require(settings, "wf_account_id")
+    count = 0
     with _client(settings) as client, connect(settings.warehouse_path) as con:
-        result = snapshot_activities(con, client, settings.wf_account_id, run_id)
-    return int(result.activity_count)
+        for account_id in settings.wf_targets:
+            count += int(snapshot_activities(con, client, account_id, run_id).activity_count)
+    return count
 
 
 def _unmapped_count(settings: Settings) -> int:
@@ -56,7 +59,7 @@ def _unmapped_count(settings: Settings) -> int:
 
 
 def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
-                      exit_code: int) -> CollectorRegistry:
+                      exit_code: int, wf_account_id: str | None = None) -> CollectorRegistry:
     from loaders.pushgateway import (
         RunFigures,
         build_registry,
@@ -65,8 +68,8 @@ def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
     )
 
     with connect(settings.warehouse_path) as con:
-        drift = read_drift_rows(con)
-        cash_drift = read_cash_drift_rows(con)
+        drift = read_drift_rows(con, wf_account_id)
+        cash_drift = read_cash_drift_rows(con, wf_account_id)
     figures = RunFigures(
         posted=int(record.counts.get("posted", 0)),
         already_present=int(record.counts.get("already_present", 0)),
@@ -74,7 +77,9 @@ def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
         unmapped=_unmapped_count(settings),
         exit_code=exit_code,
     )
-    return build_registry(drift, settings.account_label, figures, success, datetime.now(UTC),
+    label = settings.account_label_for(wf_account_id) if wf_account_id else (
+        settings.account_label)
+    return build_registry(drift, label, figures, success, datetime.now(UTC),
                           previous_success=_previous_success(settings),
                           cash_drift_rows=cash_drift)
 
@@ -90,19 +95,27 @@ def _previous_success(settings: Settings) -> datetime | None:
 
 def push_metrics(settings: Settings, record: RunRecord, success: bool, exit_code: int,
                  dry_run: bool = False) -> None:
-    """One push per run; without PUSHGATEWAY_URL (or with --dry-run) print them instead."""
+    """One push per run (per account with IBKR_ACCOUNT_MAP: each IBKR account's group
+    carries its own drift under its own `account` label); without PUSHGATEWAY_URL (or
+    with --dry-run) print them instead."""
     from loaders.pushgateway import push_run_metrics, render_registry
 
-    registry = _metrics_registry(settings, record, success, exit_code)
+    groups: list[str | None] = list(settings.wf_targets) if settings.account_map else [None]
+    registries = [(settings.account_label_for(wf) if wf else settings.account_label,
+                   _metrics_registry(settings, record, success, exit_code, wf))
+                  for wf in groups]
     if dry_run or not settings.pushgateway_url:
         why = "--dry-run" if dry_run else "PUSHGATEWAY_URL not set"
-        text = "\n".join(line for line in render_registry(registry).splitlines()
-                         if not line.startswith("#"))
-        print(f"Metrics that would be pushed to job {settings.pushgateway_job} ({why}):\n{text}")
+        for _label, registry in registries:
+            text = "\n".join(line for line in render_registry(registry).splitlines()
+                             if not line.startswith("#"))
+            print(f"Metrics that would be pushed to job {settings.pushgateway_job} ({why}):"
+                  f"\n{text}")
         return
     with record.stage("push"):
-        push_run_metrics(settings.pushgateway_url, settings.pushgateway_job,
-                         settings.account_label, registry, settings.http_timeout_seconds)
+        for label, registry in registries:
+            push_run_metrics(settings.pushgateway_url, settings.pushgateway_job, label,
+                             registry, settings.http_timeout_seconds)
     log.info("push:     metrics pushed to %s job %s (%.1f s)", settings.pushgateway_url,
              settings.pushgateway_job, record.stage_seconds["push"], extra={"stage": "push"})
 
@@ -116,9 +129,10 @@ def post_activities(settings: Settings, record: RunRecord) -> None:
     aborted: LoadAborted | None = None
     with record.stage("load"):
         with _client(settings) as client, connect(settings.warehouse_path) as con:
+            preflight_accounts(settings, client, con)
             try:
                 result = load_activities(con, client, record.run_id,
-                                         default_account_id=settings.wf_account_id)
+                                         default_account_id=settings.wf_account_id or None)
             except LoadAborted as exc:
                 result, aborted = exc.result, exc
     record.counts.update(posted=len(result.posted), already_present=len(result.already_present),
@@ -132,6 +146,14 @@ def post_activities(settings: Settings, record: RunRecord) -> None:
         raise aborted
     if result.failed:
         raise WealthfolioError(f"Wealthfolio load incomplete: {summary_text(result)}")
+
+
+def preflight_accounts(settings: Settings, client: WealthfolioClient,
+                       con: duckdb.DuckDBPyConnection) -> None:
+    """Exit 5 before any post when a target account cannot take activities (§15.5)."""
+    from loaders.account_preflight import check_accounts, statement_base_currencies
+
+    check_accounts(client, settings.wf_targets, statement_base_currencies(con))
 
 
 def refresh_after_load(settings: Settings, record: RunRecord) -> None:

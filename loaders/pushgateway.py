@@ -75,28 +75,34 @@ class RunFigures:
     exit_code: int = 0
 
 
-def read_drift_rows(con: duckdb.DuckDBPyConnection) -> list[DriftRow]:
-    """Current drift per symbol from `marts.position_drift` (DECIMAL comes back as Decimal).
+def read_drift_rows(con: duckdb.DuckDBPyConnection,
+                    wf_account_id: str | None = None) -> list[DriftRow]:
+    """Current drift per symbol from `marts.position_drift` (DECIMAL comes back as Decimal),
+    of one Wealthfolio account when `wf_account_id` is given (IBKR_ACCOUNT_MAP).
 
     No mart yet (the very first run failed before dbt built it) means no drift to push;
     the run figures still go out.
     """
     try:
         rows = con.execute(
-            "select symbol, drift from marts.position_drift order by symbol"
-        ).fetchall()
+            "select symbol, drift from marts.position_drift "
+            "where ?::varchar is null or wf_account_id = ? order by symbol",
+            [wf_account_id, wf_account_id]).fetchall()
     except duckdb.CatalogException:
         log.warning("marts.position_drift does not exist yet: no drift pushed")
         return []
     return [DriftRow(str(symbol), _to_decimal(drift)) for symbol, drift in rows]
 
 
-def read_cash_drift_rows(con: duckdb.DuckDBPyConnection) -> list[CashDriftRow]:
-    """Current cash drift per currency from `marts.cash_drift` (none before it exists)."""
+def read_cash_drift_rows(con: duckdb.DuckDBPyConnection,
+                         wf_account_id: str | None = None) -> list[CashDriftRow]:
+    """Current cash drift per currency from `marts.cash_drift` (none before it exists), of
+    one Wealthfolio account when `wf_account_id` is given (IBKR_ACCOUNT_MAP)."""
     try:
         rows = con.execute(
-            "select currency, drift from marts.cash_drift order by currency"
-        ).fetchall()
+            "select currency, drift from marts.cash_drift "
+            "where ?::varchar is null or wf_account_id = ? order by currency",
+            [wf_account_id, wf_account_id]).fetchall()
     except duckdb.CatalogException:
         log.warning("marts.cash_drift does not exist yet: no cash drift pushed")
         return []

@@ -4,10 +4,13 @@ Auth: password login only (Wealthfolio has no username). The session token comes
 from `accessToken` in the login body (v3.0.x) or from the `wf_session` cookie
 (v3.1+); either way it is sent as a Bearer header, cached at the session path
 (mode 0600) and reused across runs. A 401 triggers one fresh login per call.
-Login 429s are waited out as the server asks, within a bound.
+Login 429s are waited out as the server asks, within a bound. A login 404
+"Authentication is not configured" is checked before it is believed: Wealthfolio 3.4
+answers the same on an OIDC-only server that still requires tokens (§15.6).
 
-Retries: 5xx, 429, timeouts, dropped connections and unparseable JSON are retried
-with capped exponential backoff for every call, creates included: the
+Retries: 5xx, 429, the 400s Wealthfolio maps a locked database to, timeouts, dropped
+connections and unparseable JSON are retried with capped exponential backoff (at most
+`max_attempts` tries) for every call, creates included: the
 idempotency key makes a repeated create safe (a create whose answer was lost
 comes back as "Duplicate activity detected", i.e. already present).
 
@@ -393,9 +396,7 @@ class WealthfolioClient:
                 raise WealthfolioError(
                     f"Wealthfolio rejected WF_PASSWORD ({answer.status} {answer.message})")
             if answer.status == 404 and "not configured" in answer.message:
-                log.info("Wealthfolio at %s has no password configured: no login needed",
-                         self.base_url)
-                self._auth_disabled = True
+                self._confirm_auth_off()
                 return
             if answer.status == 404:
                 raise WealthfolioError(
@@ -417,6 +418,32 @@ class WealthfolioClient:
                     self._backoff(failures, "POST /auth/login", answer.describe())
                     continue
             raise WealthfolioError(f"Wealthfolio login failed: {answer.describe()}")
+
+    def _confirm_auth_off(self) -> None:
+        """Login said "Authentication is not configured". On 3.4 an OIDC-only server says
+        the same and still requires tokens (§15.6): believe it only when the server's
+        status does not report OIDC and a protected read works without a token."""
+        status: dict[str, Any] = {}
+        try:
+            answer = _answer(self._http.get("/auth/status"))
+            if answer.status == 200 and isinstance(answer.data, dict):
+                status = answer.data
+            probe = self._http.get("/accounts").status_code
+        except (httpx.TransportError, _BadJson) as exc:
+            raise WealthfolioError(
+                f"Wealthfolio at {self.base_url} has no password login and could not be "
+                f"checked further: {_describe_exc(exc)}") from None
+        if status.get("oidcEnabled") is True or probe == 401:
+            kind = ("accepts only single sign-on (OIDC) logins"
+                    if status.get("oidcEnabled") is True
+                    else "has no password login configured yet requires a session")
+            raise WealthfolioError(
+                f"Wealthfolio at {self.base_url} {kind}: flexsync logs in with a password. "
+                "Configure password auth on the server as well (WF_AUTH_PASSWORD_HASH, which "
+                "can sit beside OIDC) and put that password in WF_PASSWORD")
+        log.info("Wealthfolio at %s has no password configured: no login needed",
+                 self.base_url)
+        self._auth_disabled = True
 
     def _accept_login(self, response: httpx.Response, answer: _Answer) -> None:
         body = answer.data if isinstance(answer.data, dict) else {}
@@ -536,7 +563,8 @@ class WealthfolioClient:
                 self.login()
                 relogged = True
                 continue
-            if answer.status in _RETRYABLE_STATUS or answer.status >= 500:
+            if (answer.status in _RETRYABLE_STATUS or answer.status >= 500
+                    or _is_transient_400(answer)):
                 failures += 1
                 if failures < self.max_attempts:
                     self._backoff(failures, what, answer.describe(), _retry_after(answer))
@@ -559,6 +587,17 @@ class WealthfolioClient:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# Wealthfolio maps every core error to 400 (§15.6), a locked SQLite database and an
+# exhausted connection pool included; those pass, so they are retried (bounded).
+_TRANSIENT_400 = re.compile(
+    r"database( table)? is locked|database is busy|timed out waiting for connection",
+    re.IGNORECASE)
+
+
+def _is_transient_400(answer: _Answer) -> bool:
+    return answer.status == 400 and bool(_TRANSIENT_400.search(answer.message))
 
 
 class _BadJson(Exception):

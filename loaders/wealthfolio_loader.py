@@ -36,6 +36,7 @@ log = logging.getLogger("flexsync.wealthfolio")
 MART = "marts.activities_to_post"
 CORRECTIONS_MART = "marts.activity_corrections"
 SOURCE_SYSTEM = "IBKR"
+# `ticker` (the bare ticker, SPEC §4.1 extension) is read when present.
 REQUIRED_COLUMNS = (
     "external_id", "wf_account_id", "source_id", "activity_type", "subtype", "activity_at",
     "activity_date", "symbol", "exchange_mic", "quote_currency", "quantity", "unit_price",
@@ -47,15 +48,6 @@ _FIXED_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 ASSET_ACTIVITY_TYPES = frozenset({
     "BUY", "SELL", "DIVIDEND", "SPLIT", "ADJUSTMENT", "TRANSFER_IN", "TRANSFER_OUT",
 })
-# Yahoo suffix → MIC, to send the unambiguous bare symbol + exchangeMic (contract §8).
-YAHOO_SUFFIX_MIC: dict[str, str] = {
-    "L": "XLON", "IL": "XLON", "DE": "XETR", "F": "XFRA", "AS": "XAMS", "PA": "XPAR",
-    "BR": "XBRU", "SW": "XSWX", "MI": "XMIL", "MC": "XMAD", "TO": "XTSE", "V": "XTSX",
-    "AX": "XASX", "HK": "XHKG", "T": "XTKS", "CO": "XCSE", "ST": "XSTO", "OL": "XOSL",
-    "HE": "XHEL", "IR": "XDUB", "VI": "XWBO", "LS": "XLIS", "NZ": "XNZE", "SI": "XSES",
-}
-# Quote currency to assume when the mart has none: XLON equities are priced in pence.
-MIC_QUOTE_FALLBACK = {"XLON": "GBp"}
 _MONEY_FIELDS = (("quantity", "quantity"), ("unit_price", "unitPrice"), ("amount", "amount"),
                  ("fee", "fee"))
 
@@ -102,6 +94,7 @@ class ActivityRow:
     instrument_type: str | None = None
     activity_time_zone: str | None = None
     source_group_id: str | None = None
+    ticker: str | None = None
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> ActivityRow:
@@ -130,6 +123,7 @@ class ActivityRow:
             instrument_type=_opt_text(row.get("instrument_type")),
             activity_time_zone=_opt_text(row.get("activity_time_zone")),
             source_group_id=_opt_text(row.get("source_group_id")),
+            ticker=_opt_text(row.get("ticker")),
         )
 
 
@@ -218,22 +212,23 @@ def wire_activity_date(activity_date: date | None, activity_at: datetime | None,
 
 
 def symbol_object(row: ActivityRow) -> dict[str, str]:
-    """{symbol, exchangeMic, quoteCcy, instrumentType}: bare ticker + MIC, e.g. VOD + XLON."""
+    """{symbol, exchangeMic, quoteCcy, instrumentType} exactly as the mart gives them.
+
+    Instrument identity lives in dbt (seeds/exchanges.csv): the mart's bare `ticker`
+    (VOD for VOD.L), MIC, quote currency in major units and instrument type. Nothing
+    here knows an exchange; a mart without `ticker` sends its symbol unchanged.
+    """
     if not row.symbol:
         raise PayloadError(f"{row.activity_type} needs a symbol and the row has none")
-    ticker, mic = row.symbol, row.exchange_mic
-    head, dot, suffix = ticker.rpartition(".")
-    suffix_mic = YAHOO_SUFFIX_MIC.get(suffix.upper()) if dot and head else None
-    if suffix_mic and (mic is None or mic == suffix_mic):
-        # VOD.L → VOD + XLON. A suffix that disagrees with the MIC (or is no
-        # exchange suffix at all, like BRK.B) stays part of the ticker.
-        ticker, mic = head, mic or suffix_mic
+    ticker = row.ticker or row.symbol
+    if not row.quote_currency:
+        # Wealthfolio refuses a new market-priced asset without one, and guessing the
+        # dividend's or the trade's currency is how assets end up quoted in the wrong unit.
+        raise PayloadError(f"{row.symbol} has no quote currency in the mart")
     out = {"symbol": ticker}
-    if mic:
-        out["exchangeMic"] = mic
-    quote = row.quote_currency or MIC_QUOTE_FALLBACK.get(mic or "") or row.currency
-    if quote:
-        out["quoteCcy"] = quote
+    if row.exchange_mic:
+        out["exchangeMic"] = row.exchange_mic
+    out["quoteCcy"] = row.quote_currency
     out["instrumentType"] = row.instrument_type or "EQUITY"
     return out
 

@@ -30,13 +30,34 @@
     regexp_extract({{ symbol }}, '\.[A-Za-z]{1,3}$')
 {%- endmacro %}
 
-{#- The currency Wealthfolio quotes the asset in: pence ('GBp') for London lines traded
-    in GBP or GBX, otherwise the trade currency in major units. -#}
-{% macro wealthfolio_quote_currency(exchange_mic, currency) -%}
+{#- The asset's quote currency for Wealthfolio: the line's trading currency in major
+    units (GBX/GBp -> GBP), else the listing's currency from the exchanges seed. Never
+    the minor unit: Wealthfolio lets a minor unit win over a major one, so an asset in
+    GBp values a GBP-quoted ETF at 1/100 (contracts/wealthfolio-api.md §15.1). -#}
+{% macro wealthfolio_quote_currency(line_currency, listing_quote_currency) -%}
+    coalesce({{ to_major_currency(line_currency) }}, {{ listing_quote_currency }})
+{%- endmacro %}
+
+{#- The bare ticker Wealthfolio stores (VOD for VOD.L): the canonical symbol without
+    the Yahoo suffix that the exchanges seed pairs with its MIC; unchanged when the
+    suffix is not the MIC's (BRK.B on XNYS keeps its '.B'). -#}
+{% macro bare_ticker(symbol, exchange_mic) -%}
     case
-        when {{ exchange_mic }} = 'XLON' and {{ currency }} in ('GBP', 'GBX', 'GBp')
-            then 'GBp'
-        else {{ to_major_currency(currency) }}
+        when {{ symbol }} is null then null
+        when {{ exchange_mic }} is null then {{ symbol }}
+        else coalesce((
+            select
+                left(
+                    {{ symbol }},
+                    length({{ symbol }}) - length(max(nullif(mic_suffixes.yahoo_suffix, '')))
+                )
+            from {{ ref('exchanges') }} as mic_suffixes
+            where
+                mic_suffixes.mic = {{ exchange_mic }}
+                and nullif(mic_suffixes.yahoo_suffix, '') is not null
+                and upper({{ symbol }}) like '%' || upper(mic_suffixes.yahoo_suffix)
+            having count(*) > 0
+        ), {{ symbol }})
     end
 {%- endmacro %}
 
@@ -66,7 +87,6 @@
         nullif(exchanges_seed.mic, '') as mic,
         nullif(exchanges_seed.yahoo_suffix, '') as yahoo_suffix,
         nullif(exchanges_seed.quote_currency, '') as quote_currency,
-        exchanges_seed.minor_unit_factor,
         exchanges_seed.is_listing_exchange
     from {{ ref('exchanges') }} as exchanges_seed
 {%- endmacro %}

@@ -4,6 +4,7 @@ series out, through the real CLI process, real DuckDB, real dbt and a real Pushg
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from decimal import Decimal
@@ -96,7 +97,7 @@ def test_download_sync_posts_exactly_the_expected_activities(
     vuag = by_key["ibkr:trade:7001"]
     assert vuag["activityType"] == "BUY"
     assert vuag["activityDate"].startswith("2026-09-01")
-    assert vuag["symbol"] == {"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": "GBp",
+    assert vuag["symbol"] == {"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": "GBP",
                               "instrumentType": "EQUITY"}
     assert (Decimal(vuag["quantity"]), Decimal(vuag["unitPrice"]), Decimal(vuag["fee"])) == (
         Decimal(40), Decimal("92.155"), Decimal(3))
@@ -181,6 +182,91 @@ def _all_warehouse_text(path: Path) -> list[str]:
         con.close()
 
 
+VOD_TRADE = (
+    '<Trade accountId="U1234567" currency="GBP" assetCategory="STK" subCategory="COMMON" '
+    'symbol="VOD" description="VODAFONE GROUP PLC" conid="29616949" isin="GB00BH4HKS39" '
+    'listingExchange="LSE" tradeID="7101" transactionID="9101" tradeDate="2026-09-02" '
+    'tradeTime="10:00:00" dateTime="2026-09-02;10:00:00" buySell="BUY" quantity="500" '
+    'tradePrice="0.7010" ibCommission="-3" ibCommissionCurrency="GBP" exchange="LSE" '
+    'levelOfDetail="EXECUTION" />\n')
+
+
+def test_lse_assets_are_valued_at_their_worth_whatever_the_provider_quotes(
+        wf: FakeWealthfolio, data_dir: Path, tmp_path: Path) -> None:
+    """§15.1: a GBP-quoted ETF (VUAG) and a GBp-quoted share (VOD) bought on the LSE are
+    valued at price × quantity; an asset created in GBp would value VUAG at 1/100."""
+    statement = DEMO_STATEMENT.read_text()
+    anchor = statement.index("<Trade ")
+    flex = tmp_path / "with_vod.xml"
+    flex.write_text(statement[:anchor] + VOD_TRADE + statement[anchor:])
+    result = _sync(data_dir, _env(wf, data_dir), "--flex-file", str(flex))
+    assert result.returncode == 0, result.stderr
+    assets = {(a["symbol"], a["exchangeMic"]): a for a in wf.assets.values()}
+    assert assets[("VUAG", "XLON")]["quoteCcy"] == "GBP"
+    assert assets[("VOD", "XLON")]["quoteCcy"] == "GBP"
+
+    wf.set_market_quote("VUAG", "XLON", "92.15", "GBP")   # Yahoo quotes VUAG.L in pounds
+    wf.set_market_quote("VOD", "XLON", "71.20", "GBp")    # and VOD.L in pence
+    holdings = {h["instrument"]["symbol"]: h for h in wf._compute_holdings(
+        _account(wf), {_account(wf)}) if h["holdingType"] == "security"}
+    assert holdings["VUAG"]["quantity"] == 35
+    assert holdings["VUAG"]["marketValue"]["local"] == Decimal("92.15") * 35
+    assert holdings["VOD"]["marketValue"]["local"] == Decimal("0.7120") * 500
+
+
+def _two_account_statement(path: Path) -> Path:
+    """The demo statement plus a second IBKR account's copy (U7654321, its own ids)."""
+    text = DEMO_STATEMENT.read_text()
+    start, end = text.index("<FlexStatement "), text.index("</FlexStatements>")
+    second = re.sub(r'(tradeID|transactionID)="(\d+)"',
+                    lambda m: f'{m.group(1)}="{int(m.group(2)) + 100000}"',
+                    text[start:end].replace('accountId="U1234567"', 'accountId="U7654321"'))
+    second = second.replace('quantity="40"', 'quantity="60"')  # a different VUAG buy
+    both = text[:end] + second + text[end:]
+    path.write_text(both.replace('<FlexStatements count="1">', '<FlexStatements count="2">'))
+    return path
+
+
+def test_two_ibkr_accounts_reach_two_wealthfolio_accounts(
+        wf: FakeWealthfolio, pushgateway: RunningPushgateway, data_dir: Path,
+        tmp_path: Path) -> None:
+    """IBKR_ACCOUNT_MAP routes each IBKR account's activities, drift and metrics."""
+    isa = _account(wf)
+    gia = wf.create_account("IBKR GIA", "GBP")["id"]
+    env = _env(wf, data_dir, pushgateway, IBKR_ACCOUNT_MAP=f"U1234567={isa},U7654321={gia}")
+    del env["IBKR_ACCOUNT_ID"], env["IBKR_ACCOUNT_ID_UPSTREAM"]
+    flex = _two_account_statement(tmp_path / "two.xml")
+    result = _sync(data_dir, env, "--flex-file", str(flex))
+    assert result.returncode == 0, result.stderr
+
+    first = sorted(a["idempotencyKey"] for a in wf.activities_for(isa))
+    second = sorted(a["idempotencyKey"] for a in wf.activities_for(gia))
+    assert first == sorted(EXPECTED_KEYS)
+    assert second == sorted(f"{k.rsplit(':', 1)[0]}:{int(k.rsplit(':', 1)[1]) + 100000}"
+                            for k in EXPECTED_KEYS)
+    buys = {a["idempotencyKey"]: a for a in wf.activities_for(gia)}
+    assert buys["ibkr:trade:107001"]["quantity"] == "60"
+
+    # Drift per Wealthfolio account, and the metrics carry each IBKR account's label.
+    rows = query(data_dir, "select wf_account_id, broker_account_id, symbol, drift "
+                 "from marts.position_drift order by 1, 3")
+    assert {(r[0], r[1]) for r in rows} == {(isa, "U1234567"), (gia, "U7654321")}
+    assert {(r[0], r[2]): r[3] for r in rows}[(gia, "VUAG.L")] == Decimal(-20)  # IBKR 35, WF 60 - 5
+    series = {(s.labels["account"], s.labels["symbol"]): s.value
+              for s in pushgateway.samples("ibkr_position_drift_shares")}
+    assert series[("U1234567", "VOD.L")] == 500.0 and series[("U7654321", "VOD.L")] == 500.0
+    assert series[("U1234567", "VUAG.L")] == 0.0 and series[("U7654321", "VUAG.L")] == -20.0
+
+    # The guard accepts exactly the mapped accounts (a fresh warehouse: landing the
+    # same bytes again would be a no-op).
+    other = tmp_path / "other-data"
+    wrong = _sync(other, {**_env(wf, other), "IBKR_ACCOUNT_ID": "",
+                          "IBKR_ACCOUNT_ID_UPSTREAM": "", "IBKR_ACCOUNT_MAP": f"U1234567={isa}"},
+                  "--flex-file", str(flex))
+    assert wrong.returncode == 3, wrong.stderr
+    assert "U7654321" in wrong.stderr
+
+
 def test_position_closed_at_ibkr_but_held_in_wealthfolio_is_drift(
         wf: FakeWealthfolio, pushgateway: RunningPushgateway, data_dir: Path,
         make_wf_client: Any) -> None:
@@ -241,6 +327,27 @@ def test_wrong_password_exits_5_and_posts_nothing(wf: FakeWealthfolio, data_dir:
     assert "Wealthfolio rejected WF_PASSWORD" in result.stderr
     assert "not-the-password" not in result.stderr
     assert _keys_in(wf) == []
+
+
+@pytest.mark.parametrize("problem", ["holdings", "archived", "missing"])
+def test_an_account_that_would_swallow_activities_exits_5_with_nothing_posted(
+        wf: FakeWealthfolio, data_dir: Path, problem: str) -> None:
+    account = _account(wf)
+    if problem == "holdings":
+        wf.accounts[account]["trackingMode"] = "HOLDINGS"
+    elif problem == "archived":
+        wf.accounts[account]["isArchived"] = True
+    env = _env(wf, data_dir)
+    if problem == "missing":
+        env["IBKR_ACCOUNT_ID"] = "0b7c2f3e-0000-4000-8000-000000000000"
+    result = _sync_file(data_dir, env)
+    assert result.returncode == 5, result.stderr
+    assert "Wealthfolio account check failed, nothing was posted" in result.stderr
+    assert {"holdings": "Tracking mode to Transactions", "archived": "unarchive it",
+            "missing": "does not exist"}[problem] in result.stderr
+    assert wf.requests_to("POST", "/activities") == []
+    assert wf.activities == {}
+    assert query(data_dir, "select count(*) from sync.posted_activities") == [(0,)]
 
 
 # --- exit codes, each class triggered for real ---------------------------------------------

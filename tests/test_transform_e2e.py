@@ -163,7 +163,7 @@ def D(text: str) -> Decimal:
 TRADES: dict[str, dict[str, Any]] = {
     "ibkr:trade:1002": {  # runbook: LSEETF, GBP → .L, quoted in pence
         "activity_type": "BUY", "symbol": "VUAG.L", "exchange_mic": "XLON",
-        "quote_currency": "GBp", "instrument_type": "EQUITY", "quantity": D("25"),
+        "quote_currency": "GBP", "instrument_type": "EQUITY", "quantity": D("25"),
         "unit_price": D("82.345"), "amount": D("2058.625"), "fee": D("3"), "currency": "GBP",
         "activity_at": datetime(2025, 1, 15, 9, 15, 2), "activity_date": date(2025, 1, 15),
         "broker_account_id": "U7654321", "wf_account_id": WF_ACCOUNT, "source": "trade",
@@ -176,7 +176,7 @@ TRADES: dict[str, dict[str, Any]] = {
     },
     "ibkr:trade:1004": {  # GBX: pence become pounds, fee too
         "activity_type": "BUY", "symbol": "BARC.L", "exchange_mic": "XLON",
-        "quote_currency": "GBp", "quantity": D("200"), "unit_price": D("2.155"),
+        "quote_currency": "GBP", "quantity": D("200"), "unit_price": D("2.155"),
         "amount": D("431"), "fee": D("3"), "currency": "GBP",
     },
     "ibkr:trade:1005": {  # SELL, positive quantity; the later window's copy won
@@ -196,7 +196,7 @@ TRADES: dict[str, dict[str, Any]] = {
     },
     "ibkr:trade:1012": {"symbol": "SHOP.TO", "exchange_mic": "XTSE", "currency": "CAD"},
     "ibkr:trade:1014": {  # CHIXUK, no listingExchange: conid → SecuritiesInfo LSEETF
-        "symbol": "VUAG.L", "quote_currency": "GBp", "quantity": D("5"),
+        "symbol": "VUAG.L", "quote_currency": "GBP", "quantity": D("5"),
         "amount": D("420.5"), "activity_date": date(2025, 4, 2),
     },
     "ibkr:trade:2001": {  # second account, zone kept apart
@@ -230,7 +230,7 @@ CASH: dict[str, dict[str, Any]] = {
     "ibkr:cash:5013": {"activity_type": "WITHDRAWAL", "amount": D("200"),
                        "flex_type": "Deposits & Withdrawals", "direction": "out"},
     "ibkr:cash:5014": {"activity_type": "DIVIDEND", "symbol": "BARC.L", "amount": D("12.5"),
-                       "currency": "GBP", "quote_currency": "GBp"},
+                       "currency": "GBP", "quote_currency": "GBP"},
     "ibkr:cash:5015": {"activity_type": "DIVIDEND", "symbol": "VUAG.L", "amount": D("3.1")},
     "ibkr:cash:5016": {"activity_type": "DEPOSIT", "amount": D("12500")},
     "ibkr:cash:6001": {"activity_type": "DIVIDEND", "symbol": "SAP.DE", "amount": D("11"),

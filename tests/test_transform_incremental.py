@@ -18,7 +18,7 @@ ACCOUNTS = "U7654321,U7654322,U7654323"
 STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info",
            "stg_ibkr__open_positions")
 MARTS = ("fct_activities", "unmapped_transactions", "activities_to_post")
-SEEDS = ("cash_type_mapping", "exchanges", "symbol_overrides")
+SEEDS = ("cash_type_mapping", "exchanges", "symbol_overrides", "symbol_rules")
 
 
 def _cli(args: list[str], data_dir: Path) -> str:

@@ -224,3 +224,55 @@ def test_cash_reports_stage_every_currency_row_and_no_base_summary(samples: Samp
     drift = samples.rows("select currency, broker_cash, wf_cash, drift from marts.cash_drift")
     assert drift and all(wf is None and d is None for _, _, wf, d in drift)
     assert {c for c, *_ in drift} <= {c for _, c, _ in expected}
+def test_every_posted_asset_is_a_seed_listing_in_wealthfolio_shape(
+        samples: Samples, tmp_path: Path, fake_wealthfolio: Any,
+        make_wf_client: Any) -> None:
+    """Issue 14: syncing every shared sample posts no IBKR symbol shape (a space, a trailing
+    venue letter) and each asset's MIC and quote currency are its exchanges-seed listing's
+    (the quote is the line's own trading currency when it differs, e.g. USD on LSEETF)."""
+    import csv
+    import re
+    import shutil
+
+    from loaders.wealthfolio_loader import load_activities
+    from tests.plugins.common import REPO_ROOT
+
+    seed = list(csv.DictReader((REPO_ROOT / "seeds" / "exchanges.csv").open()))
+    quotes_by_mic: dict[str, set[str]] = {}
+    suffix_by_mic = {}
+    for row in seed:
+        if row["mic"]:
+            quotes_by_mic.setdefault(row["mic"], set()).add(row["quote_currency"])
+            suffix_by_mic[row["mic"]] = row["yahoo_suffix"]
+    shutil.copy(samples.data_dir / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    try:
+        line_currencies: dict[str, set[str]] = {}
+        for symbol, currency in con.execute(
+                "select distinct symbol, currency from marts.fct_activities "
+                "where source = 'trade' and symbol is not null").fetchall():
+            line_currencies.setdefault(symbol, set()).add(currency)
+        fake_wealthfolio.create_account("samples", "GBP", account_id="wf-samples")
+        with make_wf_client() as client:
+            result = load_activities(con, client, "samples")
+    finally:
+        con.close()
+    assert result.posted and not result.failed, result.summary()
+    assets = [r.json["symbol"] for r in fake_wealthfolio.requests_to("POST", "/activities")
+              if r.json.get("symbol")]
+    assert len(assets) > 50
+    checked_mics = set()
+    for asset in assets:
+        ticker, mic, quote = asset["symbol"], asset.get("exchangeMic"), asset["quoteCcy"]
+        assert " " not in ticker and not re.search(r"[a-z]$", ticker), asset
+        assert quote not in ("GBp", "GBX"), asset
+        if mic is None:
+            continue
+        assert mic in quotes_by_mic, f"{asset}: MIC not in seeds/exchanges.csv"
+        suffix = suffix_by_mic[mic]
+        assert not (suffix and ticker.upper().endswith(suffix.upper())), asset
+        canonical = ticker + suffix
+        assert quote in quotes_by_mic[mic] or quote in line_currencies.get(canonical, set()), (
+            asset, quotes_by_mic[mic])
+        checked_mics.add(mic)
+    assert {"XLON", "XETR", "XSWX", "XTSE", "XNAS"} <= checked_mics

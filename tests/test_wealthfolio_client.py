@@ -16,7 +16,7 @@ import pytest
 from flexsync.config import Secret, Settings
 from flexsync.errors import WealthfolioError
 from loaders.wealthfolio_client import ActivityNotFoundError, WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio, Fault
+from tests.fakes.fake_wealthfolio import FakeWealthfolio, Fault, json_reply
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
 
 MakeClient = Callable[..., WealthfolioClient]
@@ -468,3 +468,58 @@ def test_link_activities_pairs_two_accounts_and_refuses_one(
         wf_client.link_activities(out_id, same_in)
     with pytest.raises(WealthfolioError, match="share the same account"):
         wf_client.link_activities(transfer(wf_account_id, "TRANSFER_OUT", "t:4"), same_in)
+# ----------------------------------------------------------------------------- issue 14
+
+
+def test_locked_database_400_is_retried_bounded(
+        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio, wf_account_id: str,
+        wf_sleep: SleepRecorder) -> None:
+    fake_wealthfolio.lock_database(2, method="POST", path="/activities")
+    outcome = wf_client.create_activity({
+        "accountId": wf_account_id, "activityType": "DEPOSIT", "activityDate": "2025-03-01",
+        "currency": "GBP", "amount": "100", "idempotencyKey": "locked-1"})
+    assert outcome.status == "posted"
+    assert wf_sleep.calls == [0.5, 1.0]
+    assert len(fake_wealthfolio.activities_for(wf_account_id)) == 1
+
+    fake_wealthfolio.lock_database(10, method="POST", path="/activities")
+    failed = wf_client.create_activity({
+        "accountId": wf_account_id, "activityType": "DEPOSIT", "activityDate": "2025-03-02",
+        "currency": "GBP", "amount": "100", "idempotencyKey": "locked-2"})
+    assert failed.status == "failed" and "database is locked" in (failed.error or "")
+    assert len(wf_sleep.calls) == 2 + 2  # max_attempts=3: two more waits, then it stops
+
+
+def test_validation_400_is_not_retried(wf_client: WealthfolioClient, wf_account_id: str,
+                                       wf_sleep: SleepRecorder) -> None:
+    outcome = wf_client.create_activity({
+        "accountId": wf_account_id, "activityType": "BUY", "activityDate": "2025-03-01",
+        "currency": "GBP", "quantity": "1", "unitPrice": "1"})
+    assert outcome.status == "failed" and "Asset-backed activities" in (outcome.error or "")
+    assert wf_sleep.calls == []
+
+
+def test_oidc_only_server_is_not_taken_for_no_auth(tmp_path: Path) -> None:
+    """3.4 answers login 404 "not configured" on an OIDC-only server too (§15.6)."""
+    with FakeWealthfolio(None, oidc_only=True) as fake:
+        account = fake.create_account()["id"]
+        with WealthfolioClient(fake.base_url, "a-password", session_path=tmp_path / "s",
+                               sleep=lambda _: None) as client:
+            with pytest.raises(WealthfolioError) as info:
+                client.search_activities(account)
+        message = str(info.value)
+        assert "single sign-on (OIDC)" in message and "WF_AUTH_PASSWORD_HASH" in message
+        assert info.value.exit_code == 5
+        assert fake.requests_to("POST", "/activities/search") == []
+
+
+def test_no_password_login_but_tokens_required_is_told(tmp_path: Path) -> None:
+    """A server without the 3.4 status field that still wants a session: say so."""
+    with FakeWealthfolio(None) as fake:
+        fake.oidc_only = True
+        fake.create_account()
+        status = {"requiresPassword": False}
+        fake._auth_status = lambda req: json_reply(200, status)  # type: ignore[method-assign]
+        with WealthfolioClient(fake.base_url, "pw", session_path=tmp_path / "s") as client:
+            with pytest.raises(WealthfolioError, match="requires a session"):
+                client.list_accounts()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,8 @@ def test_create_normalises_and_returns_strings(api: httpx.Client, wf_account_id:
     uuid.UUID(created["id"])
     assert created["activityDate"] == "2025-03-14T13:30:00+00:00"
     assert created["currency"] == "GBP"
-    assert created["unitPrice"] == "0.712" and created["fee"] == "3"
+    # Pence become pounds (× 0.01) and the text keeps the scale that gives (§15.7).
+    assert created["unitPrice"] == "0.712" and created["fee"] == "3.00"
     assert created["quantity"] == "100"  # absolute value
     assert created["sourceSystem"] == "MANUAL"
     assert len(created["idempotencyKey"]) == 64  # content hash when none is given
@@ -432,6 +434,60 @@ def test_search_pages_filters_and_sorts(api: httpx.Client, wf_account_id: str,
     assert isinstance(row["quantity"], str)
 
 
+# ----------------------------------------------------------------------------- §15.7
+
+
+def test_cash_activity_with_a_symbol_links_the_asset(api: httpx.Client,
+                                                     wf_account_id: str) -> None:
+    body = {"accountId": wf_account_id, "activityType": "TAX", "activityDate": "2025-03-14",
+            "currency": "USD", "amount": "0.39",
+            "symbol": {"symbol": "AAPL", "exchangeMic": "XNAS", "quoteCcy": "USD"}}
+    created = api.post("/activities", json=body).json()
+    assert created["assetId"]
+    details = api.post("/activities/search", json={"page": 0, "pageSize": 10}).json()["data"]
+    assert details[0]["assetSymbol"] == "AAPL"
+
+
+def test_instrument_types_and_case_are_folded(api: httpx.Client, wf_account_id: str,
+                                              fake_wealthfolio: FakeWealthfolio) -> None:
+    for n, (ticker, mic, kind) in enumerate([("VUAG", "XLON", "ETF"), ("vuag", "xlon", "STOCK"),
+                                             ("Vuag", "XLON", "FUND"), ("VUAG", "XLON", None)]):
+        symbol = {"symbol": ticker, "exchangeMic": mic, "quoteCcy": "GBP"}
+        if kind:
+            symbol["instrumentType"] = kind
+        assert api.post("/activities", json=_buy(wf_account_id, idempotencyKey=f"k{n}",
+                                                 symbol=symbol)).status_code == 200
+    assert [(a["symbol"], a["exchangeMic"], a["instrumentType"])
+            for a in fake_wealthfolio.assets.values()] == [("VUAG", "XLON", "EQUITY")]
+
+
+def test_unknown_quote_mode_and_bad_metadata_are_stored(api: httpx.Client,
+                                                        wf_account_id: str) -> None:
+    body = _buy(wf_account_id, metadata="{not json",
+                symbol={"symbol": "NEWCO", "exchangeMic": "XLON", "quoteCcy": "GBP",
+                        "quoteMode": "SOMETHING_NEW"})
+    assert api.post("/activities", json=body).status_code == 200
+
+
+def test_page_size_zero_returns_everything(api: httpx.Client, wf_account_id: str) -> None:
+    for n in range(3):
+        api.post("/activities", json=_buy(wf_account_id, idempotencyKey=f"p{n}"))
+    page = api.post("/activities/search", json={"page": 0, "pageSize": 0}).json()
+    assert len(page["data"]) == 3 and page["meta"]["totalRowCount"] == 3
+
+
+def test_holdings_mode_and_archived_accounts_accept_posts(
+        api: httpx.Client, fake_wealthfolio: FakeWealthfolio) -> None:
+    """§15.5: neither refuses a post; a HOLDINGS account's holdings ignore activities."""
+    holdings_mode = fake_wealthfolio.create_account("H", "GBP", tracking_mode="HOLDINGS")["id"]
+    archived = fake_wealthfolio.create_account("A", "GBP", archived=True)["id"]
+    for account in (holdings_mode, archived):
+        assert api.post("/activities", json=_buy(account, idempotencyKey=account)
+                        ).status_code == 200
+    assert api.get("/holdings", params={"accountId": holdings_mode}).json() == []
+    assert api.get("/holdings", params={"accountId": archived}).json() != []
+
+
 # ----------------------------------------------------------------------------- holdings
 
 
@@ -453,6 +509,26 @@ def test_holdings_from_posted_activities(api: httpx.Client, wf_account_id: str) 
     assert security["instrument"]["exchangeMic"] == "XLON"
     assert any(h["holdingType"] == "cash" for h in holdings)
     assert api.get("/holdings").status_code == 400
+
+
+@pytest.mark.parametrize(("asset_ccy", "quote_price", "quote_ccy", "expected_price"), [
+    ("GBP", "92.15", "GBP", "92.15"),   # GBP-quoted ETF (VUAG.L), asset in GBP
+    ("GBP", "9215", "GBp", "92.15"),    # GBp-quoted share, asset in GBP: still right
+    ("GBp", "9215", "GBp", "92.15"),
+    ("GBp", "92.15", "GBP", "0.9215"),  # §15.1: the minor unit wins -> 1/100 of its worth
+    ("USD", "10", "USD", "10"),
+])
+def test_holdings_value_with_the_minor_unit_rule(
+        api: httpx.Client, wf_account_id: str, fake_wealthfolio: FakeWealthfolio,
+        asset_ccy: str, quote_price: str, quote_ccy: str, expected_price: str) -> None:
+    body = _buy(wf_account_id, quantity="10", unitPrice="90",
+                symbol={"symbol": "VUAG", "exchangeMic": "XLON", "quoteCcy": asset_ccy})
+    assert api.post("/activities", json=body).status_code == 200
+    fake_wealthfolio.set_market_quote("vuag", "xlon", quote_price, quote_ccy)
+    holdings = api.get("/holdings", params={"accountId": wf_account_id},
+                       headers={"Accept": "application/json"}).json()
+    security = next(h for h in holdings if h["holdingType"] == "security")
+    assert Decimal(str(security["marketValue"]["local"])) == Decimal(expected_price) * 10
 
 
 # ----------------------------------------------------------------------------- faults

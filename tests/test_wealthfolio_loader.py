@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -35,13 +36,14 @@ MakeClient = Callable[..., WealthfolioClient]
 
 
 def trade(n: int, **extra: Any) -> dict[str, Any]:
-    """An LSE buy as the mart gives it: canonical VOD.L, XLON, GBp quote, GBP amounts."""
+    """An LSE buy as the mart gives it: canonical VOD.L (ticker VOD), XLON, GBP quote."""
     row: dict[str, Any] = {
         "external_id": f"ibkr:trade:{n}", "broker_account_id": "U1234567", "source": "trade",
         "source_id": str(n), "activity_type": "BUY", "subtype": None,
         "activity_at": datetime(2025, 3, 14, 14, 30, n % 60),
-        "activity_date": date(2025, 3, 14), "symbol": "VOD.L", "exchange_mic": "XLON",
-        "quote_currency": "GBp", "quantity": Decimal("100"), "unit_price": Decimal("0.7120"),
+        "activity_date": date(2025, 3, 14), "symbol": "VOD.L", "ticker": "VOD",
+        "exchange_mic": "XLON", "quote_currency": "GBP", "quantity": Decimal("100"),
+        "unit_price": Decimal("0.7120"),
         "amount": Decimal("71.2000"), "fee": Decimal("3.0000"), "currency": "GBP",
         "description": "VODAFONE GROUP PLC", "instrument_type": "EQUITY",
     }
@@ -106,7 +108,7 @@ def test_lse_buy_payload_field_by_field(mart: Callable[..., None], wf_account_id
         "amount": "71.2",
         "fee": "3",
         "notes": "VODAFONE GROUP PLC",
-        "symbol": {"symbol": "VOD", "exchangeMic": "XLON", "quoteCcy": "GBp",
+        "symbol": {"symbol": "VOD", "exchangeMic": "XLON", "quoteCcy": "GBP",
                    "instrumentType": "EQUITY"},
     }
     stored = fake_wealthfolio.activity_by_key("ibkr:trade:1")
@@ -115,19 +117,20 @@ def test_lse_buy_payload_field_by_field(mart: Callable[..., None], wf_account_id
     assert (stored["currency"], stored["unitPrice"], stored["sourceSystem"]) == (
         "GBP", "0.712", "IBKR")
     asset = fake_wealthfolio.assets[stored["assetId"]]
-    assert (asset["symbol"], asset["exchangeMic"], asset["quoteCcy"]) == ("VOD", "XLON", "GBp")
+    assert (asset["symbol"], asset["exchangeMic"], asset["quoteCcy"]) == ("VOD", "XLON", "GBP")
 
 
 def test_payload_kinds(wf_account_id: str) -> None:
     us = build_payload(ActivityRow.from_mapping(trade(
-        2, symbol="AAPL", exchange_mic=None, quote_currency="USD", currency="USD",
+        2, symbol="AAPL", ticker="AAPL", exchange_mic=None, quote_currency="USD", currency="USD",
         activity_type="SELL", unit_price=Decimal("170.250000"), fee=Decimal("0"),
         wf_account_id=wf_account_id)))
     assert us["symbol"] == {"symbol": "AAPL", "quoteCcy": "USD", "instrumentType": "EQUITY"}
     assert (us["unitPrice"], us["fee"]) == ("170.25", "0")
 
     dividend = build_payload(ActivityRow.from_mapping(cash(
-        3, "DIVIDEND", "12.34", symbol="VOD.L", exchange_mic="XLON", quote_currency="GBp",
+        3, "DIVIDEND", "12.34", symbol="VOD.L", ticker="VOD", exchange_mic="XLON",
+        quote_currency="GBP",
         wf_account_id=wf_account_id)))
     assert dividend["symbol"]["symbol"] == "VOD" and dividend["amount"] == "12.34"
     assert dividend["activityDate"] == "2025-03-01T12:00:00+00:00"  # date only: local noon
@@ -169,17 +172,29 @@ def test_decimal_and_date_and_symbol_rules() -> None:
     with pytest.raises(PayloadError, match="unknown time zone"):
         wire_activity_date(None, datetime(2025, 1, 2, 15, 30), "Mars/Olympus")
 
-    def sym(symbol: str, mic: str | None, quote: str | None = None) -> dict[str, str]:
+    def sym(symbol: str, ticker: str | None, mic: str | None, quote: str | None
+            ) -> dict[str, str]:
         return symbol_object(ActivityRow.from_mapping(trade(
-            1, symbol=symbol, exchange_mic=mic, quote_currency=quote)))
+            1, symbol=symbol, ticker=ticker, exchange_mic=mic, quote_currency=quote)))
 
-    assert sym("VOD.L", None)["symbol"] == "VOD"
-    assert sym("VOD.L", None)["exchangeMic"] == "XLON"
-    assert sym("VOD.L", None)["quoteCcy"] == "GBp"  # XLON fallback when the mart has none
-    assert sym("BRK.B", "XNYS", "USD") == {"symbol": "BRK.B", "exchangeMic": "XNYS",
-                                          "quoteCcy": "USD", "instrumentType": "EQUITY"}
-    assert sym("SAP.DE", "XETR", "EUR")["symbol"] == "SAP"
-    assert sym("ODD.L", "XNAS", "USD")["symbol"] == "ODD.L"  # suffix disagrees with MIC
+    # The mart's fields go out as they are: the loader knows no exchange.
+    assert sym("VOD.L", "VOD", "XLON", "GBP") == {
+        "symbol": "VOD", "exchangeMic": "XLON", "quoteCcy": "GBP", "instrumentType": "EQUITY"}
+    assert sym("SAP.SG", "SAP", "XSTU", "EUR")["symbol"] == "SAP"
+    assert sym("BRK-B", "BRK-B", "XNYS", "USD")["symbol"] == "BRK-B"
+    # No ticker column (an older mart): the symbol is sent unchanged, suffix and all.
+    assert sym("SAP.SG", None, "XSTU", "EUR")["symbol"] == "SAP.SG"
+    # No quote currency: not guessed from a Python table or the trade currency.
+    with pytest.raises(PayloadError, match="no quote currency"):
+        sym("VOD.L", "VOD", "XLON", None)
+
+
+def test_loader_holds_no_exchange_table() -> None:
+    """Instrument identity lives in seeds/exchanges.csv only (issue 14)."""
+    import loaders.wealthfolio_loader as loader
+    source = Path(loader.__file__).read_text()
+    for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
+        assert name not in source, name
 
 
 def test_bad_mart_rows_fail_locally(mart: Callable[..., None],

@@ -145,7 +145,7 @@ def test_snapshot_lands_every_activity_as_text(
     assert buy["activity_type"] == "BUY" and buy["status"] == "POSTED"
     assert buy["activity_date"] == "2025-03-14T10:00:00+00:00"
     assert (buy["quantity"], buy["unit_price"], buy["fee"], buy["amount"]) == (
-        "100", "0.712", "3", "71.2")
+        "100", "0.7120", "3.00", "71.2000")  # text as stored, scale kept (§15.7)
     assert buy["asset_symbol"] == "VOD" and buy["exchange_mic"] == "XLON"
     assert buy["instrument_type"] == "EQUITY" and buy["currency"] == "GBP"
     assert (buy["source_system"], buy["source_record_id"]) == ("IBKR", "1")
@@ -153,7 +153,7 @@ def test_snapshot_lands_every_activity_as_text(
     assert buy["_deleted"] is False
     assert len(buy["_row_hash"]) == 32 and buy["_row_hash"] != rows["ibkr:cash:7"]["_row_hash"]
     raw = json.loads(buy["raw_json"])
-    assert raw["assetSymbol"] == "VOD" and raw["unitPrice"] == "0.712"
+    assert raw["assetSymbol"] == "VOD" and raw["unitPrice"] == "0.7120"
     assert raw["accountName"] == "IBKR ISA"
     cash = rows["ibkr:cash:7"]
     assert cash["asset_id"] == "" and cash["asset_symbol"] == "" and cash["amount"] == "5000"

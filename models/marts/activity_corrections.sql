@@ -50,7 +50,7 @@ final as (
 
     select
         reversed_after_posting.external_id,
-        nullif({{ sql_string(flexsync_wf_account_id()) }}, '') as wf_account_id,
+        {{ wf_account_id_for('reversed_after_posting.broker_account_id') }} as wf_account_id,
         reversed_after_posting.broker_account_id,
         ledger_state.wf_activity_id,
         'delete' as action,

@@ -145,7 +145,7 @@ final as (
     select
         ---------- ids
         unioned.external_id,
-        nullif({{ sql_string(flexsync_wf_account_id()) }}, '') as wf_account_id,
+        {{ wf_account_id_for('unioned.broker_account_id') }} as wf_account_id,
         unioned.broker_account_id,
         unioned.source,
         unioned.source_id,
@@ -156,6 +156,7 @@ final as (
         unioned.activity_type,
         unioned.subtype,
         unioned.symbol,
+        {{ bare_ticker('unioned.symbol', 'unioned.exchange_mic') }} as ticker,
         unioned.exchange_mic,
         unioned.quote_currency,
         unioned.instrument_type,

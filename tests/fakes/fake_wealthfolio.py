@@ -10,9 +10,20 @@ delete, link/unlink of transfer legs (§5.4, §15.4) and holdings, whose cash an
 quantities follow Wealthfolio's own rules (tests/fakes/wealthfolio_rules.py, §15.3). Body
 errors come back the way axum sends them (415/400/422 as text/plain).
 
+Where the server differs from a naive reading (§15.7) the fake follows the server: a
+symbol sent with a cash activity links the asset; ETF/STOCK/FUND are stored as
+EQUITY; symbol and MIC are upper-cased before matching; unknown quoteMode strings and
+invalid metadata JSON are stored; decimals come back as the stored text (scale kept);
+`pageSize <= 0` returns everything; archived and HOLDINGS-mode accounts accept posts
+(§15.5) and a HOLDINGS account's holdings ignore activities; holdings are valued
+from `set_market_quote` with §15.1's rule (a minor-unit currency wins). Its Yahoo
+suffix table is written from Wealthfolio's exchanges.json, never from flexsync's seeds.
+It can play an OIDC-only 3.4 server (`oidc_only=True`).
+
 Tests drive failures through fault hooks (`fail_nth_create`, `error_storm`,
-`slow_down`, `malformed_json`, `expire_sessions[_on]`, `rate_limit_login`,
-`add_phantom_duplicate`) and assert on `requests` (secrets removed).
+`lock_database`, `slow_down`, `malformed_json`, `expire_sessions[_on]`,
+`rate_limit_login`, `add_phantom_duplicate`) and assert on `requests` (secrets
+removed).
 
 Run it as a process for `make demo`:
     python -m tests.fakes.fake_wealthfolio --host 127.0.0.1 --port 8088 \
@@ -53,20 +64,34 @@ ACTIVITY_TYPES = frozenset({
 ASSET_REQUIRED_TYPES = frozenset({"BUY", "SELL", "SPLIT", "DIVIDEND", "ADJUSTMENT"})
 ASSET_REQUIRED_SUBTYPES = frozenset({"DRIP", "DIVIDEND_IN_KIND", "STAKING_REWARD"})
 ALWAYS_CASH_TYPES = frozenset({"DEPOSIT", "WITHDRAWAL", "FEE", "TAX", "CREDIT"})
+# Instrument types the server stores as EQUITY (§15.7).
+EQUITY_ALIASES = {"ETF": "EQUITY", "STOCK": "EQUITY", "FUND": "EQUITY"}
 STATUSES = ("POSTED", "PENDING", "DRAFT", "VOID")
 QUOTE_MODES = ("MARKET", "MANUAL")
 # Minor currency units the server converts to the major unit (amounts × 0.01).
 MINOR_UNITS = {"GBp": "GBP", "GBX": "GBP", "ZAc": "ZAR", "ZAC": "ZAR", "ILA": "ILS",
                "KWF": "KWD"}
-# Yahoo suffixes the server splits off into a MIC (a subset of exchange_suffixes.rs).
+# Yahoo suffix → MIC as the server splits it off a symbol. Written by hand from
+# Wealthfolio's own table (crates/market-data/src/resolver/exchanges.json, afadil/wealthfolio
+# b66a7151; `.AE` resolves to the last entry, XADS), never imported from flexsync's seeds:
+# the fake must be able to disagree with the product.
 YAHOO_SUFFIX_MIC = {
-    "L": "XLON", "IL": "XLON", "DE": "XETR", "F": "XFRA", "AS": "XAMS", "PA": "XPAR",
-    "BR": "XBRU", "SW": "XSWX", "MI": "XMIL", "MC": "XMAD", "TO": "XTSE", "V": "XTSX",
-    "AX": "XASX", "HK": "XHKG", "T": "XTKS", "CO": "XCSE", "ST": "XSTO", "OL": "XOSL",
-    "HE": "XHEL", "IR": "XDUB", "VI": "XWBO", "LS": "XLIS", "NZ": "XNZE", "SI": "XSES",
+    "AE": "XADS", "AQ": "XAQE", "AS": "XAMS", "AT": "XATH", "AX": "XASX", "BA": "XBUE",
+    "BD": "XBUD", "BE": "XBER", "BK": "XBKK", "BO": "XBOM", "BR": "XBRU", "CA": "XCAI",
+    "CN": "XCNQ", "CO": "XCSE", "DE": "XETR", "DU": "XDUS", "F": "XFRA", "HA": "XHAN",
+    "HE": "XHEL", "HK": "XHKG", "HM": "XHAM", "IC": "XICE", "IL": "XLON_IL", "IR": "XDUB",
+    "IS": "XIST", "JK": "XIDX", "JO": "XJSE", "KL": "XKLS", "KQ": "XKOS", "KS": "XKRX",
+    "L": "XLON", "LJ": "XLJU", "LS": "XLIS", "MC": "XMAD", "MI": "XMIL", "MU": "XMUN",
+    "MX": "XMEX", "NE": "XNEO", "NS": "XNSE", "NZ": "XNZE", "OL": "XOSL", "PA": "XPAR",
+    "PR": "XPRA", "QA": "DSMD", "RG": "XRIS", "RO": "XBSE", "SA": "BVMF", "SAU": "XSAU",
+    "SG": "XSTU", "SI": "XSES", "SN": "XSGO", "SS": "XSHG", "ST": "XSTO", "SW": "XSWX",
+    "SZ": "XSHE", "T": "XTKS", "TA": "XTAE", "TL": "XTAL", "TO": "XTSE", "TW": "XTAI",
+    "TWO": "XTAI_OTC", "V": "XTSX", "VI": "XWBO", "VS": "XLIT", "WA": "XWAR", "XC": "CXE",
+    "XD": "DXE", "ZA": "XZAG",
 }
 
 MSG_NOT_FOUND = "Database operation failed: Record not found: Record not found"
+MSG_DATABASE_LOCKED = "Database operation failed: Database query failed: database is locked"
 MSG_ASSET_REQUIRED = (
     "Activity error: Invalid data: Asset-backed activities need either asset_id or symbol"
 )
@@ -144,12 +169,10 @@ def _json_default(value: Any) -> Any:
 
 
 def dec_str(value: Decimal | None) -> str | None:
-    """Decimal as the server returns it: a plain string, no exponent, no trailing zeros."""
+    """Decimal as the server returns it: the text that was stored, scale kept (§15.7)."""
     if value is None:
         return None
-    if value == 0:
-        return "0"
-    return format(value.normalize(), "f")
+    return format(value, "f")
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -368,10 +391,12 @@ class FakeWealthfolio:
         token_ttl_seconds: int = 3600,
         login_burst: int = 5,
         login_replenish_seconds: float = 12.0,  # tower_governor: 5 per 60 s
+        oidc_only: bool = False,  # 3.4: SSO only, no password login, tokens still required
     ) -> None:
         if login_shape not in ("v3.1", "v3.0.4", "v3.0"):
             raise ValueError(f"unknown login shape {login_shape!r}")
         self.password = password
+        self.oidc_only = oidc_only
         self.host = host
         self.port = port
         self.login_shape = login_shape
@@ -382,6 +407,8 @@ class FakeWealthfolio:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.activities: dict[str, dict[str, Any]] = {}
         self.assets: dict[str, dict[str, Any]] = {}
+        # Market data: (SYMBOL, MIC) -> (price, currency as the provider quotes it).
+        self.market_quotes: dict[tuple[str, str], tuple[Decimal, str]] = {}
         self.idempotency: dict[str, str] = {}
         self.phantom_duplicates: dict[str, str] = {}
         self.sessions: dict[str, float] = {}
@@ -481,6 +508,13 @@ class FakeWealthfolio:
         return self.add_fault(Fault("status", method, path, skip=skip, times=count,
                                     status=status, message="Internal Server Error"))
 
+    def lock_database(self, count: int, *, method: str | None = None,
+                      path: str | None = None, skip: int = 0) -> Fault:
+        """The 400 Wealthfolio answers while SQLite is locked (every core error is a 400,
+        §15.6); the request is not carried out."""
+        return self.add_fault(Fault("status", method, path, skip=skip, times=count, status=400,
+                                    message=MSG_DATABASE_LOCKED))
+
     def slow_down(self, delay: float, *, times: int = 1, method: str | None = None,
                   path: str | None = None, skip: int = 0) -> Fault:
         return self.add_fault(Fault("slow", method, path, skip=skip, times=times, delay=delay))
@@ -492,6 +526,13 @@ class FakeWealthfolio:
     def rate_limit_login(self, wait_seconds: int, *, times: int = 1) -> Fault:
         return self.add_fault(Fault("rate_limit", "POST", "/auth/login", times=times,
                                     status=429, delay=wait_seconds))
+
+    def set_market_quote(self, symbol: str, mic: str | None, price: Decimal | str,
+                         currency: str) -> None:
+        """The provider's latest quote for an asset, e.g. VUAG/XLON 92.15 GBP, VOD/XLON
+        71.2 GBp. Holdings then value the asset with §15.1's rule (minor unit wins)."""
+        with self.lock:
+            self.market_quotes[(symbol.upper(), (mic or "").upper())] = (Decimal(price), currency)
 
     def add_phantom_duplicate(self, key: str, activity_id: str | None = None) -> str:
         """Report `key` as existing (check-duplicates and create) though it was never posted."""
@@ -617,7 +658,7 @@ class FakeWealthfolio:
                 continue
             try:
                 extra: list[tuple[str, str]] = []
-                if protected and self.password is not None:
+                if protected and (self.password is not None or self.oidc_only):
                     extra = self._require_session(req)
                 reply = handler(req, **{k: unquote(v) for k, v in match.groupdict().items()})
                 reply.headers.extend(extra)
@@ -704,7 +745,10 @@ class FakeWealthfolio:
         return text_reply(200, "ok")
 
     def _auth_status(self, req: IncomingRequest) -> Reply:
-        return json_reply(200, {"requiresPassword": self.password is not None})
+        status: dict[str, bool] = {"requiresPassword": self.password is not None}
+        if self.oidc_only:  # 3.4 adds the field; the older servers this fake plays lack it
+            status["oidcEnabled"] = True
+        return json_reply(200, status)
 
     def _login(self, req: IncomingRequest) -> Reply:
         if self.password is None:
@@ -737,7 +781,8 @@ class FakeWealthfolio:
                                     "Max-Age=0")])
 
     def _me(self, req: IncomingRequest) -> Reply:
-        if self.password is not None and not self._valid(self._token_for(req)):
+        if (self.password is not None or self.oidc_only) and not self._valid(
+                self._token_for(req)):
             return error_reply(401, "Unauthorized")
         return json_reply(200, {"authenticated": True})
 
@@ -920,8 +965,7 @@ class FakeWealthfolio:
             try:
                 metadata = json.loads(item["metadata"])
             except ValueError:
-                raise DomainError("Activity error: Invalid data: metadata is not valid JSON"
-                                  ) from None
+                metadata = item["metadata"]  # stored as sent, not refused (§15.7)
         self._seq += 1
         now = datetime.now(UTC)
         record = {
@@ -951,15 +995,17 @@ class FakeWealthfolio:
             if needs_asset:
                 raise DomainError(MSG_ASSET_REQUIRED)
             return None, None
-        if activity_type in ALWAYS_CASH_TYPES:
-            return None, None
+        # A symbol sent with DEPOSIT/WITHDRAWAL/FEE/TAX/CREDIT links the asset on the
+        # create path (dropping it is the CSV import classifier's rule, §15.7).
         assert sym is not None
         if not ticker:
             asset = self.assets.get(asset_id)
             if asset is None:
                 raise DomainError(MSG_NOT_FOUND)
             return asset, None
-        mic = (sym.get("exchangeMic") or "").strip() or None
+        # Symbol and MIC are upper-cased before matching (§15.7).
+        ticker = ticker.upper()
+        mic = (sym.get("exchangeMic") or "").strip().upper() or None
         if "." in ticker:
             head, suffix = ticker.rsplit(".", 1)
             suffix_mic = YAHOO_SUFFIX_MIC.get(suffix.upper())
@@ -967,6 +1013,7 @@ class FakeWealthfolio:
                 ticker, mic = head, mic or suffix_mic  # an explicit MIC beats the suffix
         instrument_type = (sym.get("instrumentType") or "").strip().upper() or (
             "CRYPTO" if re.fullmatch(r"[A-Z0-9]+-[A-Z]{3}", ticker) and not mic else "EQUITY")
+        instrument_type = EQUITY_ALIASES.get(instrument_type, instrument_type)
         for asset in self.assets.values():
             if (asset["symbol"], asset["exchangeMic"], asset["instrumentType"]) == (
                     ticker, mic, instrument_type):
@@ -1225,17 +1272,21 @@ class FakeWealthfolio:
             return json_reply(200, self._compute_holdings(account_id, account_ids))
 
     def _compute_holdings(self, label: str, account_ids: set[str]) -> list[dict[str, Any]]:
+        # HOLDINGS-mode accounts are not rebuilt from activities (§15.5): posts there
+        # are stored and never move holdings.
+        rebuilt = {i for i in account_ids
+                   if self.accounts[i].get("trackingMode") != "HOLDINGS"}
         # Cash and quantities by Wealthfolio's rules (wealthfolio_rules, §15.3), keyed by
         # asset id; prices and open dates are the fake's own valuation stand-ins.
         ledger = []
-        for account_id in sorted(account_ids):
+        for account_id in sorted(rebuilt):
             records = [a for a in self.activities.values() if a["accountId"] == account_id]
             ledger += wealthfolio_rules.ledger_from_records(
                 records, self.assets, self.accounts[account_id]["currency"], key_by="id")
         books = wealthfolio_rules.compute_books(ledger)
         quantities, cash = books.quantities, books.cash
         posted = sorted((a for a in self.activities.values()
-                         if a["accountId"] in account_ids and a["status"] == "POSTED"),
+                         if a["accountId"] in rebuilt and a["status"] == "POSTED"),
                         key=lambda a: (a["activityDate"], a["seq"]))
         last_price: dict[str, Decimal] = {}
         open_dates: dict[str, date] = {}
@@ -1253,7 +1304,8 @@ class FakeWealthfolio:
             if quantity == 0:
                 continue
             asset = self.assets[asset_id]
-            value = quantity * last_price.get(asset_id, zero)
+            price = self._valuation_price(asset, last_price.get(asset_id))
+            value = quantity * (price or zero)
             out.append({
                 "id": f"SEC-{label}-{asset_id}", "accountId": label, "holdingType": "security",
                 "instrument": {
@@ -1265,7 +1317,7 @@ class FakeWealthfolio:
                 "openDate": open_dates.get(asset_id, date.today()).isoformat(), "lots": None,
                 "contractMultiplier": Decimal(1), "localCurrency": base, "baseCurrency": base,
                 "fxRate": Decimal(1), "marketValue": {"local": value, "base": value},
-                "costBasis": None, "price": last_price.get(asset_id), "asOfDate": today,
+                "costBasis": None, "price": price, "asOfDate": today,
             })
         for ccy, amount in sorted(cash.items()):
             if amount == 0:
@@ -1279,6 +1331,26 @@ class FakeWealthfolio:
                 "marketValue": {"local": amount, "base": amount}, "asOfDate": today,
             })
         return out
+
+    def _valuation_price(self, asset: dict[str, Any], last_price: Decimal | None
+                         ) -> Decimal | None:
+        """Price per unit in the major currency, as holdings_valuation_service.rs gets it.
+
+        With a market quote, `resolve_effective_quote_currency` lets the minor unit win
+        when the asset's and the quote's currency differ only in unit (asset GBp + a GBP
+        quote of 92.15 -> 92.15 pence), then `normalize_amount` divides a minor-unit price
+        by 100. Without one, the last activity's unit price (already major) stands in.
+        """
+        quote = self.market_quotes.get(
+            (asset["symbol"].upper(), (asset["exchangeMic"] or "").upper()))
+        if quote is None:
+            return last_price
+        price, quote_ccy = quote
+        asset_ccy = asset["quoteCcy"] or quote_ccy
+        effective = quote_ccy
+        if MINOR_UNITS.get(asset_ccy, asset_ccy) == MINOR_UNITS.get(quote_ccy, quote_ccy):
+            effective = asset_ccy if asset_ccy in MINOR_UNITS else quote_ccy
+        return price * Decimal("0.01") if effective in MINOR_UNITS else price
 
     # ---------------------------------------------------------------- renderers
 
@@ -1402,7 +1474,8 @@ def _parse_new_activity(shape: BodyShape, raw: Any, path: str) -> dict[str, Any]
         sym_obj = shape.obj(sym, sym_path, "SymbolInput")
         item["symbol"] = {k: shape.opt_str(sym_obj, k, sym_path) for k in (
             "symbol", "exchangeMic", "quoteCcy", "instrumentType", "kind", "name", "id")}
-        item["symbol"]["quoteMode"] = shape.opt_enum(sym_obj, "quoteMode", QUOTE_MODES, sym_path)
+        # An unknown quoteMode string is stored as sent, not refused (§15.7).
+        item["symbol"]["quoteMode"] = shape.opt_str(sym_obj, "quoteMode", sym_path)
     return item
 
 

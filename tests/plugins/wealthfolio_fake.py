@@ -91,14 +91,15 @@ create or replace table marts.activities_to_post (
     source_id varchar, activity_type varchar, subtype varchar, activity_at timestamp,
     activity_date date, symbol varchar, exchange_mic varchar, quote_currency varchar,
     quantity decimal(18, 6), unit_price decimal(18, 6), amount decimal(18, 4),
-    fee decimal(18, 4), currency varchar, description varchar, instrument_type varchar
+    fee decimal(18, 4), currency varchar, description varchar, instrument_type varchar,
+    ticker varchar
 )
 """
 MART_COLUMNS = (
     "external_id", "wf_account_id", "broker_account_id", "source", "source_id",
     "activity_type", "subtype", "activity_at", "activity_date", "symbol", "exchange_mic",
     "quote_currency", "quantity", "unit_price", "amount", "fee", "currency", "description",
-    "instrument_type",
+    "instrument_type", "ticker",
 )
 
 

@@ -5,7 +5,9 @@
     OpenPositions, else its trades), not a dividend's payment currency.
     Listing exchange, in order: the row's listingExchange, the SecuritiesInfo /
     OpenPositions listing of the same conid, the row's exchange when it is a listing.
-    A seeds/symbol_overrides.csv row for the conid wins over the rule. -#}
+    IBKR's own symbol shapes (BMWd, BRK B, UUU.TEN2 ...) are first rewritten by the
+    first matching seeds/symbol_rules.csv row. A seeds/symbol_overrides.csv row for the
+    conid wins over both. -#}
 with
 
 trades as (
@@ -59,6 +61,19 @@ exchanges as (
 symbol_overrides as (
 
     select * from {{ ref('symbol_overrides') }}
+
+),
+
+symbol_rules as (
+
+    select
+        symbol_rules_seed.rule_order,
+        symbol_rules_seed.shape,
+        symbol_rules_seed.pattern,
+        symbol_rules_seed.replacement,
+        string_split(nullif(symbol_rules_seed.listing_mics, ''), ' ') as listing_mics,
+        string_split(nullif(symbol_rules_seed.currencies, ''), ' ') as currencies
+    from {{ ref('symbol_rules') }} as symbol_rules_seed
 
 ),
 
@@ -183,28 +198,66 @@ resolved as (
 
 ),
 
-canonicalised as (
+-- IBKR's symbol shapes rewritten by the first matching rule (rule_order); the raw
+-- symbol stays in `symbol` so rows still join back on it.
+normalised as (
 
     select
         resolved.*,
+        symbol_rules.shape as symbol_rule,
+        coalesce(
+            regexp_replace(resolved.symbol, symbol_rules.pattern, symbol_rules.replacement),
+            resolved.symbol
+        ) as normalised_symbol
+    from resolved
+    left join exchanges as rule_listing
+        on resolved.resolved_listing_exchange = rule_listing.ibkr_code
+    left join symbol_rules
+        on
+            regexp_full_match(resolved.symbol, symbol_rules.pattern)
+            and (
+                symbol_rules.listing_mics is null
+                or list_contains(symbol_rules.listing_mics, rule_listing.mic)
+            )
+            and (
+                symbol_rules.currencies is null
+                or list_contains(symbol_rules.currencies, resolved.currency)
+            )
+    qualify row_number() over (
+            partition by
+                resolved.symbol,
+                resolved.conid,
+                resolved.listing_exchange,
+                resolved.exchange,
+                resolved.currency
+            order by symbol_rules.rule_order asc nulls last
+        ) = 1
+
+),
+
+canonicalised as (
+
+    select
+        normalised.*,
         listing.mic as listing_mic,
         listing.yahoo_suffix as listing_suffix,
+        listing.quote_currency as listing_quote_currency,
         nullif(symbol_overrides.exchange_mic, '') as override_mic,
         nullif(symbol_overrides.canonical_symbol, '') is not null as is_overridden,
         coalesce(
             nullif(symbol_overrides.canonical_symbol, ''),
             {{ canonical_symbol(
-                'resolved.symbol',
+                'normalised.normalised_symbol',
                 'listing.ibkr_code',
                 'listing.yahoo_suffix',
-                'resolved.currency'
+                'normalised.currency'
             ) }}
         ) as canonical_symbol
-    from resolved
+    from normalised
     left join exchanges as listing
-        on resolved.resolved_listing_exchange = listing.ibkr_code
+        on normalised.resolved_listing_exchange = listing.ibkr_code
     left join symbol_overrides
-        on resolved.conid = symbol_overrides.conid
+        on normalised.conid = symbol_overrides.conid
 
 ),
 
@@ -233,13 +286,16 @@ final as (
             when canonicalised.is_overridden then 'symbol_overrides'
             else canonicalised.listing_source
         end as listing_source,
+        case
+            when not canonicalised.is_overridden then canonicalised.symbol_rule
+        end as symbol_rule,
         canonicalised.canonical_symbol,
         coalesce(
             canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic
         ) as exchange_mic,
         {{ wealthfolio_quote_currency(
-            'coalesce(canonicalised.override_mic, mic_by_suffix.mic, canonicalised.listing_mic)',
-            'coalesce(instrument_currencies.currency, canonicalised.currency)'
+            'coalesce(instrument_currencies.currency, canonicalised.currency)',
+            'canonicalised.listing_quote_currency'
         ) }} as quote_currency
     from canonicalised
     left join mic_by_suffix

@@ -1,5 +1,6 @@
-{#- One row per canonical symbol: the quantity Wealthfolio holds according to the POSTED
-    activities of its current state (as of the latest snapshot). BUY/TRANSFER_IN add,
+{#- One row per (Wealthfolio account, canonical symbol): the quantity Wealthfolio holds
+    according to the POSTED activities of the account's current state (as of its latest
+    snapshot). BUY/TRANSFER_IN add,
     SELL/TRANSFER_OUT subtract, a SPLIT multiplies what was held before it (its amount is
     the ratio): each movement is scaled by the product of the ratios of the later splits
     of its symbol. -#}
@@ -26,10 +27,7 @@ posted as (
     where
         activities.status = 'POSTED'
         and activities.symbol is not null
-        and (
-            {{ sql_string(flexsync_wf_account_id()) }} = ''
-            or activities.wf_account_id = {{ sql_string(flexsync_wf_account_id()) }}
-        )
+        and {{ is_configured_wf_account('activities.wf_account_id') }}
 
 ),
 
@@ -37,6 +35,7 @@ movements as (
 
     select
         row_number() over () as movement_id,
+        {{ wf_account_key('posted.wf_account_id') }} as wf_account_id,
         posted.symbol,
         posted.activity_at,
         case
@@ -53,6 +52,7 @@ movements as (
 splits as (
 
     select
+        {{ wf_account_key('posted.wf_account_id') }} as wf_account_id,
         posted.symbol,
         posted.activity_at,
         posted.amount as split_ratio
@@ -65,6 +65,7 @@ later_splits as (
 
     select
         movements.movement_id,
+        movements.wf_account_id,
         movements.symbol,
         movements.signed_quantity,
         list(splits.split_ratio order by splits.activity_at)
@@ -73,9 +74,11 @@ later_splits as (
     left join splits
         on
             movements.symbol = splits.symbol
+            and movements.wf_account_id is not distinct from splits.wf_account_id
             and movements.activity_at < splits.activity_at
     group by
         movements.movement_id,
+        movements.wf_account_id,
         movements.symbol,
         movements.signed_quantity
 
@@ -84,6 +87,7 @@ later_splits as (
 scaled as (
 
     select
+        later_splits.wf_account_id,
         later_splits.symbol,
         cast(
             later_splits.signed_quantity
@@ -97,10 +101,11 @@ scaled as (
 final as (
 
     select
+        scaled.wf_account_id,
         scaled.symbol,
         cast(sum(scaled.quantity) as {{ decimal_type() }}) as wf_quantity
     from scaled
-    group by scaled.symbol
+    group by scaled.wf_account_id, scaled.symbol
 
 )
 

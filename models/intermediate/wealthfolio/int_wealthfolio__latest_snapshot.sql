@@ -1,5 +1,6 @@
-{#- The latest Wealthfolio snapshot of the configured account (at most one row). With
-    no wf_account_id configured, the latest snapshot of any account. -#}
+{#- The latest Wealthfolio snapshot of each configured account (IBKR_ACCOUNT_ID, or each
+    account of IBKR_ACCOUNT_MAP): one row per account. With no account configured, the
+    latest snapshot of any account (one row). -#}
 with
 
 snapshots as (
@@ -13,10 +14,10 @@ final as (
     select *
     from snapshots
     where
-        {{ sql_string(flexsync_wf_account_id()) }} = ''
-        or snapshots.wf_account_id is null
-        or snapshots.wf_account_id = {{ sql_string(flexsync_wf_account_id()) }}
+        snapshots.wf_account_id is null
+        or {{ is_configured_wf_account('snapshots.wf_account_id') }}
     qualify row_number() over (
+            partition by {{ wf_account_key('snapshots.wf_account_id') }}
             order by snapshots.snapshot_at desc, snapshots.snapshot_id desc
         ) = 1
 
