@@ -382,4 +382,5 @@ def test_models_land_in_exactly_named_schemas(built: Built) -> None:
     assert schemas == {"seeds", "staging", "intermediate", "marts"}
     marts = {t["table_name"] for t in tables if t["table_schema"] == "marts"}
     assert marts == {"fct_activities", "activities_to_post", "unmapped_transactions",
-                     "position_drift", "position_drift_history"}
+                     "position_drift", "position_drift_history", "cash_drift",
+                     "cash_drift_history"}
