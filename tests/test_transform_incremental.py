@@ -16,7 +16,7 @@ from tests.helpers import query, run_cli
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flex"
 ACCOUNTS = "U7654321,U7654322,U7654323"
 STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info",
-           "stg_ibkr__open_positions")
+           "stg_ibkr__open_positions", "stg_ibkr__cash_reports")
 MARTS = ("fct_activities", "unmapped_transactions", "activities_to_post")
 SEEDS = ("cash_type_mapping", "exchanges", "symbol_overrides", "symbol_rules")
 
