@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flexsync.errors import ConfigurationError
 from flexsync.logs import without_userinfo
@@ -64,6 +65,9 @@ class Settings:
     account_label: str = "ibkr-uk"
     http_timeout_seconds: float = 30.0
     log_format: str = "text"
+    # The zone of IBKR's times when the Flex query writes none (read by the dbt models
+    # from IBKR_TIMEZONE; checked here so a typo is a configuration error, exit 2).
+    ibkr_timezone: str = "Europe/London"
 
     @property
     def warehouse_path(self) -> Path:
@@ -211,6 +215,19 @@ def _float_env(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _timezone_env(env: dict[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"{name}: {raw!r} is not an IANA time zone (e.g. Europe/London, "
+            "America/New_York)") from None
+    return raw
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
 
@@ -237,6 +254,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         http_timeout_seconds=_float_env(env, "FLEXSYNC_HTTP_TIMEOUT_SECONDS", 30.0),
         log_format=get("FLEXSYNC_LOG_FORMAT") or "text",
         account_map=parse_account_map(get("IBKR_ACCOUNT_MAP")),
+        ibkr_timezone=_timezone_env(env, "IBKR_TIMEZONE", "Europe/London"),
     ))
 
 

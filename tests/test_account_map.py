@@ -43,3 +43,11 @@ def test_a_bad_map_is_a_configuration_error(env: dict[str, str], message: str) -
     with pytest.raises(ConfigurationError, match=message) as caught:
         load_settings(env)
     assert caught.value.exit_code == 2
+
+
+def test_ibkr_timezone_is_checked() -> None:
+    assert load_settings({}).ibkr_timezone == "Europe/London"
+    assert load_settings({"IBKR_TIMEZONE": "America/New_York"}).ibkr_timezone == (
+        "America/New_York")
+    with pytest.raises(ConfigurationError, match="IBKR_TIMEZONE: 'Mars/Olympus' is not an IANA"):
+        load_settings({"IBKR_TIMEZONE": "Mars/Olympus"})

@@ -278,7 +278,7 @@ def test_unmapped_transactions_list_every_skipped_row(built: Built) -> None:
         ("trade", None, "BUY (Ca.)",
          "cancellation of an already posted trade: review in Wealthfolio"),
     }
-    review = next(r for r in rows if r["flex_type"] == "BUY (Ca.)")
+    review = next(r for r in rows if r["flex_type"] == "BUY (Ca.)" and r["reason"] != CANCELLED)
     assert review["related_external_id"] == "ibkr:trade:1001"
     reversal = next(r for r in rows if r["source_id"] == "5004")
     assert (reversal["amount"], reversal["currency"], reversal["symbol"]) == (

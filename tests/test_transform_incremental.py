@@ -18,7 +18,8 @@ ACCOUNTS = "U7654321,U7654322,U7654323"
 STAGING = ("stg_ibkr__trades", "stg_ibkr__cash_transactions", "stg_ibkr__securities_info",
            "stg_ibkr__open_positions", "stg_ibkr__cash_reports")
 MARTS = ("fct_activities", "unmapped_transactions", "activities_to_post")
-SEEDS = ("cash_type_mapping", "exchanges", "symbol_overrides", "symbol_rules")
+SEEDS = ("cash_type_mapping", "corporate_action_types", "exchanges", "symbol_overrides",
+         "symbol_rules", "time_zone_abbreviations")
 
 
 def _cli(args: list[str], data_dir: Path) -> str:
@@ -153,7 +154,7 @@ def test_a_seed_loaded_from_the_same_csv_is_skipped_but_tests_reading_it_still_r
     output = _cli(["-v", "transform"], data_dir)
     # Not reloaded (the row stays gone), and the test reading trades *and* the seed ran.
     assert query(data_dir, f"select count(*) from {exchanges}")[0][0] == count - 1
-    assert "--exclude cash_type_mapping exchanges symbol_overrides" in output
+    assert ("--exclude " + " ".join(SEEDS)) in output
     assert ("dbt warning: test.flexsync.codes_known_to_seed_stg_ibkr__trades_listing_exchange"
             in output)
 
@@ -162,7 +163,7 @@ def test_a_seed_loaded_from_the_same_csv_is_skipped_but_tests_reading_it_still_r
         con.execute("update sync.dbt_incremental_models set fingerprint = 'older-csv' "
                     "where relation = ?", [exchanges])
     output = _cli(["-v", "transform"], data_dir)
-    assert "--exclude cash_type_mapping symbol_overrides " in output
+    assert ("--exclude " + " ".join(s for s in SEEDS if s != "exchanges") + " ") in output
     assert query(data_dir, f"select count(*) from {exchanges}")[0][0] == count
     assert query(data_dir, "select fingerprint from sync.dbt_incremental_models "
                            "where relation = ?", [exchanges])[0][0] != "older-csv"

@@ -147,7 +147,8 @@ def test_fx_conversions_are_two_transfers_and_a_fee(samples: Samples) -> None:
         "where external_id like 'ibkr:fx:%' group by 1")
     assert len(legs) >= 176  # ost_etax alone has 176 conversions (incl. AFx)
     assert all(types[:1] == ["FEE"] or types[0] == "TRANSFER_IN" for _, types, _ in legs)
-    assert all(set(types) >= {"TRANSFER_IN", "TRANSFER_OUT"} and ccys == 2
+    # The commission may be charged in a third currency.
+    assert all(set(types) >= {"TRANSFER_IN", "TRANSFER_OUT"} and ccys >= 2
                for _, types, ccys in legs)
 
 

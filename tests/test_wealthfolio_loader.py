@@ -137,7 +137,8 @@ def test_payload_kinds(wf_account_id: str) -> None:
     assert "quantity" not in dividend and "unitPrice" not in dividend
 
     tax = build_payload(ActivityRow.from_mapping(cash(
-        4, "TAX", "1.85", symbol="VOD.L", exchange_mic="XLON", wf_account_id=wf_account_id)))
+        4, "TAX", "1.85", symbol="VOD.L", ticker="VOD", exchange_mic="XLON",
+        quote_currency="GBP", wf_account_id=wf_account_id)))
     # The mart names the instrument a withholding tax belongs to: Wealthfolio links it.
     assert tax["symbol"]["symbol"] == "VOD"
 
