@@ -28,14 +28,33 @@ from tests.plugins.pushgateway import require_binary
 DEPLOY = REPO_ROOT / "deploy"
 SPEC = REPO_ROOT.parent / "shared" / "SPEC.md"
 SECRET_NAME = "broker-sync-secrets"
-# SPEC §2 variables that are paths tied to this manifest's volumes: plain values.
-PLAIN_ENV = {"BROKER_SYNC_DATA_DIR": "/data", "WF_SESSION_PATH": "/data/.wealthfolio-session"}
+# SPEC §2 variables set as plain values: paths tied to this manifest's volumes, and the
+# cluster's Pushgateway (not in Vault secret/broker-sync).
+PLAIN_ENV = {
+    "BROKER_SYNC_DATA_DIR": "/data", "WF_SESSION_PATH": "/data/.wealthfolio-session",
+    "PUSHGATEWAY_URL": "http://prometheus-prometheus-pushgateway.monitoring:9091",
+}
 SPEC_VARIABLES = {
     "IBKR_FLEX_TOKEN", "IBKR_FLEX_QUERY_ID", "IBKR_ACCOUNT_ID", "IBKR_ACCOUNT_ID_UPSTREAM",
     "WF_BASE_URL", "WF_PASSWORD", "WF_USERNAME", "WF_SESSION_PATH", "PUSHGATEWAY_URL",
     "BROKER_SYNC_DATA_DIR",
 }
 K8S_VERSIONS = ["1.30.0", kv.latest_version()]
+# Vault secret/broker-sync's keys (shared with the other broker-sync providers): the env
+# variable each one becomes in the CronJob.
+VAULT_KEYS = {
+    "IBKR_FLEX_TOKEN": "ibkr_flex_token", "IBKR_FLEX_QUERY_ID": "ibkr_flex_query_id",
+    "IBKR_ACCOUNT_ID": "ibkr_account_id", "IBKR_ACCOUNT_ID_UPSTREAM": "ibkr_account_id_upstream",
+    "WF_BASE_URL": "wf_base_url", "WF_USERNAME": "wf_username", "WF_PASSWORD": "wf_password",
+}
+# The seed of that Vault path as the stack holds it (made-up values).
+VAULT_SEED = {
+    "ibkr_flex_token": "vaultSeedToken0123456789", "ibkr_flex_query_id": "654321",
+    "ibkr_account_id": "6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11",
+    "ibkr_account_id_upstream": "U7654321", "wf_base_url": "http://wealthfolio.wealthfolio:8088",
+    "wf_username": "", "wf_password": "vault-seed-Pa55word",
+}
+PUSHGATEWAY_URL = PLAIN_ENV["PUSHGATEWAY_URL"]
 POD_TMP = "/tmp"  # noqa: S108 - the pod's emptyDir mount, not a temp file of ours
 
 
@@ -82,7 +101,8 @@ def container(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def test_deploy_holds_the_expected_manifests() -> None:
     kinds = sorted(doc["kind"] for _, doc in manifests())
-    assert kinds == ["CronJob", "ExternalSecret", "PersistentVolumeClaim", "Secret"]
+    assert kinds == ["CronJob", "ExternalSecret", "Namespace", "NetworkPolicy",
+                     "PersistentVolumeClaim", "Secret"]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -96,7 +116,7 @@ def test_manifests_validate_strictly(version: str) -> None:
         except kv.ValidationError as exc:
             pytest.fail(f"{path.name}: {doc['kind']} invalid for Kubernetes {version}: {exc}")
         checked += 1
-    assert checked == 3
+    assert checked == 5
 
 
 def test_strict_validation_catches_a_misspelt_field(cronjob: dict[str, Any]) -> None:
@@ -111,7 +131,8 @@ def test_kubernetes_validate_cli_passes() -> None:
     cli = Path(sys.executable).parent / "kubernetes-validate"
     if not cli.exists():
         pytest.skip(f"{cli} not installed")
-    files = [str(DEPLOY / name) for name in ("cronjob.yaml", "pvc.yaml", "secret.example.yaml")]
+    files = [str(DEPLOY / name) for name in ("cronjob.yaml", "pvc.yaml", "secret.example.yaml",
+                                             "networkpolicy.yaml", "namespace.yaml")]
     result = subprocess.run(
         [str(cli), "--strict", "--quiet", *files], capture_output=True, text=True, timeout=60
     )
@@ -200,24 +221,91 @@ def test_every_spec_variable_is_set_from_the_secret(container: dict[str, Any]) -
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
         assert ref["name"] == SECRET_NAME, name
-        assert ref["key"] == name, name
+        # Vault secret/broker-sync (shared with the other providers) has lowercase keys.
+        assert ref["key"] == VAULT_KEYS[name], name
         # Only the ignored WF_USERNAME may be absent from the secret.
         assert ref.get("optional", False) is (name == "WF_USERNAME"), name
 
 
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """env name -> its secretKeyRef, for the variables read from the Secret."""
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
 def test_secret_sources_provide_every_required_key(container: dict[str, Any]) -> None:
-    required = {
-        e["valueFrom"]["secretKeyRef"]["key"]
-        for e in container["env"]
-        if "valueFrom" in e and not e["valueFrom"]["secretKeyRef"].get("optional")
-    }
+    refs = secret_refs(container)
+    required = {ref["key"] for ref in refs.values() if not ref.get("optional")}
+    assert required == set(VAULT_KEYS.values()) - {"wf_username"}
     secret = only("Secret")
     assert secret["metadata"]["name"] == SECRET_NAME
-    assert set(secret["stringData"]) == required
+    assert required <= set(secret["stringData"]) <= {ref["key"] for ref in refs.values()}
     external = only("ExternalSecret")
     assert external["spec"]["target"]["name"] == SECRET_NAME
     assert external["spec"]["dataFrom"][0]["extract"]["key"] == "secret/broker-sync"
+    # Synced as-is: no rewrite that would change the keys' case.
+    assert "rewrite" not in external["spec"]["dataFrom"][0]
     assert external["metadata"]["namespace"] == only("CronJob")["metadata"]["namespace"]
+
+
+def test_pushgateway_url_is_a_plain_overridable_value(container: dict[str, Any]) -> None:
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PUSHGATEWAY_URL"] == {"name": "PUSHGATEWAY_URL", "value": PUSHGATEWAY_URL}
+
+
+def pod_env(container: dict[str, Any], secret_data: dict[str, str]) -> dict[str, str]:
+    """The environment the kubelet gives the container: plain values, and each secretKeyRef
+    resolved from the Secret (a missing non-optional key is CreateContainerConfigError)."""
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == SECRET_NAME
+        if ref["key"] in secret_data:
+            env[entry["name"]] = secret_data[ref["key"]]
+        elif not ref.get("optional"):
+            pytest.fail(f"CreateContainerConfigError: key {ref['key']!r} not in {SECRET_NAME}")
+    return env
+
+
+def test_the_pod_starts_with_the_secret_synced_from_vault(
+    container: dict[str, Any], tmp_path: Path
+) -> None:
+    """Vault secret/broker-sync as the stack holds it -> the Secret the ExternalSecret
+    renders (dataFrom.extract: every key as it is) -> the CronJob's env -> flexsync."""
+    external = only("ExternalSecret")
+    assert [list(item) for item in external["spec"]["dataFrom"]] == [["extract"]]
+    # The ExternalSecret copies every key of the Vault path verbatim, other providers' too.
+    secret_data = {**VAULT_SEED, "other_provider_token": "not-ours"}
+    env = pod_env(container, secret_data)
+    from flexsync.config import load_settings, require
+
+    settings = load_settings(env)
+    require(settings, "flex_token", "flex_query_id", "wf_account_id", "upstream_account_ids",
+            "wf_base_url", "wf_password", "pushgateway_url")
+    assert settings.flex_token.get() == VAULT_SEED["ibkr_flex_token"]
+    assert settings.wf_password.get() == VAULT_SEED["wf_password"]
+    assert settings.flex_query_id == VAULT_SEED["ibkr_flex_query_id"]
+    assert settings.wf_account_id == VAULT_SEED["ibkr_account_id"]
+    assert settings.upstream_account_ids == (VAULT_SEED["ibkr_account_id_upstream"],)
+    assert settings.wf_base_url == VAULT_SEED["wf_base_url"]
+    assert settings.pushgateway_url == PUSHGATEWAY_URL
+    # And the real command starts with it: `flexsync status` resolves the configuration.
+    # Only the paths tied to the pod's volumes move to a temp dir (no /data here).
+    run_env = {**{k: v for k, v in os.environ.items() if k not in env}, **env,
+               "BROKER_SYNC_DATA_DIR": str(tmp_path), "WF_SESSION_PATH": str(tmp_path / "s"),
+               "DBT_TARGET_PATH": str(tmp_path / "t"), "DBT_LOG_PATH": str(tmp_path / "l"),
+               "TMPDIR": str(tmp_path), "COLUMNS": "200"}
+    status = subprocess.run([sys.executable, "-m", "flexsync", "status"], env=run_env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for shown in ("Flex token", "Wealthfolio password"):
+        assert re.search(rf"{shown}\s*│?\s*set", status.stdout), status.stdout
+    assert VAULT_SEED["ibkr_account_id_upstream"] in status.stdout
+    for secret in (VAULT_SEED["ibkr_flex_token"], VAULT_SEED["wf_password"]):
+        assert secret not in status.stdout + status.stderr
 
 
 # --- Prometheus rules ---------------------------------------------------------------------
