@@ -66,7 +66,6 @@ resource "kubernetes_cron_job_v1" "ibkr" {
             }
 
             container {
-              # checkov:skip=CKV_K8S_35:SPEC §2 configures flexsync through environment variables; the Secret is mounted nowhere else
               name              = "flexsync"
               image             = var.image
               image_pull_policy = "IfNotPresent"
@@ -260,5 +259,21 @@ resource "kubernetes_manifest" "ibkr_rules" {
       labels    = local.labels
     }
     spec = yamldecode(file("${path.module}/../prometheus-rules.yaml"))
+  }
+}
+
+# The namespace enforces the "restricted" Pod Security Standard (deploy/namespace.yaml):
+# labels added to the stack's existing namespace.
+resource "kubernetes_labels" "namespace_pod_security" {
+  api_version = "v1"
+  kind        = "Namespace"
+  metadata {
+    name = var.namespace
+  }
+  labels = {
+    "pod-security.kubernetes.io/enforce"         = "restricted"
+    "pod-security.kubernetes.io/enforce-version" = "latest"
+    "pod-security.kubernetes.io/warn"            = "restricted"
+    "pod-security.kubernetes.io/audit"           = "restricted"
   }
 }
