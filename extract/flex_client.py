@@ -53,6 +53,16 @@ THROTTLED: Final = "1018"
 REFERENCE_INVALID: Final = "1017"
 TOKEN_CODES: Final = frozenset({"1012", "1015"})
 
+# The token travels in the query string: it goes over https to IBKR's own hosts, or to the
+# hosts configured in IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL (trusted by whoever set them),
+# never to whatever host a response names.
+IBKR_DOMAIN: Final = "interactivebrokers.com"
+# IBKR documents two Flex hosts; when one does not resolve (it happens), the other serves.
+ALTERNATE_HOSTS: Final = {
+    "ndcdyn.interactivebrokers.com": "gdcdyn.interactivebrokers.com",
+    "gdcdyn.interactivebrokers.com": "ndcdyn.interactivebrokers.com",
+}
+
 _HOW_TO_ROTATE = (
     "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
     "-> Flex Web Service Configuration) and update the secret IBKR_FLEX_TOKEN "
@@ -255,6 +265,7 @@ class FlexClient:
             )
         self.send_url = _check_url(send_url, "IBKR_FLEX_SEND_URL")
         self.get_url = _check_url(get_url, "IBKR_FLEX_GET_URL")
+        self._configured_origins = {_origin(self.send_url), _origin(self.get_url)}
         for name, value in (
             ("deadline_seconds", deadline_seconds),
             ("throttle_seconds", throttle_seconds),
@@ -350,9 +361,17 @@ class FlexClient:
     def _send_request(self, http: httpx.Client, deadline: float) -> tuple[str, str]:
         """Returns (reference code, GetStatement URL to poll)."""
         attempt = 0
+        send_urls = _with_alternate(self.send_url)
         while True:
             attempt += 1
-            response = self._get(http, self.send_url, self.query_id, step=SEND, deadline=deadline)
+            try:
+                response = self._get(http, send_urls[0], self.query_id, step=SEND,
+                                     deadline=deadline, fallback_on_connect=len(send_urls) > 1)
+            except _HostUnreachable as exc:
+                log.warning("SendRequest host %s is unreachable (%s); trying %s",
+                            _where(send_urls[0]), exc, _where(send_urls[1]))
+                send_urls = send_urls[1:]
+                continue
             envelope = self._read_body(response.content, SEND)
             if envelope is None:
                 raise FlexUnexpectedBodyError(
@@ -401,7 +420,11 @@ class FlexClient:
     # ----------------------------------------------------------------- step 2
 
     def _poll(self, http: httpx.Client, reference: str, url: str, deadline: float) -> bytes:
-        fallback = self.get_url if url != self.get_url else None
+        # Where to go when a host is unreachable: the configured GetStatement URL, then
+        # the other documented IBKR host of each.
+        fallbacks = [u for u in dict.fromkeys(
+            [self.get_url, *_with_alternate(url)[1:], *_with_alternate(self.get_url)[1:]])
+            if u != url]
         polls = 0
         streak = 0
         remaining = deadline - self._clock()
@@ -416,16 +439,14 @@ class FlexClient:
             try:
                 response = self._get(
                     http, url, reference, step=GET, deadline=deadline,
-                    fallback_on_connect=fallback is not None,
+                    fallback_on_connect=bool(fallbacks),
                 )
             except _HostUnreachable as exc:
-                assert fallback is not None
                 log.warning(
-                    "GetStatement host %s from the Flex response is unreachable (%s); "
-                    "falling back to %s",
-                    _where(url), exc, _where(fallback),
+                    "GetStatement host %s is unreachable (%s); falling back to %s",
+                    _where(url), exc, _where(fallbacks[0]),
                 )
-                url, fallback = fallback, None
+                url, fallbacks = fallbacks[0], fallbacks[1:]
                 continue
             envelope = self._read_body(response.content, GET)
             if envelope is None:
@@ -485,7 +506,22 @@ class FlexClient:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             log.warning("Flex response Url is not an http(s) URL; using %s", _where(self.get_url))
             return self.get_url
+        if not self._token_may_go_to(url):
+            log.warning(
+                "Flex response Url names %s://%s, neither https on *.%s nor a configured "
+                "Flex host: the token is not sent there; using %s",
+                parsed.scheme, parsed.host, IBKR_DOMAIN, _where(self.get_url),
+            )
+            return self.get_url
         return url
+
+    def _token_may_go_to(self, url: str) -> bool:
+        """https on IBKR's domain, or exactly a configured origin (scheme, host, port)."""
+        parsed = httpx.URL(url)
+        host = parsed.host.lower()
+        if parsed.scheme == "https" and (host == IBKR_DOMAIN or host.endswith("." + IBKR_DOMAIN)):
+            return True
+        return _origin(url) in self._configured_origins
 
     # ----------------------------------------------------------------- HTTP
 
@@ -699,6 +735,18 @@ def _check_url(url: str, setting: str) -> str:
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"{setting}: not an http(s) URL")
     return url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), parsed.port
+
+
+def _with_alternate(url: str) -> list[str]:
+    """The URL, then the same URL on the other documented IBKR Flex host, if it has one."""
+    parsed = httpx.URL(url)
+    other = ALTERNATE_HOSTS.get(parsed.host.lower())
+    return [url] if other is None else [url, str(parsed.copy_with(host=other))]
 
 
 def _where(url: str) -> str:

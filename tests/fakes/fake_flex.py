@@ -153,8 +153,10 @@ class Scenario:
     poll: list[Reply] = field(default_factory=list)
     poll_default: Reply = field(default_factory=Success)
     # "normal", "whitespace" (newlines around it), "empty", "dead" (a closed port),
-    # "unresolvable" (host gdcdyn.flex.invalid: pair it with a DNS-failing transport)
+    # "unresolvable" (host gdcdyn.interactivebrokers.com: pair it with a DNS-failing
+    # transport, so nothing leaves the machine), "custom" (custom_url)
     url_style: str = "normal"
+    custom_url: str = ""
     timestamp: str | None = DEFAULT_TIMESTAMP  # None: no timestamp attribute
     xml_declaration: bool = False
     bom: bool = False
@@ -370,7 +372,8 @@ class FakeFlexService:
             "whitespace": f"\n    {self.get_url}  \n  ",
             "empty": "",
             "dead": self.dead_get_url,
-            "unresolvable": f"https://gdcdyn.flex.invalid{GET_PATH}",
+            "unresolvable": f"https://gdcdyn.interactivebrokers.com{GET_PATH}",
+            "custom": self.scenario.custom_url,
         }[self.scenario.url_style]
         text = (
             f"{self._open_tag()}\n<Status>Success</Status>\n"
