@@ -24,7 +24,13 @@ from typing import Any
 
 import duckdb
 
-from tests.fakes.fake_wealthfolio import API_PREFIX, FakeWealthfolio, IncomingRequest, Reply
+from tests.fakes.fake_wealthfolio import (
+    API_PREFIX,
+    FakeWealthfolio,
+    IncomingRequest,
+    Reply,
+    error_reply,
+)
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT
 
 FLEX_TOKEN = f"rlbFlexTok{secrets.token_hex(12)}"
@@ -222,6 +228,10 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         self.release = threading.Event()
         self.creates_seen = 0
         self.issued_tokens: list[str] = []
+        # Servers that echo what they were sent: a 400 quoting the login body, or a
+        # create refused with this text in its message.
+        self.echo_login_body = False
+        self.refuse_creates_with: str | None = None
 
     def _issue_token(self) -> str:
         token = super()._issue_token()
@@ -230,6 +240,12 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         return token
 
     def _handle(self, req: IncomingRequest) -> Reply:
+        if self.echo_login_body and req.method == "POST" and req.path == API_PREFIX + "/auth/login":
+            return error_reply(400, "Failed to deserialize the JSON body into the target type: "
+                               f"unexpected field in {req.body.decode('utf-8', 'replace')}")
+        if (self.refuse_creates_with is not None and req.method == "POST"
+                and req.path == API_PREFIX + "/activities"):
+            return error_reply(400, f"Invalid activity: {self.refuse_creates_with}")
         if req.method != "POST" or req.path != API_PREFIX + "/activities":
             return super()._handle(req)
         with self.lock:
