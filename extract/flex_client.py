@@ -65,8 +65,8 @@ ALTERNATE_HOSTS: Final = {
 
 _HOW_TO_ROTATE = (
     "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
-    "-> Flex Web Service Configuration) and update the secret IBKR_FLEX_TOKEN "
-    "(Vault secret/broker-sync, synced to broker-sync-secrets)"
+    "-> Flex Web Service Configuration) and update IBKR_FLEX_TOKEN: in the cluster, "
+    "`vault kv patch secret/broker-sync ibkr_flex_token=...` (synced to broker-sync-secrets)"
 )
 # What to do about each fatal code; the IBKR message text is shown as well.
 _HINTS: Final[dict[str, str]] = {

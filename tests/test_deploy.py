@@ -333,15 +333,23 @@ def alert_rules(path: Path) -> dict[str, dict[str, Any]]:
 
 def test_prometheus_rules_use_the_pushed_metric_names() -> None:
     rules = alert_rules(DEPLOY / "prometheus-rules.yaml")
-    assert set(rules) == {"IBKRPositionDrift", "IBKRSyncStale"}
+    assert {"IBKRPositionDrift", "IBKRSyncStale", "IBKRSyncFailed"} <= set(rules)
     drift = rules["IBKRPositionDrift"]
     assert pg.DRIFT_METRIC in drift["expr"] and "> 0.01" in drift["expr"]
     assert drift["for"] == "24h"
     stale = rules["IBKRSyncStale"]
     assert pg.LAST_SUCCESS_METRIC in stale["expr"] and "36 * 3600" in stale["expr"]
-    assert f"absent({pg.LAST_SUCCESS_METRIC}" in stale["expr"]
+    # Never a success, but runs: the account is kept; nothing pushed at all: absent().
+    assert "unless on (account)" in stale["expr"]
+    absent = re.search(r"absent\(\{__name__=~\"([^\"]+)\"", stale["expr"])
+    assert absent and {pg.LAST_RUN_METRIC, pg.LAST_SUCCESS_METRIC} == {
+        name for name in (pg.LAST_RUN_METRIC, pg.LAST_SUCCESS_METRIC)
+        if re.fullmatch(absent[1], name)}
+    failed = rules["IBKRSyncFailed"]
+    assert pg.EXIT_CODE_METRIC in failed["expr"] and "!= 0" in failed["expr"]
+    assert failed["labels"]["severity"] == "warning"
     job = f'job="{pg.DEFAULT_JOB}"'
-    assert job in drift["expr"] and job in stale["expr"]
+    assert job in drift["expr"] and job in stale["expr"] and job in failed["expr"]
     # Both alerts are exercised by the promtool unit tests.
     tests = yaml.safe_load((DEPLOY / "prometheus-rules.test.yaml").read_text())
     tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
