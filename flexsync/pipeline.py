@@ -122,8 +122,22 @@ def download_and_land(settings: Settings,
     return _land(settings, [source])
 
 
+def remove_orphaned_archive_temps(archive_dir: Path) -> int:
+    """A run killed while archiving leaves `.tmp-*.gz` beside the archive; we hold the run
+    lock, so none is in use: remove them rather than let them fill the volume."""
+    removed = 0
+    if archive_dir.is_dir():
+        for stale in archive_dir.glob("*/.tmp-*.gz"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished archive file(s) left by a killed run", removed)
+    return removed
+
+
 def _land(settings: Settings, sources: list[FlexSource]) -> list[LandingResult]:
     prepare_data_dir(settings.data_dir)
+    remove_orphaned_archive_temps(settings.archive_dir)
     with connect(settings.warehouse_path) as con:
         ensure_schema(con)
         return land_sources(con, sources, settings.upstream_account_ids, settings.archive_dir)
