@@ -91,6 +91,10 @@ _HINTS: Final[dict[str, str]] = {
 }
 
 _BOM: Final = b"\xef\xbb\xbf"
+# The largest answer read, counted after decompression: a 10-year statement is ~110 MB;
+# anything past this could not be landed in the pod's 256 MiB anyway, and a gzip bomb
+# (2 MiB on the wire, GBs inflated) stops here instead of at the OOM killer.
+MAX_STATEMENT_BYTES: Final = 160 * 1024 * 1024
 _RETRY_AFTER_CAP: Final = 120.0  # never let a server park the nightly job for long
 _TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -147,6 +151,10 @@ class FlexConnectionError(FlexClientError):
 
 class FlexUnexpectedBodyError(FlexClientError):
     """A 200 answer that is neither a statement nor an envelope (CSV, HTML, other XML)."""
+
+
+class FlexResponseTooLargeError(FlexClientError):
+    """An answer past the size cap (a runaway body or a decompression bomb)."""
 
 
 class _HostUnreachable(Exception):
@@ -251,7 +259,9 @@ class FlexClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_STATEMENT_BYTES,
     ) -> None:
+        self.max_response_bytes = max_response_bytes
         self._token = token.get().strip()
         if not self._token:
             raise ConfigurationError("IBKR_FLEX_TOKEN not provided")
@@ -544,7 +554,7 @@ class FlexClient:
             status: int | None = None
             retry_after: float | None = None
             try:
-                response = http.get(url, params=params)
+                response = self._fetch(http, url, params, step)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if fallback_on_connect:
                     raise _HostUnreachable(self._describe(exc)) from None
@@ -594,6 +604,28 @@ class FlexClient:
                 why=f"{step}: {problem} (attempt {attempt} of {self.max_http_retries + 1})",
                 level=logging.WARNING,
             )
+
+    def _fetch(self, http: httpx.Client, url: str, params: dict[str, str],
+               step: str) -> httpx.Response:
+        """GET, reading the (decompressed) body in chunks up to the cap."""
+        request = http.build_request("GET", url, params=params)
+        response = http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes(1 << 16):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise FlexResponseTooLargeError(
+                        f"IBKR Flex {step}: the answer from {_where(url)} exceeds "
+                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
+                        "(a runaway or hostile body); nothing was landed")
+                chunks.append(chunk)
+            # The body, as read() would have stored it (so .content and .text work).
+            response._content = b"".join(chunks)
+        finally:
+            response.close()
+        return response
 
     def _http_refusal(self, step: str, where: str, response: httpx.Response) -> str:
         status = response.status_code

@@ -128,6 +128,7 @@ class Raw:
 
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    content_encoding: str | None = None  # e.g. "gzip": `body` is already compressed
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,10 @@ class FakeFlexService:
                 headers["Retry-After"] = reply.retry_after
             return reply.status, reply.body, headers, delay
         if isinstance(reply, Raw):
-            return 200, reply.body, {"Content-Type": reply.content_type}, delay
+            raw_headers = {"Content-Type": reply.content_type}
+            if reply.content_encoding:
+                raw_headers["Content-Encoding"] = reply.content_encoding
+            return 200, reply.body, raw_headers, delay
         if path == SEND_PATH:
             reference = "".join(secrets.choice("0123456789") for _ in range(10))
             self._references.add(reference)

@@ -232,6 +232,8 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         # create refused with this text in its message.
         self.echo_login_body = False
         self.refuse_creates_with: str | None = None
+        # A hostile answer to every activity search (a gzip bomb, JSON nested 100k deep).
+        self.search_reply: Reply | None = None
 
     def _issue_token(self) -> str:
         token = super()._issue_token()
@@ -243,6 +245,9 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         if self.echo_login_body and req.method == "POST" and req.path == API_PREFIX + "/auth/login":
             return error_reply(400, "Failed to deserialize the JSON body into the target type: "
                                f"unexpected field in {req.body.decode('utf-8', 'replace')}")
+        if (self.search_reply is not None and req.method == "POST"
+                and req.path == API_PREFIX + "/activities/search"):
+            return self.search_reply
         if (self.refuse_creates_with is not None and req.method == "POST"
                 and req.path == API_PREFIX + "/activities"):
             return error_reply(400, f"Invalid activity: {self.refuse_creates_with}")
@@ -269,6 +274,18 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
             self.phantom_duplicates.clear()
         self.stall_create = None
         self.release.set()
+
+
+def gzip_bomb(inflated_bytes: int, fill: bytes = b" ") -> bytes:
+    """A gzip stream of `inflated_bytes` of one byte (about 1/1000 of that on the wire),
+    compressed chunk by chunk so the test never holds the inflated form."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    chunk = fill * (1 << 20)
+    parts = [packer.compress(chunk) for _ in range(inflated_bytes // len(chunk))]
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------- figures
