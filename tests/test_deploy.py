@@ -477,6 +477,23 @@ def test_dockerfile_installs_through_the_tested_script() -> None:
     assert "requirements.lock" in script
 
 
+def test_runtime_image_has_no_package_installer() -> None:
+    runtime_runs = " ".join(args for i, args in dockerfile_stages()[-1] if i == "RUN")
+    for path in ("/usr/local/bin/pip", "site-packages/pip "):
+        assert path in runtime_runs + " ", path
+    assert "rm -rf" in runtime_runs
+
+
+def test_requirements_lock_pins_every_distribution_by_hash() -> None:
+    entries = re.split(r"\n(?=[A-Za-z0-9])", (REPO_ROOT / "requirements.lock").read_text())
+    pinned = [e for e in entries if "==" in e.split("\n", 1)[0]]
+    assert len(pinned) > 50
+    unhashed = [e.split()[0] for e in pinned if "--hash=sha256:" not in e]
+    assert unhashed == []
+    # uv (make setup) and pip (-r) then refuse a download whose hash differs.
+    assert "--generate-hashes" in (REPO_ROOT / "requirements.lock").read_text().splitlines()[1]
+
+
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = {
         line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
