@@ -610,7 +610,8 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
 TERRAFORM = DEPLOY / "terraform"
 # Nested blocks that are lists in the Kubernetes API (a block may repeat).
 _TF_LIST_BLOCKS = {"container": "containers", "env": "env", "volume": "volumes",
-                   "volume_mount": "volumeMounts", "rule": "rules"}
+                   "volume_mount": "volumeMounts", "rule": "rules", "egress": "egress",
+                   "to": "to", "ports": "ports"}
 # Attribute names whose camelCase is not the plain conversion.
 _TF_NAMES = {"timezone": "timeZone"}
 
@@ -779,6 +780,28 @@ def test_terraform_prometheus_rule_is_built_from_the_rules_file(
     assert (TERRAFORM / ".." / "prometheus-rules.yaml").resolve() == (
         DEPLOY / "prometheus-rules.yaml")
     assert "groups" in yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
+
+
+def test_terraform_network_policy_matches_the_yaml(tf_parsed: dict[str, Any]) -> None:
+    policy = tf_to_k8s(tf_resource(tf_parsed, "kubernetes_network_policy_v1", "ibkr_egress"),
+                       terraform_scope(tf_parsed))
+    yaml_policy = only("NetworkPolicy")
+    assert policy["spec"] == yaml_policy["spec"]
+    assert policy["metadata"] == yaml_policy["metadata"]
+
+
+def test_network_policy_allows_only_what_the_job_needs(pod_spec: dict[str, Any]) -> None:
+    policy = only("NetworkPolicy")["spec"]
+    pod_labels = only("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in policy
+    ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"]
+                   for p in rule["ports"])
+    assert ports == [("TCP", 53), ("TCP", 443), ("TCP", 8088), ("TCP", 9091), ("UDP", 53)]
+    # The internet only over https, never the cluster's private ranges.
+    (internet,) = [r for r in policy["egress"] if "ipBlock" in r["to"][0]]
+    assert internet["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
 
 
 def test_terraform_labels_the_namespace_restricted(tf_parsed: dict[str, Any]) -> None:

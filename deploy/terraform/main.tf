@@ -277,3 +277,92 @@ resource "kubernetes_labels" "namespace_pod_security" {
     "pod-security.kubernetes.io/audit"           = "restricted"
   }
 }
+
+# Egress to DNS, Wealthfolio, the Pushgateway and https only; no ingress
+# (deploy/networkpolicy.yaml, where each rule is explained).
+resource "kubernetes_network_policy_v1" "ibkr_egress" {
+  metadata {
+    name      = "broker-sync-ibkr-egress"
+    namespace = var.namespace
+    labels    = local.labels
+  }
+
+  spec {
+    pod_selector {
+      match_labels = {
+        app = "broker-sync-ibkr"
+      }
+    }
+    policy_types = ["Ingress", "Egress"]
+
+    egress {
+      to {
+        namespace_selector {
+          match_labels = {
+            "kubernetes.io/metadata.name" = "kube-system"
+          }
+        }
+        pod_selector {
+          match_labels = {
+            k8s-app = "kube-dns"
+          }
+        }
+      }
+      ports {
+        protocol = "UDP"
+        port     = 53
+      }
+      ports {
+        protocol = "TCP"
+        port     = 53
+      }
+    }
+
+    egress {
+      to {
+        namespace_selector {
+          match_labels = {
+            "kubernetes.io/metadata.name" = "wealthfolio"
+          }
+        }
+      }
+      ports {
+        protocol = "TCP"
+        port     = 8088
+      }
+    }
+
+    egress {
+      to {
+        namespace_selector {
+          match_labels = {
+            "kubernetes.io/metadata.name" = "monitoring"
+          }
+        }
+      }
+      ports {
+        protocol = "TCP"
+        port     = 9091
+      }
+    }
+
+    egress {
+      to {
+        ip_block {
+          cidr = "0.0.0.0/0"
+          except = [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+          ]
+        }
+      }
+      ports {
+        protocol = "TCP"
+        port     = 443
+      }
+    }
+  }
+}
