@@ -170,6 +170,16 @@ def test_password_over_plain_http_outside_the_cluster_is_detected() -> None:
         assert not outside(url), url
 
 
+def test_password_over_plain_http_outside_the_cluster_warns_once(data_dir: Path) -> None:
+    env = file_mode_env(data_dir, None, WF_BASE_URL="http://wealthfolio.example.com:8088")
+    result = run_inprocess(["status"], env)
+    assert result.code == 0, result.describe()
+    assert result.stderr.count("plain http to a host outside the cluster") == 1, result.stderr
+    quiet = run_inprocess(["status"], file_mode_env(
+        data_dir, None, WF_BASE_URL="http://wealthfolio.wealthfolio:8088"))
+    assert "plain http" not in quiet.stderr
+
+
 def test_flex_url_on_a_foreign_host_never_gets_the_token(
         wf: ReliabilityFakeWealthfolio, data_dir: Path, reliability_ledger: Recorder) -> None:
     with FakeFlexService(token=FLEX_TOKEN) as flex, FakeFlexService(token=FLEX_TOKEN) as thief:
