@@ -57,6 +57,10 @@ RUN groupadd --gid 10001 flexsync \
         --shell /usr/sbin/nologin flexsync \
     && mkdir -p /data \
     && chown 10001:10001 /data
+# No package installer at run time: the base image's pip (the venv has none) goes.
+RUN rm -rf /usr/local/bin/pip /usr/local/bin/pip3* \
+        /usr/local/lib/python3.11/site-packages/pip \
+        /usr/local/lib/python3.11/site-packages/pip-*.dist-info
 # Code stays root-owned and read-only to the runtime user.
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app

@@ -5,12 +5,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# checkov lives in its own venv: its dependency tree conflicts with dbt's pins.
+TOOLS_VENV := .venv-tools
+CHECKOV_VERSION := 3.3.30
+CHECKOV := $(TOOLS_VENV)/bin/checkov
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 DEMO_DIR := data/demo
 DEMO_ACCOUNT_UUID := 6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11
 
-.PHONY: help setup test pytest lint dbt-test demo sync docs reliability bench clean
+.PHONY: help setup test pytest lint checkov dbt-test demo sync docs reliability bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,7 +28,7 @@ $(BIN)/flexsync: pyproject.toml requirements.lock
 
 setup: $(BIN)/flexsync ## Create .venv with the flexsync command (from requirements.lock)
 
-test: setup lint dbt-test pytest ## Run every test: linters, dbt unit/data tests, pytest
+test: setup lint checkov dbt-test pytest ## Run every test: linters, checkov, dbt unit/data tests, pytest
 
 pytest: setup
 	$(BIN)/pytest -q
@@ -36,6 +40,14 @@ lint: setup ## ruff, mypy and sqlfluff
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/sqlfluff lint models macros tests/generic --disable-progress-bar
+
+$(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION):
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q --disable-pip-version-check "checkov==$(CHECKOV_VERSION)"
+	rm -f $(TOOLS_VENV)/.checkov-* && touch $@
+
+checkov: $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION) ## checkov over deploy/: Kubernetes manifests and Terraform (offline)
+	$(CHECKOV) --directory deploy --framework kubernetes terraform --skip-download --quiet --compact
 
 dbt-test: setup ## dbt unit tests and data tests on the demo statement, in a scratch warehouse
 	./scripts/dbt-test.sh
@@ -53,4 +65,4 @@ bench: setup ## Speed and memory benchmarks (~15 min, 2 cores): writes benchmark
 	$(BIN)/python benchmarks/run.py
 
 clean: ## Remove the venv, data and dbt artefacts
-	rm -rf $(VENV) data target logs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) data target logs .pytest_cache .mypy_cache .ruff_cache

@@ -53,10 +53,20 @@ THROTTLED: Final = "1018"
 REFERENCE_INVALID: Final = "1017"
 TOKEN_CODES: Final = frozenset({"1012", "1015"})
 
+# The token travels in the query string: it goes over https to IBKR's own hosts, or to the
+# hosts configured in IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL (trusted by whoever set them),
+# never to whatever host a response names.
+IBKR_DOMAIN: Final = "interactivebrokers.com"
+# IBKR documents two Flex hosts; when one does not resolve (it happens), the other serves.
+ALTERNATE_HOSTS: Final = {
+    "ndcdyn.interactivebrokers.com": "gdcdyn.interactivebrokers.com",
+    "gdcdyn.interactivebrokers.com": "ndcdyn.interactivebrokers.com",
+}
+
 _HOW_TO_ROTATE = (
     "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
-    "-> Flex Web Service Configuration) and update the secret IBKR_FLEX_TOKEN "
-    "(Vault secret/broker-sync, synced to broker-sync-secrets)"
+    "-> Flex Web Service Configuration) and update IBKR_FLEX_TOKEN: in the cluster, "
+    "`vault kv patch secret/broker-sync ibkr_flex_token=...` (synced to broker-sync-secrets)"
 )
 # What to do about each fatal code; the IBKR message text is shown as well.
 _HINTS: Final[dict[str, str]] = {
@@ -81,6 +91,10 @@ _HINTS: Final[dict[str, str]] = {
 }
 
 _BOM: Final = b"\xef\xbb\xbf"
+# The largest answer read, counted after decompression: a 10-year statement is ~110 MB;
+# anything past this could not be landed in the pod's 256 MiB anyway, and a gzip bomb
+# (2 MiB on the wire, GBs inflated) stops here instead of at the OOM killer.
+MAX_STATEMENT_BYTES: Final = 160 * 1024 * 1024
 _RETRY_AFTER_CAP: Final = 120.0  # never let a server park the nightly job for long
 _TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -137,6 +151,10 @@ class FlexConnectionError(FlexClientError):
 
 class FlexUnexpectedBodyError(FlexClientError):
     """A 200 answer that is neither a statement nor an envelope (CSV, HTML, other XML)."""
+
+
+class FlexResponseTooLargeError(FlexClientError):
+    """An answer past the size cap (a runaway body or a decompression bomb)."""
 
 
 class _HostUnreachable(Exception):
@@ -241,7 +259,9 @@ class FlexClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_STATEMENT_BYTES,
     ) -> None:
+        self.max_response_bytes = max_response_bytes
         self._token = token.get().strip()
         if not self._token:
             raise ConfigurationError("IBKR_FLEX_TOKEN not provided")
@@ -255,6 +275,7 @@ class FlexClient:
             )
         self.send_url = _check_url(send_url, "IBKR_FLEX_SEND_URL")
         self.get_url = _check_url(get_url, "IBKR_FLEX_GET_URL")
+        self._configured_origins = {_origin(self.send_url), _origin(self.get_url)}
         for name, value in (
             ("deadline_seconds", deadline_seconds),
             ("throttle_seconds", throttle_seconds),
@@ -350,9 +371,17 @@ class FlexClient:
     def _send_request(self, http: httpx.Client, deadline: float) -> tuple[str, str]:
         """Returns (reference code, GetStatement URL to poll)."""
         attempt = 0
+        send_urls = _with_alternate(self.send_url)
         while True:
             attempt += 1
-            response = self._get(http, self.send_url, self.query_id, step=SEND, deadline=deadline)
+            try:
+                response = self._get(http, send_urls[0], self.query_id, step=SEND,
+                                     deadline=deadline, fallback_on_connect=len(send_urls) > 1)
+            except _HostUnreachable as exc:
+                log.warning("SendRequest host %s is unreachable (%s); trying %s",
+                            _where(send_urls[0]), exc, _where(send_urls[1]))
+                send_urls = send_urls[1:]
+                continue
             envelope = self._read_body(response.content, SEND)
             if envelope is None:
                 raise FlexUnexpectedBodyError(
@@ -401,7 +430,11 @@ class FlexClient:
     # ----------------------------------------------------------------- step 2
 
     def _poll(self, http: httpx.Client, reference: str, url: str, deadline: float) -> bytes:
-        fallback = self.get_url if url != self.get_url else None
+        # Where to go when a host is unreachable: the configured GetStatement URL, then
+        # the other documented IBKR host of each.
+        fallbacks = [u for u in dict.fromkeys(
+            [self.get_url, *_with_alternate(url)[1:], *_with_alternate(self.get_url)[1:]])
+            if u != url]
         polls = 0
         streak = 0
         remaining = deadline - self._clock()
@@ -416,16 +449,14 @@ class FlexClient:
             try:
                 response = self._get(
                     http, url, reference, step=GET, deadline=deadline,
-                    fallback_on_connect=fallback is not None,
+                    fallback_on_connect=bool(fallbacks),
                 )
             except _HostUnreachable as exc:
-                assert fallback is not None
                 log.warning(
-                    "GetStatement host %s from the Flex response is unreachable (%s); "
-                    "falling back to %s",
-                    _where(url), exc, _where(fallback),
+                    "GetStatement host %s is unreachable (%s); falling back to %s",
+                    _where(url), exc, _where(fallbacks[0]),
                 )
-                url, fallback = fallback, None
+                url, fallbacks = fallbacks[0], fallbacks[1:]
                 continue
             envelope = self._read_body(response.content, GET)
             if envelope is None:
@@ -485,7 +516,22 @@ class FlexClient:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             log.warning("Flex response Url is not an http(s) URL; using %s", _where(self.get_url))
             return self.get_url
+        if not self._token_may_go_to(url):
+            log.warning(
+                "Flex response Url names %s://%s, neither https on *.%s nor a configured "
+                "Flex host: the token is not sent there; using %s",
+                parsed.scheme, parsed.host, IBKR_DOMAIN, _where(self.get_url),
+            )
+            return self.get_url
         return url
+
+    def _token_may_go_to(self, url: str) -> bool:
+        """https on IBKR's domain, or exactly a configured origin (scheme, host, port)."""
+        parsed = httpx.URL(url)
+        host = parsed.host.lower()
+        if parsed.scheme == "https" and (host == IBKR_DOMAIN or host.endswith("." + IBKR_DOMAIN)):
+            return True
+        return _origin(url) in self._configured_origins
 
     # ----------------------------------------------------------------- HTTP
 
@@ -508,7 +554,7 @@ class FlexClient:
             status: int | None = None
             retry_after: float | None = None
             try:
-                response = http.get(url, params=params)
+                response = self._fetch(http, url, params, step)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if fallback_on_connect:
                     raise _HostUnreachable(self._describe(exc)) from None
@@ -558,6 +604,28 @@ class FlexClient:
                 why=f"{step}: {problem} (attempt {attempt} of {self.max_http_retries + 1})",
                 level=logging.WARNING,
             )
+
+    def _fetch(self, http: httpx.Client, url: str, params: dict[str, str],
+               step: str) -> httpx.Response:
+        """GET, reading the (decompressed) body in chunks up to the cap."""
+        request = http.build_request("GET", url, params=params)
+        response = http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes(1 << 16):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise FlexResponseTooLargeError(
+                        f"IBKR Flex {step}: the answer from {_where(url)} exceeds "
+                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
+                        "(a runaway or hostile body); nothing was landed")
+                chunks.append(chunk)
+            # The body, as read() would have stored it (so .content and .text work).
+            response._content = b"".join(chunks)
+        finally:
+            response.close()
+        return response
 
     def _http_refusal(self, step: str, where: str, response: httpx.Response) -> str:
         status = response.status_code
@@ -699,6 +767,18 @@ def _check_url(url: str, setting: str) -> str:
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigurationError(f"{setting}: not an http(s) URL")
     return url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), parsed.port
+
+
+def _with_alternate(url: str) -> list[str]:
+    """The URL, then the same URL on the other documented IBKR Flex host, if it has one."""
+    parsed = httpx.URL(url)
+    other = ALTERNATE_HOSTS.get(parsed.host.lower())
+    return [url] if other is None else [url, str(parsed.copy_with(host=other))]
 
 
 def _where(url: str) -> str:

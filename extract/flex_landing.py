@@ -67,11 +67,31 @@ LANDING_MEMORY_LIMIT = "96MB"
 # Arrow's default pool (mimalloc) keeps freed batches' memory; malloc returns it.
 _ARROW_POOL = pa.system_memory_pool()
 RESERVED_TABLES = {"extracts", "statements", "flex_validation"}
+# Bounds that keep a hostile --flex-file within the pod (256 MiB) and a bounded time, far
+# above real statements (the widest real row: 235 attributes; ~60 section kinds; tags of
+# a few KiB). Past them the file is refused (exit 2) before it can exhaust memory.
+MAX_TABLE_COLUMNS = 384  # DuckDB keeps every ALTER's table version until commit
+MAX_SECTION_TABLES = 256  # distinct raw_ibkr tables one file may create or fill
+MAX_MARKUP_BYTES = 8 << 20  # bytes between two `<`: one tag (or text) of at most 8 MiB
+# Rows wider than this go through expat and Arrow instead of DuckDB's CSV reader, whose
+# buffers grow with the column count (300 attributes ran out of the landing's memory).
+CSV_MAX_ATTRIBUTES = 128
+# A batch's own row-index column: never an attribute name (those cannot hold NUL).
+_ROW_INDEX_KEY = "\x00_row_index"
+_LINEAGE_LOWER = frozenset(name.lower() for name in LINEAGE_COLUMNS)
 # The constant lineage columns as Arrow types (flexsync.warehouse.LINEAGE_COLUMNS).
 _LINEAGE_ARROW_TYPES = {"_extract_id": pa.string(), "_file_sha256": pa.string(),
                         "_statement_index": pa.int32(), "_statement_account_id": pa.string(),
                         "_row_tag": pa.string(), "_extracted_at": pa.timestamp("us")}
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def attribute_column(name: str) -> str:
+    """The column of an attribute that cannot have its own name: one named like a
+    lineage column (`_row_index`), or one differing only in case from another's column
+    (DuckDB names are case-insensitive: `quantity` / `QUANTITY`). Derived from the exact
+    spelling, so every extract lands that spelling in the same column."""
+    return f"{name}__{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def section_table_name(tag: str) -> str:
@@ -186,6 +206,8 @@ class _TableWriter:
         self._spool = tempfile.TemporaryDirectory(prefix="flexsync-landing-")
         self._spooled = 0
         self.columns: dict[str, list[str]] = {}
+        # table -> attribute name (exact spelling) -> its column
+        self.column_of: dict[str, dict[str, str]] = {}
         self.row_counter: dict[str, int] = {}  # rows per table so far: the next row's index
         # Two batches in flight at most: memory stays bounded whatever the file size.
         self._queue: queue.Queue[_Batch | MarkupBatch | None] = queue.Queue(maxsize=2)
@@ -197,6 +219,11 @@ class _TableWriter:
     def add(self, table: str, statement_index: int | None, account_id: str | None,
             row_tag: str, attributes: list[str]) -> None:
         """`attributes` is expat's ordered list: name, value, name, value, ..."""
+        if len(attributes) > 2 * MAX_TABLE_COLUMNS:
+            raise InputFileError(
+                f"a <{row_tag}> element has {len(attributes) // 2:,} attributes (more than "
+                f"{MAX_TABLE_COLUMNS}; real Flex rows have a few hundred at most): refused as "
+                "hostile; nothing landed")
         index = self.row_counter.get(table, 0)
         self.row_counter[table] = index + 1
         names = attributes[0::2]
@@ -213,10 +240,13 @@ class _TableWriter:
     def add_markup(self, table: str, statement_index: int | None, account_id: str | None,
                    row_tag: str, text: str) -> None:
         """A row element's raw empty-element tag, which holds at least one attribute."""
+        quotes = text.count('"')
+        if quotes > 2 * CSV_MAX_ATTRIBUTES:
+            self.add(table, statement_index, account_id, row_tag, flex_markup.parse_tag(text)[1])
+            return
         index = self.row_counter.get(table, 0)
         self.row_counter[table] = index + 1
         # One batch per field count, so DuckDB's CSV reader needs no padding.
-        quotes = text.count('"')
         key = (table, statement_index, account_id, row_tag, quotes)
         batch = self.markup.get(key)
         if batch is None:
@@ -293,16 +323,33 @@ class _TableWriter:
         return self.columns[table]
 
     def _add_columns(self, table: str, names: list[str]) -> dict[str, str]:
-        """Adds the attributes the table lacks; returns lower-case name -> its column."""
+        """Adds the columns the attributes lack; returns attribute name -> its column.
+
+        Nothing is dropped: an attribute named like a lineage column, or differing only
+        in case from an existing column, lands in its own column (`attribute_column`)."""
         columns = self._table_columns(table)
-        known = {name.lower(): name for name in columns}
+        mapping = self.column_of.setdefault(table, {})
+        by_lower = {column.lower(): column for column in columns}
         for name in names:
-            if name.lower() not in known:
-                self.con.execute(f'alter table raw_ibkr."{table}" add column "{name}" varchar')
-                columns.append(name)
-                known[name.lower()] = name
-                log.debug("raw_ibkr.%s: new column %s", table, name)
-        return known
+            if name in mapping:
+                continue
+            lower = name.lower()
+            if lower in _LINEAGE_LOWER or by_lower.get(lower, name) != name:
+                column = attribute_column(name)
+            else:
+                column = name
+            if column.lower() not in by_lower:
+                if len(columns) >= MAX_TABLE_COLUMNS:
+                    raise InputFileError(
+                        f"raw_ibkr.{table} would need more than {MAX_TABLE_COLUMNS} columns "
+                        "(real Flex sections have a few hundred attributes at most): refused "
+                        "as hostile; nothing landed")
+                self.con.execute(f'alter table raw_ibkr."{table}" add column "{column}" varchar')
+                columns.append(column)
+                by_lower[column.lower()] = column
+                log.debug("raw_ibkr.%s: new column %s", table, column)
+            mapping[name] = column
+        return mapping
 
     def _lineage_values(self, lineage: tuple[int | None, str | None, str]) -> dict[str, object]:
         statement_index, account_id, row_tag = lineage
@@ -367,16 +414,11 @@ class _TableWriter:
                           names: list[str]) -> tuple[tuple[str, list[str]], int]:
         """Insert the batch's rows whose even fields are `fields` (attribute `names`);
         returns the predicate that selected them and their count."""
-        known = self._add_columns(batch.table, names)
-        targets: list[str] = []
-        values: list[str] = []
-        seen: set[str] = set()
-        for position, name in enumerate(names):
-            if name.lower() in seen:  # DuckDB names are case-insensitive: the first wins
-                continue
-            seen.add(name.lower())
-            targets.append(known[name.lower()])
-            values.append(flex_markup.value_sql(position, position in batch.entity_values))
+        column_of = self._add_columns(batch.table, names)
+        # expat refused any tag with a name twice, so every attribute has its own column.
+        targets = [column_of[name] for name in names]
+        values = [flex_markup.value_sql(position, position in batch.entity_values)
+                  for position in range(len(names))]
         lineage = self._lineage_values(batch.lineage)
         predicate, params = flex_markup.signature_predicate(fields)
         column_list = ", ".join(f'"{c}"' for c in [*lineage, "_row_index", *targets])
@@ -389,7 +431,8 @@ class _TableWriter:
 
     def _insert(self, batch: _Batch) -> None:
         columns = self._table_columns(batch.table)
-        self._add_columns(batch.table, batch.data.column_names)
+        names = [name for name in batch.data.column_names if name != _ROW_INDEX_KEY]
+        column_of = self._add_columns(batch.table, names)
         # Aligned to the table's column order and appended positionally through a
         # relation: a registered view, dropped inside the open transaction, would keep
         # every batch's Arrow buffers alive until commit (memory growing with the file).
@@ -397,13 +440,14 @@ class _TableWriter:
         lineage = {name: pa.repeat(pa.scalar(value, _LINEAGE_ARROW_TYPES[name]), rows,
                                    memory_pool=_ARROW_POOL)
                    for name, value in self._lineage_values(batch.lineage).items()}
-        by_lower = {name.lower(): name for name in batch.data.column_names}
+        source_of = {column_of[name].lower(): name for name in names}
+        source_of["_row_index"] = _ROW_INDEX_KEY
         arrays = []
         for column in columns:
             if column in lineage:
                 arrays.append(lineage[column])
-            elif column.lower() in by_lower:
-                arrays.append(batch.data.column(by_lower[column.lower()]))
+            elif column.lower() in source_of:
+                arrays.append(batch.data.column(source_of[column.lower()]))
             else:
                 arrays.append(pa.nulls(rows, pa.string(), memory_pool=_ARROW_POOL))
         aligned = pa.table(arrays, names=columns)
@@ -419,16 +463,15 @@ class _Batch:
     @classmethod
     def of(cls, table: str, lineage: tuple[int | None, str | None, str],
            group: _Group) -> _Batch:
-        # DuckDB column names are case-insensitive: the first spelling of a name wins.
-        positions: dict[str, int] = {}
-        for position, name in enumerate(group.names):
-            positions.setdefault(name.lower(), position)
+        # Every attribute (expat refused a name twice in one tag); each spelling gets its
+        # own column on insert (_TableWriter._add_columns).
         columns = list(zip(*group.values, strict=True))
         arrays: dict[str, pa.Array] = {
-            group.names[p]: pa.array(columns[p], pa.string(), memory_pool=_ARROW_POOL)
-            for p in positions.values()
+            name: pa.array(columns[p], pa.string(), memory_pool=_ARROW_POOL)
+            for p, name in enumerate(group.names)
         }
-        arrays["_row_index"] = pa.array(group.row_indexes, pa.int64(), memory_pool=_ARROW_POOL)
+        arrays[_ROW_INDEX_KEY] = pa.array(group.row_indexes, pa.int64(),
+                                          memory_pool=_ARROW_POOL)
         return cls(table, lineage, pa.table(arrays))
 
 
@@ -492,6 +535,8 @@ class _StatementWalker:
         self.statement_index: int | None = None
         self.row_table: str | None = None  # the section's table while inside its rows
         self.pending: list[str] = []  # expat's default handler appends here
+        self.other_elements = 0  # elements that did not take the row fast path
+        self.tables: set[str] = set()  # raw_ibkr tables this file fills
 
     def drain(self) -> None:
         """Walk the markup expat reported since the last call: rows, containers, text."""
@@ -527,6 +572,7 @@ class _StatementWalker:
             self.start(tag, attributes)
 
     def start(self, tag: str, attributes: list[str]) -> None:
+        self.other_elements += 1
         depth = len(self.tags)
         self.tags.append(tag)
         self.attrs.append(attributes)
@@ -545,9 +591,19 @@ class _StatementWalker:
             self.statement_index = self.statement.index
             self.account_id = pairs.get("accountId")
         elif depth == 3 and self.statement is not None:
-            self.section_table = section_table_name(tag)
+            self.section_table = self._table(tag)
             self.statement.sections.append(tag)
         self._track_rows()
+
+    def _table(self, tag: str) -> str:
+        table = section_table_name(tag)
+        if table not in self.tables:
+            if len(self.tables) >= MAX_SECTION_TABLES:
+                raise InputFileError(
+                    f"{self.source_name}: more than {MAX_SECTION_TABLES} kinds of section "
+                    "(a Flex statement has a few dozen): refused as hostile; nothing landed")
+            self.tables.add(table)
+        return table
 
     def _track_rows(self) -> None:
         inside = len(self.tags) >= 4 and self.statement is not None
@@ -567,7 +623,7 @@ class _StatementWalker:
         elif depth == 1:
             if tag != "FlexStatements" and attributes:
                 # Root-level extras (a stray <AccountInformation>, <Message>): land them too.
-                self.writer.add(section_table_name(tag), None, None, tag, attributes)
+                self.writer.add(self._table(tag), None, None, tag, attributes)
         elif depth == 2 and tag == "FlexStatement":
             self.statement = None
             self.statement_index = None
@@ -582,16 +638,28 @@ def _attribute(attributes: list[str], name: str) -> str | None:
     return None
 
 
-def _parse_into(source: FlexSource, writer: _TableWriter,
-                allowed_accounts: tuple[str, ...]) -> tuple[list[_Statement], str | None]:
-    """Stream the document into `writer`; return its statements and declared count."""
+def _parse_into(source: FlexSource, writer: _TableWriter, allowed_accounts: tuple[str, ...]
+                ) -> tuple[list[_Statement], str | None, int]:
+    """Stream the document into `writer`; return its statements, declared count and
+    how many elements it holds."""
     walker = _StatementWalker(source.name, writer, allowed_accounts)
     reader = _FlexReader(walker)
     total = source.size()
     next_progress = time.monotonic() + 5.0
+    since_markup = 0  # bytes since the last `<` (a `<` cannot occur inside a value)
     with source.open() as handle:
         try:
             while chunk := handle.read(READ_CHUNK):
+                # expat holds a whole tag before reporting it: a 200 MB attribute would
+                # be 200 MB (and more) of memory. Measured before expat sees the bytes.
+                first = chunk.find(b"<")
+                gap = since_markup + (len(chunk) if first < 0 else first)
+                if gap > MAX_MARKUP_BYTES:
+                    raise InputFileError(
+                        f"{source.name}: {gap / (1 << 20):.0f}+ MiB without markup (a tag or "
+                        f"text over {MAX_MARKUP_BYTES >> 20} MiB; a Flex tag is a few KiB): "
+                        "refused as hostile; nothing landed")
+                since_markup = gap if first < 0 else len(chunk) - chunk.rfind(b"<") - 1
                 reader.feed(chunk)
                 walker.drain()
                 if time.monotonic() >= next_progress:
@@ -607,7 +675,8 @@ def _parse_into(source: FlexSource, writer: _TableWriter,
     if not walker.statements:
         raise InputFileError(f"{source.name}: a FlexQueryResponse with no <FlexStatement>; "
                              "nothing landed")
-    return walker.statements, walker.declared_count
+    elements = walker.other_elements + sum(writer.row_counter.values())
+    return walker.statements, walker.declared_count, elements
 
 
 def _wrong_root_message(name: str, tag: str) -> str:
@@ -739,9 +808,9 @@ def _land_one(con: duckdb.DuckDBPyConnection, source: FlexSource, sha: str,
     extract_id = f"{landed_at:%Y%m%dT%H%M%S}-{sha[:12]}-{uuid.uuid4().hex[:6]}"
     writer = _TableWriter(con, extract_id, sha, landed_at)
     try:
-        statements, declared = _parse_into(source, writer, allowed_accounts)
+        statements, declared, elements = _parse_into(source, writer, allowed_accounts)
         # ibflex (pure Python) validates while the insert thread is still in DuckDB.
-        verdict = validate_with_ibflex(source)
+        verdict = validate_with_ibflex(source, elements)
         writer.close()
     except DefusedXmlException as exc:
         writer.abort()

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 # break the pod's 256 MiB memory limit. Measured peaks of `flexsync extract`:
 # 8.2 MiB file 205 MiB, 15.9 MiB file 267 MiB. A daily 90-day file is ≈1.2 MiB.
 MAX_VALIDATE_BYTES = 10 * 1024 * 1024
+# ibflex's memory grows with elements, not bytes: 1M empty rows (9 MB) took 3.5 GB. A
+# daily file holds a few hundred elements; a 10 MiB real one ~15,000.
+MAX_VALIDATE_ELEMENTS = 20_000
 
 
 @dataclass
@@ -30,11 +33,14 @@ class Verdict:
         return f"error: {self.error}"
 
 
-def validate_with_ibflex(source: FlexSource) -> Verdict:
+def validate_with_ibflex(source: FlexSource, elements: int = 0) -> Verdict:
     size = source.size()
     if size > MAX_VALIDATE_BYTES:
         return Verdict(None, f"file of {size / 1e6:.0f} MB is above the validator's "
                              f"{MAX_VALIDATE_BYTES // (1024 * 1024)} MiB bound")
+    if elements > MAX_VALIDATE_ELEMENTS:
+        return Verdict(None, f"{elements:,} elements are above the validator's "
+                             f"{MAX_VALIDATE_ELEMENTS:,} bound")
     with source.open() as handle:
         content = handle.read()
     from ibflex import parser  # imported lazily: only needed here

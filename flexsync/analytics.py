@@ -36,7 +36,8 @@ def publish_analytics_copy(settings: Settings) -> Path:
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp_name, 0o644)
+        # Readable by the group (analysts' tools share the pod's fsGroup), not by all.
+        os.chmod(tmp_name, 0o640)
         os.replace(tmp_name, target)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)

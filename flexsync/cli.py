@@ -18,7 +18,13 @@ from typing import Annotated, Any
 import typer
 
 from flexsync import __version__
-from flexsync.config import Settings, check_account_map, load_settings
+from flexsync.config import (
+    Settings,
+    check_account_map,
+    check_wf_base_url,
+    load_settings,
+    password_goes_outside_in_clear,
+)
 from flexsync.errors import ExitCode, FlexsyncError
 from flexsync.logs import register_secret, scrub, setup_logging
 from flexsync.warehouse import RunLock
@@ -119,6 +125,11 @@ def _settings(**overrides: Any) -> Settings:
     settings = check_account_map(load_settings().with_overrides(**overrides))
     for secret in settings.secrets():
         register_secret(secret)
+    check_wf_base_url(settings.wf_base_url)
+    if settings.wf_password and password_goes_outside_in_clear(settings.wf_base_url):
+        log.warning("WF_BASE_URL %s is plain http to a host outside the cluster: the "
+                    "Wealthfolio password crosses the network unencrypted; use https",
+                    settings.wf_base_url)
     return settings.with_overrides(data_dir=settings.data_dir.resolve())
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from flexsync.config import Settings
-from flexsync.errors import ExitCode, FlexsyncError
+from flexsync.errors import ExitCode, FlexsyncError, TerminatedError
 from flexsync.pipeline import (
     RunRecord,
     download_and_land,
@@ -65,8 +69,38 @@ def run_transform_stage(settings: Settings, record: RunRecord,
     _stage_line(label, record.stage_seconds[label], result.summary())
 
 
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn the first SIGTERM into a TerminatedError in the main thread (later ones are
+    ignored while the failure is recorded and pushed); the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:
+            return
+        fired = True
+        raise TerminatedError(
+            "terminated by SIGTERM (the Job's activeDeadlineSeconds, an eviction or a node "
+            "drain); the run stopped where it was — the next run carries on")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _finish(settings: Settings, record: RunRecord, body: Callable[[], object]) -> int:
     """Run a command body, record the run whatever happens, return the exit code."""
+    with _sigterm_raises():
+        return _finish_body(settings, record, body)
+
+
+def _finish_body(settings: Settings, record: RunRecord, body: Callable[[], object]) -> int:
     code = int(ExitCode.OK)
     message = "ok"
     record_run_start(settings, record)

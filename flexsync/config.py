@@ -6,11 +6,13 @@ str/repr never shows the value, so a settings object can be logged safely.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flexsync.errors import ConfigurationError
@@ -274,3 +276,40 @@ def require(settings: Settings, *names: str) -> None:
             continue  # IBKR_ACCOUNT_MAP names the accounts instead
         if not getattr(settings, name):
             raise ConfigurationError(f"{env_names.get(name, name)} not provided")
+
+
+# Host names that stay inside the cluster (or the machine): a Service name, service.namespace,
+# or the cluster domain. A password over plain http to anything else crosses a network we
+# do not own.
+_CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local", ".local", ".internal",
+                     ".localhost")
+
+
+def check_wf_base_url(url: str) -> None:
+    """Refuse a WF_BASE_URL carrying user:password@: it would leak into logs, sync.runs and
+    the session cache, and httpx's Basic auth would override the Bearer session."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigurationError("WF_BASE_URL: not a URL") from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ConfigurationError(
+            "WF_BASE_URL must not contain user:password@ (Wealthfolio has no user name and "
+            "the password goes in WF_PASSWORD): remove it from the URL"
+        )
+
+
+def password_goes_outside_in_clear(url: str) -> bool:
+    """True for plain http:// to a host that is neither loopback/private nor a cluster name."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    host = parts.hostname.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return not ("." not in host or host == "localhost" or host.endswith(_CLUSTER_SUFFIXES)
+                    or host.count(".") == 1)  # service.namespace
+    return not (address.is_private or address.is_loopback or address.is_link_local)

@@ -71,6 +71,14 @@ class WarehouseLockedError(FlexsyncError):
     exit_code = ExitCode.LOCKED
 
 
+class TerminatedError(FlexsyncError):
+    """SIGTERM: the Job's activeDeadlineSeconds, an eviction, a node drain. Raised in the
+    main thread so the run is recorded and its failure pushed before the kill's grace
+    period ends."""
+
+    exit_code = ExitCode.UNEXPECTED
+
+
 class WarehouseError(FlexsyncError):
     """The warehouse file cannot be opened (corrupt, read-only directory, ...)."""
 

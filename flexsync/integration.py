@@ -4,7 +4,7 @@
 Exit-code rules (SPEC §6): a failed activity makes the run exit 5 even though the
 others were posted; the Pushgateway failing makes it exit 7 with the activities
 already posted and recorded; the analytics copy is published only after a fully
-successful run.
+successful run, and the metrics are pushed after it, with the run's true outcome.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def load_stage(settings: Settings, record: RunRecord, dry_run: bool) -> int:
     return _load_and_push(settings, record)
 
 
-def _load_and_push(settings: Settings, record: RunRecord) -> int:
+def _load(settings: Settings, record: RunRecord) -> FlexsyncError | None:
+    """Post, then refresh the drift; the load's error (if any) is returned, not raised."""
     load_error: FlexsyncError | None = None
     try:
         post_activities(settings, record)
@@ -201,6 +202,11 @@ def _load_and_push(settings: Settings, record: RunRecord) -> int:
             refresh_after_load(settings, record)
         except FlexsyncError as exc:
             load_error = load_error or exc
+    return load_error
+
+
+def _load_and_push(settings: Settings, record: RunRecord) -> int:
+    load_error = _load(settings, record)
     code = int(load_error.exit_code) if load_error else int(ExitCode.OK)
     push_metrics(settings, record, success=load_error is None, exit_code=code)
     if load_error is not None:
@@ -209,7 +215,7 @@ def _load_and_push(settings: Settings, record: RunRecord) -> int:
 
 
 def sync_run(settings: Settings, record: RunRecord, files: list[Path], dry_run: bool) -> int:
-    """extract → transform → load (→ push) → analytics copy."""
+    """extract → transform → load → analytics copy → push (last, with the true outcome)."""
     from flexsync.analytics import publish_analytics_copy
     from flexsync.commands import run_extract_stage, run_transform_stage
 
@@ -219,6 +225,7 @@ def sync_run(settings: Settings, record: RunRecord, files: list[Path], dry_run: 
         require(settings, "flex_token", "flex_query_id", "upstream_account_ids")
     if not dry_run:
         require(settings, "wf_base_url", "wf_account_id")
+    error: FlexsyncError | None = None
     try:
         run_extract_stage(settings, record, files)
         run_transform_stage(settings, record)
@@ -226,12 +233,18 @@ def sync_run(settings: Settings, record: RunRecord, files: list[Path], dry_run: 
             print_plan(settings)
             push_metrics(settings, record, success=True, exit_code=0, dry_run=True)
             return 0
-        _load_and_push(settings, record)
+        error = _load(settings, record)
+        if error is None:
+            with record.stage("publish"):
+                publish_analytics_copy(settings)
     except FlexsyncError as exc:
-        _push_failure(settings, record, exc)
-        raise
-    with record.stage("publish"):
-        publish_analytics_copy(settings)
+        error = exc
+    # The push comes last: until the analytics copy is in place the run has not succeeded,
+    # and a success pushed too early would keep IBKRSyncStale quiet after a failed run.
+    if error is not None:
+        _push_failure(settings, record, error)
+        raise error
+    push_metrics(settings, record, success=True, exit_code=0)
     total = sum(record.stage_seconds.values())
     log.info("sync:     done — %s posted, %s already there, %s unmapped (%.1f s)",
              record.counts.get("posted", 0), record.counts.get("already_present", 0),
@@ -245,5 +258,5 @@ def _push_failure(settings: Settings, record: RunRecord, exc: FlexsyncError) -> 
         return
     try:
         push_metrics(settings, record, success=False, exit_code=int(exc.exit_code))
-    except FlexsyncError as push_exc:
+    except Exception as push_exc:  # a broken warehouse or gateway must not mask `exc`
         log.warning("could not push the failed run's metrics either: %s", push_exc)

@@ -12,7 +12,8 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 _REDACTED = "********"
 # The Flex token travels as ?t=... in URLs; scrub it even when we do not know the value.
@@ -21,15 +22,42 @@ _TOKEN_PARAM = re.compile(r"([?&]t=)[^&\s'\"]+")
 _secrets: list[str] = []
 
 
+def _spellings(value: str) -> list[str]:
+    """The forms a secret takes once a server or an encoder has echoed it: as is, inside a
+    JSON string (quotes, backslashes, control and non-ASCII characters escaped), and
+    URL-encoded (a query string or a form body)."""
+    forms = [value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             quote(value, safe=""), quote_plus(value)]
+    return list(dict.fromkeys(f for f in forms if f))
+
+
 def register_secret(value: str) -> None:
-    if value and value not in _secrets:
-        _secrets.append(value)
+    if not value:
+        return
+    for form in _spellings(value):
+        if form not in _secrets:
+            _secrets.append(form)
+    # Longest first: a secret's escaped form may contain its plain form.
+    _secrets.sort(key=len, reverse=True)
 
 
 def scrub(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, _REDACTED)
     return _TOKEN_PARAM.sub(r"\1" + _REDACTED, text)
+
+
+def scrub_value(value: Any) -> Any:
+    """A log field with every string in it scrubbed (before it is JSON-encoded)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub(str(value))
 
 
 def without_userinfo(url: str) -> str:
@@ -61,7 +89,10 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = getattr(record, key)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(payload, default=str))
+        # Each field is scrubbed before encoding: json.dumps escapes a quote, backslash,
+        # tab or non-ASCII character, after which the secret no longer matches as text.
+        # The encoded line is scrubbed again, for the escaped spellings.
+        return scrub(json.dumps(scrub_value(payload)))
 
 
 def setup_logging(log_format: str = "text", level: int = logging.INFO) -> None:

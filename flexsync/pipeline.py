@@ -23,6 +23,7 @@ import duckdb
 from extract.flex_landing import FlexSource, LandingResult, land_sources
 from flexsync.config import Settings, require
 from flexsync.errors import ConfigurationError, ExitCode, FlexsyncError
+from flexsync.logs import scrub
 from flexsync.warehouse import connect, ensure_schema, prepare_data_dir
 
 log = logging.getLogger("flexsync")
@@ -63,8 +64,11 @@ def record_run(settings: Settings, record: RunRecord, exit_code: int, message: s
                 "insert or replace into sync.runs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [record.run_id, record.command, record.started_at.replace(tzinfo=None),
                  datetime.now(UTC).replace(tzinfo=None), outcome, int(exit_code),
-                 json.dumps(record.stage_seconds), json.dumps(record.counts, default=str),
-                 message[:2000]],
+                 json.dumps(record.stage_seconds),
+                 scrub(json.dumps(record.counts, default=str)),
+                 # A server's error may echo what it was sent (a login body): never store
+                 # a secret in the warehouse, nor from there in analytics.duckdb or status.
+                 scrub(message)[:2000]],
             )
     except (FlexsyncError, duckdb.Error) as exc:  # e.g. the disk that failed the run is full
         log.warning("could not record the run in sync.runs: %s", exc)
@@ -118,8 +122,22 @@ def download_and_land(settings: Settings,
     return _land(settings, [source])
 
 
+def remove_orphaned_archive_temps(archive_dir: Path) -> int:
+    """A run killed while archiving leaves `.tmp-*.gz` beside the archive; we hold the run
+    lock, so none is in use: remove them rather than let them fill the volume."""
+    removed = 0
+    if archive_dir.is_dir():
+        for stale in archive_dir.glob("*/.tmp-*.gz"):
+            stale.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished archive file(s) left by a killed run", removed)
+    return removed
+
+
 def _land(settings: Settings, sources: list[FlexSource]) -> list[LandingResult]:
     prepare_data_dir(settings.data_dir)
+    remove_orphaned_archive_temps(settings.archive_dir)
     with connect(settings.warehouse_path) as con:
         ensure_schema(con)
         return land_sources(con, sources, settings.upstream_account_ids, settings.archive_dir)

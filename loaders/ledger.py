@@ -15,6 +15,8 @@ from typing import Literal
 
 import duckdb
 
+from flexsync.logs import scrub
+
 LedgerStatus = Literal["posted", "already_present", "failed", "deleted"]
 SETTLED_STATUSES: tuple[str, ...] = ("posted", "already_present")
 
@@ -36,7 +38,9 @@ def record_outcome(
     con.execute(
         "insert into sync.posted_activities (external_id, wf_activity_id, status, error, "
         "run_id, recorded_at) values (?, ?, ?, ?, ?, ?)",
-        [external_id, wf_activity_id, status, error, run_id, when],
+        # Wealthfolio's error text may echo the request: scrubbed before it is stored.
+        [external_id, wf_activity_id, status, None if error is None else scrub(error), run_id,
+         when],
     )
 
 

@@ -45,6 +45,9 @@ from flexsync.logs import register_secret, scrub
 log = logging.getLogger("flexsync.wealthfolio")
 
 API_PREFIX = "/api/v1"
+# The largest answer read, counted after decompression: a search page of 2,000 activities
+# is ~2-3 MB of JSON; a gzip bomb (MBs on the wire, GBs inflated) stops here.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 SESSION_COOKIE = "wf_session"
 DUPLICATE_MARKER = "Duplicate activity detected"
 NOT_FOUND_MARKER = "Record not found"
@@ -159,7 +162,9 @@ class WealthfolioClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
+        self.max_response_bytes = max_response_bytes
         root = base_url.rstrip("/")
         if root.endswith(API_PREFIX):
             root = root[: -len(API_PREFIX)]
@@ -378,8 +383,9 @@ class WealthfolioClient:
         failures = 0
         while True:
             try:
-                response = self._http.post("/auth/login",
-                                           json={"password": self._password.get()})
+                response = self._send("POST", "/auth/login",
+                                      {"password": self._password.get()}, None, {},
+                                      "POST /auth/login")
                 answer = _answer(response)
             except (httpx.TransportError, _BadJson) as exc:
                 failures += 1
@@ -540,8 +546,7 @@ class WealthfolioClient:
             self._ensure_session()
             headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
             try:
-                response = self._http.request(method, path, json=body, params=params,
-                                              headers=headers)
+                response = self._send(method, path, body, params, headers, what)
                 self._absorb_session_cookie(response)
                 answer = _answer(response, decimal_ints=decimal_ints)
             except (httpx.TransportError, _BadJson) as exc:
@@ -570,6 +575,29 @@ class WealthfolioClient:
                     self._backoff(failures, what, answer.describe(), _retry_after(answer))
                     continue
             return answer
+
+    def _send(self, method: str, path: str, body: Any, params: Mapping[str, str] | None,
+              headers: dict[str, str], what: str) -> httpx.Response:
+        """One request, its (decompressed) body read in chunks up to the cap."""
+        request = self._http.build_request(method, path, json=body, params=params,
+                                           headers=headers)
+        response = self._http.send(request, stream=True)
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes(1 << 16):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise WealthfolioError(
+                        f"Wealthfolio {what}: the answer exceeds "
+                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed (a "
+                        "runaway or hostile body); stopped reading it")
+                chunks.append(chunk)
+            # The body, as read() would have stored it (so .content and .text work).
+            response._content = b"".join(chunks)
+        finally:
+            response.close()
+        return response
 
     def _backoff(self, failures: int, what: str, why: str,
                  asked: float | None = None) -> None:
@@ -612,6 +640,11 @@ def _answer(response: httpx.Response, *, decimal_ints: bool = False) -> _Answer:
         try:
             data = json.loads(text, parse_float=Decimal,
                               parse_int=Decimal if decimal_ints else None)
+        except RecursionError:
+            # Deeper than any answer of Wealthfolio's API: hostile, not transient.
+            raise WealthfolioError(
+                f"Wealthfolio answered JSON nested too deeply to read ({response.status_code} "
+                f"from {response.request.url.path})") from None
         except ValueError:
             if response.status_code == 200:
                 raise _BadJson("the answer is not valid JSON") from None

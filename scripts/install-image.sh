@@ -13,7 +13,9 @@
 #
 # Dependencies: the lock holds runtime *and* dev packages, so it is used as a constraint
 # on pyproject's runtime dependencies (dev tools stay out of the image), and afterwards
-# every installed distribution is checked against the lock: nothing unpinned ships.
+# every installed distribution is checked against the lock: nothing unpinned ships. The
+# lock carries every distribution's sha256 (uv pip compile --generate-hashes): uv checks
+# each download against it.
 #
 # Bytecode: the container's root filesystem is read-only, so Python could never write
 # .pyc and would recompile every module on every run (+2.6-6 s). Everything is compiled
@@ -67,7 +69,7 @@ import re, sys
 def norm(n): return re.sub(r"[-_.]+", "-", n).lower()
 lock = {}
 for line in open(sys.argv[1]):
-    line = line.split("#")[0].split(";")[0].strip()
+    line = line.split("#")[0].split(";")[0].strip().rstrip("\\").strip()
     if "==" in line:
         name, version = line.split("==", 1)
         lock[norm(name)] = version.strip()

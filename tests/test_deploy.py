@@ -28,14 +28,33 @@ from tests.plugins.pushgateway import require_binary
 DEPLOY = REPO_ROOT / "deploy"
 SPEC = REPO_ROOT.parent / "shared" / "SPEC.md"
 SECRET_NAME = "broker-sync-secrets"
-# SPEC §2 variables that are paths tied to this manifest's volumes: plain values.
-PLAIN_ENV = {"BROKER_SYNC_DATA_DIR": "/data", "WF_SESSION_PATH": "/data/.wealthfolio-session"}
+# SPEC §2 variables set as plain values: paths tied to this manifest's volumes, and the
+# cluster's Pushgateway (not in Vault secret/broker-sync).
+PLAIN_ENV = {
+    "BROKER_SYNC_DATA_DIR": "/data", "WF_SESSION_PATH": "/data/.wealthfolio-session",
+    "PUSHGATEWAY_URL": "http://prometheus-prometheus-pushgateway.monitoring:9091",
+}
 SPEC_VARIABLES = {
     "IBKR_FLEX_TOKEN", "IBKR_FLEX_QUERY_ID", "IBKR_ACCOUNT_ID", "IBKR_ACCOUNT_ID_UPSTREAM",
     "WF_BASE_URL", "WF_PASSWORD", "WF_USERNAME", "WF_SESSION_PATH", "PUSHGATEWAY_URL",
     "BROKER_SYNC_DATA_DIR",
 }
 K8S_VERSIONS = ["1.30.0", kv.latest_version()]
+# Vault secret/broker-sync's keys (shared with the other broker-sync providers): the env
+# variable each one becomes in the CronJob.
+VAULT_KEYS = {
+    "IBKR_FLEX_TOKEN": "ibkr_flex_token", "IBKR_FLEX_QUERY_ID": "ibkr_flex_query_id",
+    "IBKR_ACCOUNT_ID": "ibkr_account_id", "IBKR_ACCOUNT_ID_UPSTREAM": "ibkr_account_id_upstream",
+    "WF_BASE_URL": "wf_base_url", "WF_USERNAME": "wf_username", "WF_PASSWORD": "wf_password",
+}
+# The seed of that Vault path as the stack holds it (made-up values).
+VAULT_SEED = {
+    "ibkr_flex_token": "vaultSeedToken0123456789", "ibkr_flex_query_id": "654321",
+    "ibkr_account_id": "6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11",
+    "ibkr_account_id_upstream": "U7654321", "wf_base_url": "http://wealthfolio.wealthfolio:8088",
+    "wf_username": "", "wf_password": "vault-seed-Pa55word",
+}
+PUSHGATEWAY_URL = PLAIN_ENV["PUSHGATEWAY_URL"]
 POD_TMP = "/tmp"  # noqa: S108 - the pod's emptyDir mount, not a temp file of ours
 
 
@@ -82,7 +101,8 @@ def container(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def test_deploy_holds_the_expected_manifests() -> None:
     kinds = sorted(doc["kind"] for _, doc in manifests())
-    assert kinds == ["CronJob", "ExternalSecret", "PersistentVolumeClaim", "Secret"]
+    assert kinds == ["CronJob", "ExternalSecret", "Namespace", "NetworkPolicy",
+                     "PersistentVolumeClaim", "Secret"]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -96,7 +116,7 @@ def test_manifests_validate_strictly(version: str) -> None:
         except kv.ValidationError as exc:
             pytest.fail(f"{path.name}: {doc['kind']} invalid for Kubernetes {version}: {exc}")
         checked += 1
-    assert checked == 3
+    assert checked == 5
 
 
 def test_strict_validation_catches_a_misspelt_field(cronjob: dict[str, Any]) -> None:
@@ -111,7 +131,8 @@ def test_kubernetes_validate_cli_passes() -> None:
     cli = Path(sys.executable).parent / "kubernetes-validate"
     if not cli.exists():
         pytest.skip(f"{cli} not installed")
-    files = [str(DEPLOY / name) for name in ("cronjob.yaml", "pvc.yaml", "secret.example.yaml")]
+    files = [str(DEPLOY / name) for name in ("cronjob.yaml", "pvc.yaml", "secret.example.yaml",
+                                             "networkpolicy.yaml", "namespace.yaml")]
     result = subprocess.run(
         [str(cli), "--strict", "--quiet", *files], capture_output=True, text=True, timeout=60
     )
@@ -200,24 +221,91 @@ def test_every_spec_variable_is_set_from_the_secret(container: dict[str, Any]) -
             continue
         ref = entry["valueFrom"]["secretKeyRef"]
         assert ref["name"] == SECRET_NAME, name
-        assert ref["key"] == name, name
+        # Vault secret/broker-sync (shared with the other providers) has lowercase keys.
+        assert ref["key"] == VAULT_KEYS[name], name
         # Only the ignored WF_USERNAME may be absent from the secret.
         assert ref.get("optional", False) is (name == "WF_USERNAME"), name
 
 
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """env name -> its secretKeyRef, for the variables read from the Secret."""
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
 def test_secret_sources_provide_every_required_key(container: dict[str, Any]) -> None:
-    required = {
-        e["valueFrom"]["secretKeyRef"]["key"]
-        for e in container["env"]
-        if "valueFrom" in e and not e["valueFrom"]["secretKeyRef"].get("optional")
-    }
+    refs = secret_refs(container)
+    required = {ref["key"] for ref in refs.values() if not ref.get("optional")}
+    assert required == set(VAULT_KEYS.values()) - {"wf_username"}
     secret = only("Secret")
     assert secret["metadata"]["name"] == SECRET_NAME
-    assert set(secret["stringData"]) == required
+    assert required <= set(secret["stringData"]) <= {ref["key"] for ref in refs.values()}
     external = only("ExternalSecret")
     assert external["spec"]["target"]["name"] == SECRET_NAME
     assert external["spec"]["dataFrom"][0]["extract"]["key"] == "secret/broker-sync"
+    # Synced as-is: no rewrite that would change the keys' case.
+    assert "rewrite" not in external["spec"]["dataFrom"][0]
     assert external["metadata"]["namespace"] == only("CronJob")["metadata"]["namespace"]
+
+
+def test_pushgateway_url_is_a_plain_overridable_value(container: dict[str, Any]) -> None:
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PUSHGATEWAY_URL"] == {"name": "PUSHGATEWAY_URL", "value": PUSHGATEWAY_URL}
+
+
+def pod_env(container: dict[str, Any], secret_data: dict[str, str]) -> dict[str, str]:
+    """The environment the kubelet gives the container: plain values, and each secretKeyRef
+    resolved from the Secret (a missing non-optional key is CreateContainerConfigError)."""
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == SECRET_NAME
+        if ref["key"] in secret_data:
+            env[entry["name"]] = secret_data[ref["key"]]
+        elif not ref.get("optional"):
+            pytest.fail(f"CreateContainerConfigError: key {ref['key']!r} not in {SECRET_NAME}")
+    return env
+
+
+def test_the_pod_starts_with_the_secret_synced_from_vault(
+    container: dict[str, Any], tmp_path: Path
+) -> None:
+    """Vault secret/broker-sync as the stack holds it -> the Secret the ExternalSecret
+    renders (dataFrom.extract: every key as it is) -> the CronJob's env -> flexsync."""
+    external = only("ExternalSecret")
+    assert [list(item) for item in external["spec"]["dataFrom"]] == [["extract"]]
+    # The ExternalSecret copies every key of the Vault path verbatim, other providers' too.
+    secret_data = {**VAULT_SEED, "other_provider_token": "not-ours"}
+    env = pod_env(container, secret_data)
+    from flexsync.config import load_settings, require
+
+    settings = load_settings(env)
+    require(settings, "flex_token", "flex_query_id", "wf_account_id", "upstream_account_ids",
+            "wf_base_url", "wf_password", "pushgateway_url")
+    assert settings.flex_token.get() == VAULT_SEED["ibkr_flex_token"]
+    assert settings.wf_password.get() == VAULT_SEED["wf_password"]
+    assert settings.flex_query_id == VAULT_SEED["ibkr_flex_query_id"]
+    assert settings.wf_account_id == VAULT_SEED["ibkr_account_id"]
+    assert settings.upstream_account_ids == (VAULT_SEED["ibkr_account_id_upstream"],)
+    assert settings.wf_base_url == VAULT_SEED["wf_base_url"]
+    assert settings.pushgateway_url == PUSHGATEWAY_URL
+    # And the real command starts with it: `flexsync status` resolves the configuration.
+    # Only the paths tied to the pod's volumes move to a temp dir (no /data here).
+    run_env = {**{k: v for k, v in os.environ.items() if k not in env}, **env,
+               "BROKER_SYNC_DATA_DIR": str(tmp_path), "WF_SESSION_PATH": str(tmp_path / "s"),
+               "DBT_TARGET_PATH": str(tmp_path / "t"), "DBT_LOG_PATH": str(tmp_path / "l"),
+               "TMPDIR": str(tmp_path), "COLUMNS": "200"}
+    status = subprocess.run([sys.executable, "-m", "flexsync", "status"], env=run_env,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for shown in ("Flex token", "Wealthfolio password"):
+        assert re.search(rf"{shown}\s*│?\s*set", status.stdout), status.stdout
+    assert VAULT_SEED["ibkr_account_id_upstream"] in status.stdout
+    for secret in (VAULT_SEED["ibkr_flex_token"], VAULT_SEED["wf_password"]):
+        assert secret not in status.stdout + status.stderr
 
 
 # --- Prometheus rules ---------------------------------------------------------------------
@@ -245,7 +333,8 @@ def alert_rules(path: Path) -> dict[str, dict[str, Any]]:
 
 def test_prometheus_rules_use_the_pushed_metric_names() -> None:
     rules = alert_rules(DEPLOY / "prometheus-rules.yaml")
-    assert set(rules) == {"IBKRPositionDrift", "IBKRCashDrift", "IBKRSyncStale"}
+    assert {"IBKRPositionDrift", "IBKRCashDrift", "IBKRSyncStale", "IBKRSyncFailed"} <= set(
+        rules)
     drift = rules["IBKRPositionDrift"]
     assert pg.DRIFT_METRIC in drift["expr"] and "> 0.01" in drift["expr"]
     assert drift["for"] == "24h"
@@ -254,9 +343,17 @@ def test_prometheus_rules_use_the_pushed_metric_names() -> None:
     assert cash["for"] == "24h" and f'job="{pg.DEFAULT_JOB}"' in cash["expr"]
     stale = rules["IBKRSyncStale"]
     assert pg.LAST_SUCCESS_METRIC in stale["expr"] and "36 * 3600" in stale["expr"]
-    assert f"absent({pg.LAST_SUCCESS_METRIC}" in stale["expr"]
+    # Never a success, but runs: the account is kept; nothing pushed at all: absent().
+    assert "unless on (account)" in stale["expr"]
+    absent = re.search(r"absent\(\{__name__=~\"([^\"]+)\"", stale["expr"])
+    assert absent and {pg.LAST_RUN_METRIC, pg.LAST_SUCCESS_METRIC} == {
+        name for name in (pg.LAST_RUN_METRIC, pg.LAST_SUCCESS_METRIC)
+        if re.fullmatch(absent[1], name)}
+    failed = rules["IBKRSyncFailed"]
+    assert pg.EXIT_CODE_METRIC in failed["expr"] and "!= 0" in failed["expr"]
+    assert failed["labels"]["severity"] == "warning"
     job = f'job="{pg.DEFAULT_JOB}"'
-    assert job in drift["expr"] and job in stale["expr"]
+    assert job in drift["expr"] and job in stale["expr"] and job in failed["expr"]
     # Both alerts are exercised by the promtool unit tests.
     tests = yaml.safe_load((DEPLOY / "prometheus-rules.test.yaml").read_text())
     tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
@@ -384,6 +481,23 @@ def test_dockerfile_installs_through_the_tested_script() -> None:
     assert "requirements.lock" in script
 
 
+def test_runtime_image_has_no_package_installer() -> None:
+    runtime_runs = " ".join(args for i, args in dockerfile_stages()[-1] if i == "RUN")
+    for path in ("/usr/local/bin/pip", "site-packages/pip "):
+        assert path in runtime_runs + " ", path
+    assert "rm -rf" in runtime_runs
+
+
+def test_requirements_lock_pins_every_distribution_by_hash() -> None:
+    entries = re.split(r"\n(?=[A-Za-z0-9])", (REPO_ROOT / "requirements.lock").read_text())
+    pinned = [e for e in entries if "==" in e.split("\n", 1)[0]]
+    assert len(pinned) > 50
+    unhashed = [e.split()[0] for e in pinned if "--hash=sha256:" not in e]
+    assert unhashed == []
+    # uv (make setup) and pip (-r) then refuse a download whose hash differs.
+    assert "--generate-hashes" in (REPO_ROOT / "requirements.lock").read_text().splitlines()[1]
+
+
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = {
         line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
@@ -493,3 +607,227 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
     assert (tmp_path / "args").read_text().strip() == "sync"
     perf = json.loads((runtime_tmp / "dbt" / "target" / "perf_info.json").read_text())
     assert perf["parsed_path_count"] == 0, "dbt re-parsed: the baked partial parse was not reused"
+
+
+# --- Terraform (deploy/terraform: the broker-sync stack's twin of cronjob.yaml) ---------
+
+TERRAFORM = DEPLOY / "terraform"
+# Nested blocks that are lists in the Kubernetes API (a block may repeat).
+_TF_LIST_BLOCKS = {"container": "containers", "env": "env", "volume": "volumes",
+                   "volume_mount": "volumeMounts", "rule": "rules", "egress": "egress",
+                   "to": "to", "ports": "ports"}
+# Attribute names whose camelCase is not the plain conversion.
+_TF_NAMES = {"timezone": "timeZone"}
+
+
+def _unquote(value: Any) -> Any:
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _camel(name: str) -> str:
+    name = _unquote(name)
+    if name in _TF_NAMES:
+        return _TF_NAMES[name]
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _resolve(value: Any, scope: dict[str, Any]) -> Any:
+    """A literal as is; `${var.x}` / `${local.x}` replaced by the default / local value."""
+    value = _unquote(value)
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        reference = value[2:-1]
+        assert reference in scope, f"unresolvable Terraform expression {value}"
+        return scope[reference]
+    if isinstance(value, list):
+        return [_resolve(v, scope) for v in value]
+    if isinstance(value, dict):
+        return {_unquote(k): _resolve(v, scope) for k, v in value.items()
+                if k not in ("__is_block__", "__comments__")}
+    return value
+
+
+def tf_to_k8s(block: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+    """A Terraform block as the Kubernetes object it produces (snake_case -> camelCase,
+    single nested blocks -> objects, repeatable ones -> lists; maps such as labels and
+    resources keep their keys)."""
+    out: dict[str, Any] = {}
+    for key, value in block.items():
+        if key in ("__is_block__", "__comments__", "lifecycle"):
+            continue
+        name = _unquote(key)
+        is_block = isinstance(value, list) and value and all(
+            isinstance(v, dict) and v.get("__is_block__") for v in value)
+        if is_block:
+            converted = [tf_to_k8s(v, scope) for v in value]
+            if name in _TF_LIST_BLOCKS:
+                out[_TF_LIST_BLOCKS[name]] = converted
+            else:
+                assert len(converted) == 1, f"block {name} repeated"
+                out[_camel(name)] = converted[0]
+        else:
+            out[_camel(name)] = _resolve(value, scope)
+    return out
+
+
+def terraform() -> dict[str, Any]:
+    import hcl2
+
+    merged: dict[str, Any] = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as handle:
+            for key, value in hcl2.load(handle).items():
+                merged.setdefault(key, []).extend(value)
+    return merged
+
+
+def terraform_scope(parsed: dict[str, Any]) -> dict[str, Any]:
+    scope: dict[str, Any] = {}
+    for variable in parsed["variable"]:
+        for name, body in variable.items():
+            scope[f"var.{_unquote(name)}"] = _resolve(body["default"], {})
+    for local in parsed["locals"]:
+        for name, value in local.items():
+            if name not in ("__is_block__", "__comments__"):
+                scope[f"local.{name}"] = _resolve(value, scope)
+    return scope
+
+
+def tf_resource(parsed: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    found = [r[f'"{kind}"'][f'"{name}"'] for r in parsed["resource"]
+             if f'"{kind}"' in r and f'"{name}"' in r[f'"{kind}"']]
+    assert len(found) == 1, f"expected one {kind}.{name}, found {len(found)}"
+    result: dict[str, Any] = found[0]
+    return result
+
+
+@pytest.fixture(scope="module")
+def tf_parsed() -> dict[str, Any]:
+    return terraform()
+
+
+@pytest.fixture(scope="module")
+def tf_cronjob(tf_parsed: dict[str, Any]) -> dict[str, Any]:
+    return tf_to_k8s(tf_resource(tf_parsed, "kubernetes_cron_job_v1", "ibkr"),
+                     terraform_scope(tf_parsed))
+
+
+def test_terraform_cronjob_matches_the_yaml_field_for_field(
+    tf_cronjob: dict[str, Any], cronjob: dict[str, Any]
+) -> None:
+    # With the variables' defaults, the Terraform CronJob is the YAML one: every field.
+    assert tf_cronjob["spec"] == cronjob["spec"]
+    yaml_meta = {k: v for k, v in cronjob["metadata"].items() if k != "annotations"}
+    assert tf_cronjob["metadata"] == yaml_meta
+
+
+def test_terraform_cronjob_named_fields(tf_cronjob: dict[str, Any],
+                                        cronjob: dict[str, Any]) -> None:
+    # The fields the stack's reviewers look at, one by one (the test above compares all).
+    tf_spec, spec = tf_cronjob["spec"], cronjob["spec"]
+    for field in ("schedule", "timeZone", "concurrencyPolicy", "startingDeadlineSeconds",
+                  "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        assert tf_spec[field] == spec[field], field
+    tf_job, job = tf_spec["jobTemplate"]["spec"], spec["jobTemplate"]["spec"]
+    for field in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
+                  "podFailurePolicy"):
+        assert tf_job[field] == job[field], field
+    tf_pod, pod = tf_job["template"]["spec"], job["template"]["spec"]
+    assert tf_pod["securityContext"] == pod["securityContext"]
+    assert tf_pod["securityContext"]["fsGroup"] == 10001
+    assert tf_pod["volumes"] == pod["volumes"]
+    (tf_container,), (container,) = tf_pod["containers"], pod["containers"]
+    assert tf_container["resources"] == container["resources"]
+    assert tf_container["securityContext"] == container["securityContext"]
+    assert tf_container["volumeMounts"] == container["volumeMounts"]
+    assert [e["name"] for e in tf_container["env"]] == [e["name"] for e in container["env"]]
+    assert secret_refs(tf_container) == secret_refs(container)
+    assert {n: r["key"] for n, r in secret_refs(tf_container).items()} == VAULT_KEYS
+
+
+def test_terraform_comparison_sees_a_difference(tf_parsed: dict[str, Any],
+                                                cronjob: dict[str, Any]) -> None:
+    # Proves the converter is not blind: one changed secret key breaks the equality.
+    resource = json.loads(json.dumps(tf_resource(tf_parsed, "kubernetes_cron_job_v1", "ibkr")))
+    container = resource["spec"][0]["job_template"][0]["spec"][0]["template"][0]["spec"][0][
+        "container"][0]
+    container["env"][0]["value_from"][0]["secret_key_ref"][0]["key"] = '"IBKR_FLEX_TOKEN"'
+    assert tf_to_k8s(resource, terraform_scope(tf_parsed))["spec"] != cronjob["spec"]
+
+
+def test_terraform_variables_and_stack_conventions(tf_parsed: dict[str, Any]) -> None:
+    variables = {_unquote(name) for v in tf_parsed["variable"] for name in v}
+    assert {"image", "namespace", "data_claim_name", "pushgateway_url"} <= variables
+    resource = tf_resource(tf_parsed, "kubernetes_cron_job_v1", "ibkr")
+    pod = resource["spec"][0]["job_template"][0]["spec"][0]["template"][0]["spec"][0]
+    assert pod["volume"][0]["persistent_volume_claim"][0]["claim_name"] == "${var.data_claim_name}"
+    container = pod["container"][0]
+    assert container["image"] == "${var.image}"
+    plain = {_unquote(e["name"]): e.get("value") for e in container["env"]}
+    assert plain["PUSHGATEWAY_URL"] == "${var.pushgateway_url}"
+    # Kyverno mutates dns_config: Terraform must not fight it.
+    (lifecycle,) = resource["lifecycle"]
+    assert [_unquote(x) for x in lifecycle["ignore_changes"]] == [
+        "${spec[0].job_template[0].spec[0].template[0].spec[0].dns_config}"]
+
+
+def test_terraform_prometheus_rule_is_built_from_the_rules_file(
+    tf_parsed: dict[str, Any]
+) -> None:
+    manifest = tf_resource(tf_parsed, "kubernetes_manifest", "ibkr_rules")["manifest"]
+    assert _unquote(manifest["kind"]) == "PrometheusRule"
+    assert _unquote(manifest["apiVersion"]) == "monitoring.coreos.com/v1"
+    # One home for the rules: the file promtool tests, decoded at plan time.
+    assert manifest["spec"] == '${yamldecode(file("${path.module}/../prometheus-rules.yaml"))}'
+    assert (TERRAFORM / ".." / "prometheus-rules.yaml").resolve() == (
+        DEPLOY / "prometheus-rules.yaml")
+    assert "groups" in yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
+
+
+def test_terraform_network_policy_matches_the_yaml(tf_parsed: dict[str, Any]) -> None:
+    policy = tf_to_k8s(tf_resource(tf_parsed, "kubernetes_network_policy_v1", "ibkr_egress"),
+                       terraform_scope(tf_parsed))
+    yaml_policy = only("NetworkPolicy")
+    assert policy["spec"] == yaml_policy["spec"]
+    assert policy["metadata"] == yaml_policy["metadata"]
+
+
+def test_network_policy_allows_only_what_the_job_needs(pod_spec: dict[str, Any]) -> None:
+    policy = only("NetworkPolicy")["spec"]
+    pod_labels = only("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in policy
+    ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"]
+                   for p in rule["ports"])
+    assert ports == [("TCP", 53), ("TCP", 443), ("TCP", 8088), ("TCP", 9091), ("UDP", 53)]
+    # The internet only over https, never the cluster's private ranges.
+    (internet,) = [r for r in policy["egress"] if "ipBlock" in r["to"][0]]
+    assert internet["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
+
+
+def test_terraform_labels_the_namespace_restricted(tf_parsed: dict[str, Any]) -> None:
+    labels = _resolve(tf_resource(tf_parsed, "kubernetes_labels", "namespace_pod_security")[
+        "labels"], {})
+    assert labels == only("Namespace")["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("name", ["main.tf", "variables.tf", "versions.tf"])
+def test_terraform_is_formatted_as_terraform_fmt_would(name: str) -> None:
+    from tests.terraform_fmt import fmt_problems
+
+    assert fmt_problems((TERRAFORM / name).read_text()) == []
+
+
+def test_terraform_fmt_checker_catches_misalignment() -> None:
+    from tests.terraform_fmt import fmt_problems
+
+    text = (TERRAFORM / "main.tf").read_text()
+    assert fmt_problems(text.replace("    namespace = var.namespace\n",
+                                     "    namespace =  var.namespace\n"))
+    assert fmt_problems(text.replace('    name      = "broker-sync-ibkr"\n',
+                                     '    name = "broker-sync-ibkr"\n', 1))
+    assert fmt_problems(text.replace("\n  spec {\n", "\n   spec {\n", 1))
+    assert fmt_problems(text + "\n")

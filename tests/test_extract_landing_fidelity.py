@@ -11,6 +11,7 @@ sections holding tag-like text, attribute sets that vary from row to row).
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract.flex_landing import section_table_name
+from extract.flex_landing import attribute_column, section_table_name
 from flexsync.config import Settings
 from flexsync.pipeline import land_flex_files
 from flexsync.warehouse import LINEAGE_COLUMNS
@@ -39,11 +40,20 @@ def _postorder(element: ET.Element) -> Iterator[ET.Element]:
 
 
 def _first_spelling(attrib: dict[str, str]) -> dict[str, str]:
-    """DuckDB's column names ignore case: the first spelling of a name keeps the value."""
-    out: dict[str, str] = {}
-    for name, value in attrib.items():
-        out.setdefault(name.lower(), value)
-    return out
+    """Every attribute under its exact name: nothing is dropped (names differing only in
+    case, or named like a lineage column, land in their own columns)."""
+    return dict(attrib)
+
+
+_RENAMED = re.compile(r"^(?P<name>.+)__(?P<tag>[0-9a-f]{8})$")
+
+
+def attribute_of(column: str) -> str:
+    """The attribute a column holds: its own name, or the one `attribute_column` renamed."""
+    match = _RENAMED.match(column)
+    if match and attribute_column(match["name"]) == column:
+        return match["name"]
+    return column
 
 
 def expected_rows(xml: bytes) -> dict[str, list[Row]]:
@@ -88,7 +98,7 @@ def landed_rows(warehouse: Path) -> dict[str, list[Row]]:
             rows: list[Row] = []
             for record in records:
                 values: dict[str, Any] = dict(zip(names, record, strict=True))
-                attributes = {k.lower(): v for k, v in values.items()
+                attributes = {attribute_of(k): v for k, v in values.items()
                               if k not in LINEAGE_COLUMNS and v is not None}
                 rows.append((values["_statement_index"], values["_row_tag"], attributes))
             out[table] = rows
@@ -117,6 +127,32 @@ def _accounts(xml: bytes) -> tuple[str, ...]:
 def test_real_statements_land_cell_for_cell(shared_samples: Path, tmp_path: Path) -> None:
     for path in sorted(shared_samples.glob("*.xml")):
         assert_lands_faithfully(path, tmp_path / path.stem, _accounts(path.read_bytes()))
+
+
+def test_names_differing_in_case_or_like_lineage_all_land(tmp_path: Path) -> None:
+    """`quantity` / `QUANTITY` and an attribute named `_row_index`: every value lands, each
+    spelling in its own column (found by its name on the next extract too)."""
+    rows = ('<Trade accountId="U1234567" tradeID="1" quantity="1" QUANTITY="2" '
+            'Quantity="3" _row_index="77" _EXTRACT_ID="x" />\n')
+    for day in (1, 2):
+        path = tmp_path / f"case{day}.xml"
+        path.write_text(
+            '<FlexQueryResponse><FlexStatements count="1"><FlexStatement accountId="U1234567" '
+            f'toDate="2026-11-2{day}"><Trades>{rows}</Trades></FlexStatement></FlexStatements>'
+            "</FlexQueryResponse>")
+        assert_lands_faithfully(path, tmp_path / f"data{day}", ("U1234567",))
+    data_dir = tmp_path / "data1"
+    land_flex_files(Settings(data_dir=data_dir, upstream_account_ids=("U1234567",)),
+                    [tmp_path / "case2.xml"])
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        got = con.execute(
+            f'select quantity, "{attribute_column("QUANTITY")}", '
+            f'"{attribute_column("Quantity")}", "{attribute_column("_row_index")}" '
+            "from raw_ibkr.trades order by _extract_id").fetchall()
+    finally:
+        con.close()
+    assert got == [("1", "2", "3", "77"), ("1", "2", "3", "77")]
 
 
 def test_synthetic_statement_lands_cell_for_cell(tmp_path: Path) -> None:

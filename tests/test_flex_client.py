@@ -444,13 +444,17 @@ def test_slow_response_once_then_ok(fake_flex: FakeFlexService, make_client: Any
 def test_dead_url_host_falls_back_to_configured_get_url(
         fake_flex: FakeFlexService, make_client: Any, ftime: FakeTime,
         caplog: pytest.LogCaptureFixture) -> None:
-    fake_flex.configure(url_style="dead", poll=[FlexCode(1019)])
+    # The <Url> names an IBKR host that cannot be reached (a transport refuses it: nothing
+    # leaves the machine).
+    fake_flex.configure(url_style="unresolvable", poll=[FlexCode(1019)])
     caplog.set_level(logging.INFO, logger="extract.flex_client")
-    download = make_client().download()
+    transport = DnsFailingTransport()
+    download = make_client(transport=transport).download()
     assert download.content == DEFAULT_STATEMENT
     # The poll that hit the dead host never arrived; both arriving polls used the fallback.
     assert fake_flex.count("GetStatement") == 2
-    assert "falling back" in caplog.text and str(fake_flex.dead_port) in caplog.text
+    assert transport.refused == ["gdcdyn.interactivebrokers.com"]
+    assert "falling back" in caplog.text and "gdcdyn.interactivebrokers.com" in caplog.text
 
 
 def test_dead_send_url_is_bounded_connection_error(fake_flex: FakeFlexService,
@@ -464,24 +468,29 @@ def test_dead_send_url_is_bounded_connection_error(fake_flex: FakeFlexService,
 
 def test_dead_url_and_dead_fallback_fail_bounded(fake_flex: FakeFlexService, make_client: Any,
                                                  ftime: FakeTime) -> None:
-    fake_flex.configure(url_style="dead")
+    fake_flex.configure(url_style="unresolvable")
     dead_fallback = f"http://127.0.0.1:{fake_flex.dead_port}/other{GET_PATH}"
+    transport = DnsFailingTransport()
     with pytest.raises(FlexConnectionError):
-        make_client(get_url=dead_fallback, max_http_retries=2).download()
+        make_client(get_url=dead_fallback, max_http_retries=2, transport=transport).download()
     assert fake_flex.count() == 1 and poll_waits(ftime) == [5.0, 10.0]
+    # The <Url> host, the configured fallback, then the other documented IBKR host (retried).
+    assert transport.refused == ["gdcdyn.interactivebrokers.com"] + [
+        "ndcdyn.interactivebrokers.com"] * 3
 
 
 class DnsFailingTransport(httpx.HTTPTransport):
-    """Fails name resolution for one host, as IBKR's gdcdyn/ndcdyn hosts sometimes do."""
+    """Fails name resolution for IBKR's hosts (as gdcdyn/ndcdyn sometimes do), so no test
+    request can leave the machine; every other host is served for real."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, suffix: str = "interactivebrokers.com") -> None:
         super().__init__()
-        self.host = host
-        self.refused = 0
+        self.suffix = suffix
+        self.refused: list[str] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == self.host:
-            self.refused += 1
+        if request.url.host.endswith(self.suffix):
+            self.refused.append(request.url.host)
             raise httpx.ConnectError("[Errno -2] Name or service not known", request=request)
         return super().handle_request(request)
 
@@ -489,11 +498,71 @@ class DnsFailingTransport(httpx.HTTPTransport):
 def test_unresolvable_url_host_falls_back_to_configured_get_url(
         fake_flex: FakeFlexService, make_client: Any, ftime: FakeTime) -> None:
     fake_flex.configure(url_style="unresolvable")
-    transport = DnsFailingTransport("gdcdyn.flex.invalid")
+    transport = DnsFailingTransport()
     download = make_client(transport=transport).download()
     assert download.content == DEFAULT_STATEMENT
-    assert transport.refused == 1  # no retries against a host that does not resolve
+    # No retries against a host that does not resolve: the configured URL comes first.
+    assert transport.refused == ["gdcdyn.interactivebrokers.com"]
     assert fake_flex.count("GetStatement") == 1
+
+
+@pytest.mark.parametrize(("first", "other"), [
+    ("ndcdyn.interactivebrokers.com", "gdcdyn.interactivebrokers.com"),
+    ("gdcdyn.interactivebrokers.com", "ndcdyn.interactivebrokers.com"),
+])
+def test_unresolvable_send_host_falls_back_to_the_other_documented_host(
+        fake_flex: FakeFlexService, make_client: Any, ftime: FakeTime,
+        first: str, other: str) -> None:
+    transport = DnsFailingTransport()
+    with pytest.raises(FlexConnectionError):
+        make_client(send_url=f"https://{first}{SEND_PATH}", transport=transport,
+                    max_http_retries=0).download()
+    # Both documented hosts were tried, once each, in order; none was reached.
+    assert transport.refused == [first, other]
+    assert fake_flex.count() == 0
+
+
+def test_unresolvable_send_host_then_the_other_host_answers(
+        fake_flex: FakeFlexService, make_client: Any, ftime: FakeTime) -> None:
+    # The other documented host serves: a transport that routes it to the fake (loopback).
+    port = int(fake_flex.base_url.rsplit(":", 1)[1])
+
+    class OtherHostServes(DnsFailingTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.host == "gdcdyn.interactivebrokers.com":
+                request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=port)
+                request.headers["Host"] = f"127.0.0.1:{port}"
+                return httpx.HTTPTransport.handle_request(self, request)
+            return super().handle_request(request)
+
+    transport = OtherHostServes()
+    download = make_client(send_url=f"https://ndcdyn.interactivebrokers.com{SEND_PATH}",
+                           transport=transport).download()
+    assert download.content == DEFAULT_STATEMENT
+    assert transport.refused == ["ndcdyn.interactivebrokers.com"]
+    assert fake_flex.count("SendRequest") == 1
+
+
+@pytest.mark.parametrize("style", ["http-ibkr", "foreign-https", "foreign-loopback"])
+def test_url_on_a_foreign_host_never_gets_the_token(
+        fake_flex: FakeFlexService, make_client: Any, ftime: FakeTime, style: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with FakeFlexService(token=fake_flex.token) as thief:
+        url = {
+            "http-ibkr": f"http://gdcdyn.interactivebrokers.com{GET_PATH}",
+            "foreign-https": f"https://flex.example.net{GET_PATH}",
+            # Another port on loopback: not a configured origin.
+            "foreign-loopback": thief.get_url,
+        }[style]
+        fake_flex.configure(url_style="custom", custom_url=url)
+        transport = DnsFailingTransport()
+        caplog.set_level(logging.WARNING, logger="extract.flex_client")
+        download = make_client(transport=transport).download()
+        assert download.content == DEFAULT_STATEMENT
+        assert thief.count() == 0 and transport.refused == []
+        assert fake_flex.polls[0].path == GET_PATH
+        assert "the token is not sent there" in caplog.text
+        assert fake_flex.token not in caplog.text
 
 
 def test_empty_url_uses_configured_get_url(fake_flex: FakeFlexService, make_client: Any) -> None:

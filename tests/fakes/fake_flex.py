@@ -128,6 +128,7 @@ class Raw:
 
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    content_encoding: str | None = None  # e.g. "gzip": `body` is already compressed
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,10 @@ class Scenario:
     poll: list[Reply] = field(default_factory=list)
     poll_default: Reply = field(default_factory=Success)
     # "normal", "whitespace" (newlines around it), "empty", "dead" (a closed port),
-    # "unresolvable" (host gdcdyn.flex.invalid: pair it with a DNS-failing transport)
+    # "unresolvable" (host gdcdyn.interactivebrokers.com: pair it with a DNS-failing
+    # transport, so nothing leaves the machine), "custom" (custom_url)
     url_style: str = "normal"
+    custom_url: str = ""
     timestamp: str | None = DEFAULT_TIMESTAMP  # None: no timestamp attribute
     xml_declaration: bool = False
     bom: bool = False
@@ -345,7 +348,10 @@ class FakeFlexService:
                 headers["Retry-After"] = reply.retry_after
             return reply.status, reply.body, headers, delay
         if isinstance(reply, Raw):
-            return 200, reply.body, {"Content-Type": reply.content_type}, delay
+            raw_headers = {"Content-Type": reply.content_type}
+            if reply.content_encoding:
+                raw_headers["Content-Encoding"] = reply.content_encoding
+            return 200, reply.body, raw_headers, delay
         if path == SEND_PATH:
             reference = "".join(secrets.choice("0123456789") for _ in range(10))
             self._references.add(reference)
@@ -370,7 +376,8 @@ class FakeFlexService:
             "whitespace": f"\n    {self.get_url}  \n  ",
             "empty": "",
             "dead": self.dead_get_url,
-            "unresolvable": f"https://gdcdyn.flex.invalid{GET_PATH}",
+            "unresolvable": f"https://gdcdyn.interactivebrokers.com{GET_PATH}",
+            "custom": self.scenario.custom_url,
         }[self.scenario.url_style]
         text = (
             f"{self._open_tag()}\n<Status>Success</Status>\n"

@@ -24,7 +24,13 @@ from typing import Any
 
 import duckdb
 
-from tests.fakes.fake_wealthfolio import API_PREFIX, FakeWealthfolio, IncomingRequest, Reply
+from tests.fakes.fake_wealthfolio import (
+    API_PREFIX,
+    FakeWealthfolio,
+    IncomingRequest,
+    Reply,
+    error_reply,
+)
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT
 
 FLEX_TOKEN = f"rlbFlexTok{secrets.token_hex(12)}"
@@ -222,6 +228,12 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         self.release = threading.Event()
         self.creates_seen = 0
         self.issued_tokens: list[str] = []
+        # Servers that echo what they were sent: a 400 quoting the login body, or a
+        # create refused with this text in its message.
+        self.echo_login_body = False
+        self.refuse_creates_with: str | None = None
+        # A hostile answer to every activity search (a gzip bomb, JSON nested 100k deep).
+        self.search_reply: Reply | None = None
 
     def _issue_token(self) -> str:
         token = super()._issue_token()
@@ -230,6 +242,15 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
         return token
 
     def _handle(self, req: IncomingRequest) -> Reply:
+        if self.echo_login_body and req.method == "POST" and req.path == API_PREFIX + "/auth/login":
+            return error_reply(400, "Failed to deserialize the JSON body into the target type: "
+                               f"unexpected field in {req.body.decode('utf-8', 'replace')}")
+        if (self.search_reply is not None and req.method == "POST"
+                and req.path == API_PREFIX + "/activities/search"):
+            return self.search_reply
+        if (self.refuse_creates_with is not None and req.method == "POST"
+                and req.path == API_PREFIX + "/activities"):
+            return error_reply(400, f"Invalid activity: {self.refuse_creates_with}")
         if req.method != "POST" or req.path != API_PREFIX + "/activities":
             return super()._handle(req)
         with self.lock:
@@ -253,6 +274,18 @@ class ReliabilityFakeWealthfolio(FakeWealthfolio):
             self.phantom_duplicates.clear()
         self.stall_create = None
         self.release.set()
+
+
+def gzip_bomb(inflated_bytes: int, fill: bytes = b" ") -> bytes:
+    """A gzip stream of `inflated_bytes` of one byte (about 1/1000 of that on the wire),
+    compressed chunk by chunk so the test never holds the inflated form."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    chunk = fill * (1 << 20)
+    parts = [packer.compress(chunk) for _ in range(inflated_bytes // len(chunk))]
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------- figures
