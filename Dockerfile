@@ -8,8 +8,10 @@
 # Every install step is in scripts/install-image.sh, which CI also runs into a temp dir
 # (`make image-check`): dependencies from requirements.lock, bytecode precompiled (the
 # read-only root FS means Python could never cache .pyc), dbt project parsed at build.
-# Pin PYTHON_IMAGE by digest in your registry for reproducible builds.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base image is pinned by digest (Docker Hub's python:3.11-slim-bookworm), so a rebuild
+# never picks up a different base silently. To move it: `docker buildx imagetools inspect
+# python:3.11-slim-bookworm` and replace the digest (or pass --build-arg PYTHON_IMAGE=...).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG UV_VERSION=0.13.9

@@ -39,7 +39,7 @@ reliability: setup ## Inject real faults (SIGKILL, outages, hostile files ...) a
 lint: setup ## ruff, mypy and sqlfluff
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/sqlfluff lint models macros tests/generic --disable-progress-bar
+	$(BIN)/sqlfluff lint models macros tests/generic tests/singular --disable-progress-bar
 
 $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION):
 	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
