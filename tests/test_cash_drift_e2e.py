@@ -71,8 +71,10 @@ def _two_account_statement(tmp_path: Path) -> Path:
     second = re.sub(r'(tradeID|transactionID)="(\d+)"',
                     lambda m: f'{m.group(1)}="{int(m.group(2)) + 100000}"',
                     text[start:end].replace('accountId="U1234567"', 'accountId="U7654321"'))
-    second = _cash_report(second.replace('quantity="40"', 'quantity="60"'), "U7654321",
-                          SECOND_ENDING_CASH)
+    # 60 VUAG for 5529.35: a unit price (proceeds / quantity) that does not terminate.
+    second = second.replace('quantity="40"', 'quantity="60"').replace(
+        'proceeds="-3686.2" netCash="-3689.2"', 'proceeds="-5529.35" netCash="-5532.35"')
+    second = _cash_report(second, "U7654321", SECOND_ENDING_CASH)
     path = tmp_path / "two_accounts_with_cash.xml"
     path.write_text((text[:start] + first + second + text[end:]).replace(
         '<FlexStatements count="1">', '<FlexStatements count="2">'))
@@ -240,11 +242,11 @@ def test_cash_drift_per_wealthfolio_account_with_account_map(
                                              SECOND_ENDING_CASH, label="U7654321")
     assert "JPY" in second and "JPY" not in first
     assert "CHF" in first and "CHF" not in second
-    # The accounts' Wealthfolio cash differs (60 VUAG bought in the GIA, not 40; the
-    # hand-entered EUR deposit), so a mix-up of the two cannot pass.
-    assert wealthfolio_books(wf, isa).cash["GBP"] != wealthfolio_books(wf, gia).cash["GBP"]
-    assert wealthfolio_books(wf, gia).cash["EUR"] - wealthfolio_books(wf, isa).cash["EUR"] \
-        == Decimal(100)
+    # The accounts' Wealthfolio cash differs (the GIA's VUAG buy cost 5532.35, the ISA's
+    # 3689.2; the hand-entered EUR deposit), so a mix-up of the two cannot pass.
+    isa_cash, gia_cash = wealthfolio_books(wf, isa).cash, wealthfolio_books(wf, gia).cash
+    assert isa_cash["GBP"] - gia_cash["GBP"] == Decimal("5532.35") - Decimal("3689.2")
+    assert gia_cash["EUR"] - isa_cash["EUR"] == Decimal(100)
     assert {s.labels["account"] for s in pushgateway.samples("ibkr_cash_drift")} == {
         "U1234567", "U7654321"}
 
