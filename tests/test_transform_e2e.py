@@ -278,7 +278,9 @@ def test_unmapped_transactions_list_every_skipped_row(built: Built) -> None:
         ("trade", None, "BUY (Ca.)",
          "cancellation of an already posted trade: review in Wealthfolio"),
     }
-    review = next(r for r in rows if r["flex_type"] == "BUY (Ca.)")
+    # Two "BUY (Ca.)" rows (a cancelled pair, a cancel of a posted trade): pick by reason.
+    review = next(r for r in rows if r["flex_type"] == "BUY (Ca.)"
+                  and r["reason"].startswith("cancellation of an already posted trade"))
     assert review["related_external_id"] == "ibkr:trade:1001"
     reversal = next(r for r in rows if r["source_id"] == "5004")
     assert (reversal["amount"], reversal["currency"], reversal["symbol"]) == (
