@@ -106,9 +106,11 @@ def _print_marts(con: duckdb.DuckDBPyConnection, console: Console) -> None:
 def _print_cash_drift(con: duckdb.DuckDBPyConnection, console: Console) -> None:
     if not _exists(con, "marts", "cash_drift"):
         return  # built by the first transform after an upgrade
+    # One row per (Wealthfolio account, currency): each account's currencies together.
     cash = con.execute(
         "select broker_account_id, currency, broker_cash, wf_cash, drift, as_of "
-        "from marts.cash_drift order by abs(coalesce(drift, 0)) desc, currency").fetchall()
+        "from marts.cash_drift order by wf_account_id nulls last, "
+        "abs(coalesce(drift, 0)) desc, currency").fetchall()
     console.print(_table("Cash drift (IBKR endingCash − Wealthfolio cash; cash held before "
                          "the first statement shows here until an opening DEPOSIT)",
                          ["IBKR account", "currency", "broker", "Wealthfolio", "drift",

@@ -1,5 +1,7 @@
-{#- One row per currency: the cash Wealthfolio holds in the configured account according
-    to the POSTED activities of its current state (as of the latest snapshot), booked by
+{#- One row per (Wealthfolio account, currency): the cash Wealthfolio holds in each
+    configured account (IBKR_ACCOUNT_ID, or each account of IBKR_ACCOUNT_MAP; keyed by
+    wf_account_key, as int_wealthfolio__holdings) according to the POSTED activities of
+    the account's current state (as of its latest snapshot), booked by
     Wealthfolio's own rules (contracts/wealthfolio-api.md §15.3; holdings_calculator.rs,
     compiler.rs, snapshot_service.rs). tests/fakes/wealthfolio_rules.py is the same
     rules in Python; a test computes both on the same activities and compares them.
@@ -30,6 +32,7 @@ latest_snapshot as (
 posted as (
 
     select
+        {{ wf_account_key('activities.wf_account_id') }} as wf_account_id,
         activities.wf_activity_id,
         activities.activity_type,
         activities.subtype,
@@ -49,10 +52,7 @@ posted as (
         on activities.state_snapshot_id = latest_snapshot.snapshot_id
     where
         activities.status = 'POSTED'
-        and (
-            {{ sql_string(flexsync_wf_account_id()) }} = ''
-            or activities.wf_account_id = {{ sql_string(flexsync_wf_account_id()) }}
-        )
+        and {{ is_configured_wf_account('activities.wf_account_id') }}
 
 ),
 
@@ -61,6 +61,7 @@ posted as (
 legs as (
 
     select
+        posted.wf_account_id,
         posted.wf_activity_id,
         posted.activity_type,
         posted.subtype,
@@ -83,6 +84,7 @@ legs as (
     union all
 
     select
+        posted.wf_account_id,
         posted.wf_activity_id,
         'BUY' as activity_type,
         null as subtype,
@@ -112,10 +114,12 @@ numbered_legs as (
 
 ),
 
--- One split per asset and day (the day's earliest), ratio > 0.
+-- One split per account, asset and day (the day's earliest), ratio > 0: Wealthfolio
+-- keeps holdings per account, so a split rescales that account's trades only.
 splits as (
 
     select
+        numbered_legs.wf_account_id,
         numbered_legs.asset_key,
         numbered_legs.activity_day as split_day,
         numbered_legs.amount as split_ratio
@@ -125,7 +129,10 @@ splits as (
         and numbered_legs.asset_key is not null
         and numbered_legs.amount > 0
     qualify row_number() over (
-            partition by numbered_legs.asset_key, numbered_legs.activity_day
+            partition by
+                numbered_legs.wf_account_id,
+                numbered_legs.asset_key,
+                numbered_legs.activity_day
             order by numbered_legs.activity_at, numbered_legs.wf_activity_id
         ) = 1
 
@@ -143,6 +150,7 @@ later_splits as (
     left join splits
         on
             numbered_legs.asset_key = splits.asset_key
+            and numbered_legs.wf_account_id is not distinct from splits.wf_account_id
             and numbered_legs.activity_day < splits.split_day
             and numbered_legs.activity_type <> 'SPLIT'
     group by numbered_legs.leg_id
@@ -171,10 +179,13 @@ price_division as (
 
 ),
 
+-- Every branch is DECIMAL(38, 10): DuckDB gives a CASE the narrowest common scale, so
+-- an 8-place branch would round an unsplit 10-place price or quantity to 8 places.
 adjusted as (
 
     select
         price_division.leg_id,
+        price_division.wf_account_id,
         price_division.activity_type,
         price_division.currency,
         price_division.account_currency,
@@ -186,7 +197,10 @@ adjusted as (
             when price_division.split_factor is null or price_division.quantity is null
                 then price_division.quantity
             when {{ product_fits('price_division.quantity', 'price_division.split_factor') }}
-                then round_even(price_division.quantity * price_division.split_factor, 8)
+                then cast(
+                        round_even(price_division.quantity * price_division.split_factor, 8)
+                        as {{ decimal_type() }}
+                    )
         end as quantity,
         case
             when
@@ -208,7 +222,7 @@ adjusted as (
                             else 0
                         end
                         as decimal(38, 0)
-                    ) * cast(0.00000001 as decimal(18, 8))
+                    ) * cast(0.00000001 as {{ decimal_type() }})
         end as unit_price
     from price_division
 
@@ -221,6 +235,7 @@ cash_effects as (
 
     select
         adjusted.leg_id,
+        adjusted.wf_account_id,
         adjusted.activity_type,
         adjusted.currency,
         adjusted.account_currency,
@@ -275,6 +290,7 @@ cash_effects as (
 booked as (
 
     select
+        cash_effects.wf_account_id,
         case
             when
                 cash_effects.activity_type in ('BUY', 'SELL')
@@ -304,6 +320,7 @@ booked as (
 final as (
 
     select
+        booked.wf_account_id,
         booked.currency,
         case
             when count(*) = count(booked.cash_delta)
@@ -311,7 +328,7 @@ final as (
         end as wf_cash
     from booked
     where booked.currency is not null
-    group by booked.currency
+    group by booked.wf_account_id, booked.currency
 
 )
 
