@@ -184,7 +184,7 @@ def _check_marts(data_dir: Path, docs: list[Document]) -> tuple[list[str], int, 
         if k in expect.cancel_related:
             continue  # a cancellation pair may drop out (SPEC §4)
         if not (f"ibkr:trade:{trade_id}" in fct or ("trade", trade_id) in unmapped_ids
-                or ("trade", f"tx:{tx_id}") in unmapped_keys):
+                or ("trade", f"trade:tx:{tx_id}") in unmapped_keys):
             problems.append(f"execution {trade_id}/{tx_id} silently dropped")
     for cash_id in sorted(expect.cash_ids):
         if f"ibkr:cash:{cash_id}" not in fct and ("cash", cash_id) not in unmapped_ids:
@@ -192,12 +192,14 @@ def _check_marts(data_dir: Path, docs: list[Document]) -> tuple[list[str], int, 
     for source, anonymous in (("trade", expect.trade_anonymous),
                               ("cash", expect.cash_anonymous)):
         listed = sum(1 for s, i, key in unmapped if s == source and i is None
-                     and str(key).startswith("md5:"))
+                     and str(key).startswith(f"{source}:md5:"))
         if anonymous and not listed:
             problems.append(f"{anonymous} {source} rows without ids, none listed as unmapped")
     for external_id in fct:
+        # ibkr:trade:<id>[:commission], ibkr:fx:<id>:in|out|fee, ibkr:cash:<id>
         _, kind, ident = external_id.split(":", 2)
-        known = expect.known_trade_ids if kind == "trade" else expect.known_cash_ids
+        ident = ident.split(":", 1)[0]
+        known = expect.known_trade_ids if kind in ("trade", "fx") else expect.known_cash_ids
         if ident not in known:
             problems.append(f"{external_id} in fct_activities comes from no source row")
     return problems, len(fct), len(unmapped)

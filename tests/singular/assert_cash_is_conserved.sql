@@ -18,8 +18,11 @@ ibkr_cash as (
     select
         trades.broker_account_id,
         {{ to_major_currency('trades.currency') }} as currency,
+        -- quantity x price only where it cannot overflow (as the mapping computes it).
         {{ to_major_amount(
-            'coalesce(trades.proceeds, -trades.quantity * trades.trade_price, 0)'
+            'coalesce(trades.proceeds, case when '
+            ~ product_fits('trades.quantity', 'coalesce(trades.trade_price, 0)')
+            ~ ' then -trades.quantity * trades.trade_price end, 0)'
             ~ ' + coalesce(trades.taxes, 0)', 'trades.currency'
         ) }} as amount
     from trades

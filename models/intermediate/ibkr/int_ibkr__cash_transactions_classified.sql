@@ -200,8 +200,8 @@ classified as (
                 then 'dividend reversal without a matching dividend (same instrument, pay date'
                     || ' and amount): review'
             when ranked.mapped_activity_type is null
-                then 'no cash_type_mapping row for ' || ranked.flex_type || ' '
-                    || ranked.direction
+                then 'no cash_type_mapping row for '
+                    || coalesce(ranked.flex_type, '(no type)') || ' ' || ranked.direction
             when ranked.transacted_at is null then 'unparseable date'
             when ranked.currency is null then 'missing currency'
             when

@@ -240,9 +240,11 @@ with_trade_cash as (
     select
         classified.*,
         coalesce(classified.commission_currency, classified.currency) as fee_currency_raw,
-        {{ to_major_currency(
+        -- Null-safe: a row without a currency still has its commission counted once.
+        coalesce({{ to_major_currency(
             'coalesce(classified.commission_currency, classified.currency)'
-        ) }} = {{ to_major_currency('classified.currency') }} as is_commission_in_trade_currency,
+        ) }}, '') = coalesce({{ to_major_currency('classified.currency') }}, '')
+            as is_commission_in_trade_currency,
         {{ to_major_amount(
             'coalesce(classified.proceeds, case when '
             ~ product_fits('classified.quantity', 'coalesce(classified.trade_price, 0)')
@@ -300,39 +302,63 @@ with_net_cash as (
 
 ),
 
-final as (
+priced as (
 
     select
         with_net_cash.*,
-        case
-            when with_net_cash.unmapped_reason is not null then 'unmapped'
-            else 'mapped'
-        end as disposition,
-        'ibkr:trade:' || with_net_cash.trade_id as external_id,
-        with_net_cash.buy_sell as activity_type,
-        abs(with_net_cash.quantity) as activity_quantity,
-        with_net_cash.priced_unit_price as activity_unit_price,
         cast(
             abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
             as {{ decimal_type() }}
-        ) as activity_amount,
-        -- The fee completes IBKR's netCash exactly: Wealthfolio books a BUY as
-        -- -(quantity x price + fee) and a SELL as quantity x price - fee.
-        case
-            when with_net_cash.buy_sell = 'SELL'
-                then cast(
-                        abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
-                        as {{ decimal_type() }}
-                    ) - with_net_cash.trade_net_cash
-            else -with_net_cash.trade_net_cash - cast(
-                    abs(with_net_cash.quantity) * with_net_cash.priced_unit_price
-                    as {{ decimal_type() }}
-                )
-        end as activity_fee,
-        {{ to_major_currency('with_net_cash.currency') }} as activity_currency,
-        {{ to_major_currency('with_net_cash.fee_currency_raw') }} as commission_currency_major,
-        with_net_cash.trade_net_cash as signed_trade_amount
+        ) as priced_amount
     from with_net_cash
+
+),
+
+-- The fee completes IBKR's netCash exactly: Wealthfolio books a BUY as
+-- -(quantity x price + fee) and a SELL as quantity x price - fee.
+with_fee as (
+
+    select
+        priced.*,
+        case
+            when priced.buy_sell = 'SELL' then priced.priced_amount - priced.trade_net_cash
+            else -priced.trade_net_cash - priced.priced_amount
+        end as completing_fee
+    from priced
+
+),
+
+final as (
+
+    select
+        with_fee.* exclude (unmapped_reason),
+        -- A BUY whose cash comes in (or a SELL whose cash goes out) fits no Wealthfolio
+        -- trade: its fee would be negative. Listed, never posted with a made-up fee.
+        coalesce(
+            with_fee.unmapped_reason,
+            case
+                when not with_fee.is_fx_conversion and with_fee.completing_fee < 0
+                    then 'IBKR''s cash for this ' || with_fee.buy_sell
+                        || ' does not fit a trade (the fee would be negative): review'
+            end
+        ) as unmapped_reason,
+        case
+            when
+                with_fee.unmapped_reason is not null
+                or not with_fee.is_fx_conversion and with_fee.completing_fee < 0
+                then 'unmapped'
+            else 'mapped'
+        end as disposition,
+        'ibkr:trade:' || with_fee.trade_id as external_id,
+        with_fee.buy_sell as activity_type,
+        abs(with_fee.quantity) as activity_quantity,
+        with_fee.priced_unit_price as activity_unit_price,
+        with_fee.priced_amount as activity_amount,
+        with_fee.completing_fee as activity_fee,
+        {{ to_major_currency('with_fee.currency') }} as activity_currency,
+        {{ to_major_currency('with_fee.fee_currency_raw') }} as commission_currency_major,
+        with_fee.trade_net_cash as signed_trade_amount
+    from with_fee
 
 )
 
