@@ -370,6 +370,8 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
         "FLEXSYNC_RUN_AT": moment.isoformat(sep=" ", timespec="microseconds"),
         "IBKR_ACCOUNT_ID": settings.wf_account_id,
         "IBKR_ACCOUNT_MAP": settings.account_map_text,
+        # The validated setting (config.py), not whatever the process environment holds.
+        "IBKR_TIMEZONE": settings.ibkr_timezone,
     }
     with _environment(env):
         manifest = parsed_manifest(project_dir, settings.log_format)

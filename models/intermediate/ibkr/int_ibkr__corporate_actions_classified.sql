@@ -81,7 +81,6 @@ typed as (
                     and regexp_matches(corporate_actions.description, inferred.description_pattern)
             )
         ) as resolved_action_type,
-        corporate_actions.action_type is null as is_type_inferred,
         -- The rows of one action: IBKR's actionID, else the description's terms
         -- (without the trailing "(SYMBOL, NAME, ISIN)") on the same day.
         coalesce(

@@ -356,8 +356,7 @@ final as (
         with_fee.priced_amount as activity_amount,
         with_fee.completing_fee as activity_fee,
         {{ to_major_currency('with_fee.currency') }} as activity_currency,
-        {{ to_major_currency('with_fee.fee_currency_raw') }} as commission_currency_major,
-        with_fee.trade_net_cash as signed_trade_amount
+        {{ to_major_currency('with_fee.fee_currency_raw') }} as commission_currency_major
     from with_fee
 
 )
