@@ -15,7 +15,7 @@ is built the way it would have ended up, with SQL:
    SecuritiesInfo and AccountInformation rows — the history's final ones — in every
    window), its extracts/statements/flex_validation rows, a sync.runs row, two
    Wealthfolio snapshots (before and after that night's posting) as
-   extract/wealthfolio_snapshot.py writes them — 'changes' snapshots appending only
+   flexsync/extract/wealthfolio_snapshot.py writes them — 'changes' snapshots appending only
    what is new: the first night's first snapshot every activity posted before the
    history, each night's second snapshot the activities posted that night, the other
    first snapshots nothing — and the ledger row of each activity on the night after
@@ -104,7 +104,7 @@ def build(work: Path, history_days: int, today: date, seed: int = 7) -> Path:
 
 
 def _payloads(scratch_db: Path) -> tuple[list[dict[str, Any]], dict[str, date]]:
-    from loaders.wealthfolio_loader import build_payload, read_activities_to_post
+    from flexsync.loaders.wealthfolio_loader import build_payload, read_activities_to_post
 
     with duckdb.connect(str(scratch_db), read_only=True) as con:
         rows = read_activities_to_post(con)
@@ -127,7 +127,7 @@ def _wealthfolio_rows(payloads: list[dict[str, Any]], target: Path) -> list[dict
 
 def _replicate(warehouse: Path, scratch_db: Path, first_end: date, today: date,
                wf_rows: list[dict[str, Any]], dates: dict[str, date]) -> None:
-    from flexsync.warehouse import ensure_schema
+    from flexsync.core.warehouse import ensure_schema
 
     with duckdb.connect(str(warehouse)) as con:
         # Bounded, so building 5 years (≈2,000 nights) cannot starve the machine.
@@ -200,7 +200,7 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
     """Wealthfolio as the nights' snapshots saw it, and the ledger (needs temp `nights`)."""
     import pyarrow as pa
 
-    from extract.wealthfolio_snapshot import (
+    from flexsync.extract.wealthfolio_snapshot import (
         COLUMN_FIELDS,
         LANDED_COLUMNS,
         _raw_json,

@@ -18,16 +18,16 @@ from typing import Annotated, Any
 import typer
 
 from flexsync import __version__
-from flexsync.config import (
+from flexsync.core.config import (
     Settings,
     check_account_map,
     check_wf_base_url,
     load_settings,
     password_goes_outside_in_clear,
 )
-from flexsync.errors import ExitCode, FlexsyncError
-from flexsync.logs import register_secret, scrub, setup_logging
-from flexsync.warehouse import RunLock
+from flexsync.core.errors import ExitCode, FlexsyncError
+from flexsync.core.logs import register_secret, scrub, setup_logging
+from flexsync.core.warehouse import RunLock
 
 log = logging.getLogger("flexsync")
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from flexsync.config import Settings
-from flexsync.errors import ExitCode, FlexsyncError, TerminatedError
+from flexsync.core.config import Settings
+from flexsync.core.errors import ExitCode, FlexsyncError, TerminatedError
 from flexsync.pipeline import (
     RunRecord,
     download_and_land,

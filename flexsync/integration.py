@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from flexsync.config import Settings, require
-from flexsync.errors import ExitCode, FlexsyncError, WealthfolioError
+from flexsync.core.config import Settings, require
+from flexsync.core.errors import ExitCode, FlexsyncError, WealthfolioError
+from flexsync.core.warehouse import connect
 from flexsync.pipeline import RunRecord
-from flexsync.warehouse import connect
 
 if TYPE_CHECKING:
     import duckdb
     from prometheus_client import CollectorRegistry
 
-    from loaders.wealthfolio_client import WealthfolioClient
+    from flexsync.loaders.wealthfolio_client import WealthfolioClient
 
 log = logging.getLogger("flexsync")
 
 
 def _client(settings: Settings) -> WealthfolioClient:
-    from loaders.wealthfolio_client import WealthfolioClient
+    from flexsync.loaders.wealthfolio_client import WealthfolioClient
 
     return WealthfolioClient.from_settings(settings)
 
@@ -39,7 +39,7 @@ def _client(settings: Settings) -> WealthfolioClient:
 def take_snapshot(settings: Settings, run_id: str) -> int:
     """Snapshot each target Wealthfolio account into raw_wealthfolio (what changed since
     its last snapshot); return how many activities they hold together."""
-    from extract.wealthfolio_snapshot import snapshot_activities
+    from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 
     require(settings, "wf_account_id")
     count = 0
@@ -60,7 +60,7 @@ def _unmapped_count(settings: Settings) -> int:
 
 def _metrics_registry(settings: Settings, record: RunRecord, success: bool,
                       exit_code: int, wf_account_id: str | None = None) -> CollectorRegistry:
-    from loaders.pushgateway import (
+    from flexsync.loaders.pushgateway import (
         RunFigures,
         build_registry,
         read_cash_drift_rows,
@@ -98,7 +98,7 @@ def push_metrics(settings: Settings, record: RunRecord, success: bool, exit_code
     """One push per run (per account with IBKR_ACCOUNT_MAP: each IBKR account's group
     carries its own drift under its own `account` label); without PUSHGATEWAY_URL (or
     with --dry-run) print them instead."""
-    from loaders.pushgateway import push_run_metrics, render_registry
+    from flexsync.loaders.pushgateway import push_run_metrics, render_registry
 
     groups: list[str | None] = list(settings.wf_targets) if settings.account_map else [None]
     registries = [(settings.account_label_for(wf) if wf else settings.account_label,
@@ -122,7 +122,12 @@ def push_metrics(settings: Settings, record: RunRecord, success: bool, exit_code
 
 def post_activities(settings: Settings, record: RunRecord) -> None:
     """Post marts.activities_to_post; raise WealthfolioError (exit 5) if any row failed."""
-    from loaders.wealthfolio_loader import LoadAborted, LoadResult, load_activities, summary_text
+    from flexsync.loaders.wealthfolio_loader import (
+        LoadAborted,
+        LoadResult,
+        load_activities,
+        summary_text,
+    )
 
     require(settings, "wf_base_url", "wf_account_id")
     result: LoadResult
@@ -151,7 +156,7 @@ def post_activities(settings: Settings, record: RunRecord) -> None:
 def preflight_accounts(settings: Settings, client: WealthfolioClient,
                        con: duckdb.DuckDBPyConnection) -> None:
     """Exit 5 before any post when a target account cannot take activities (§15.5)."""
-    from loaders.account_preflight import check_accounts, statement_base_currencies
+    from flexsync.loaders.account_preflight import check_accounts, statement_base_currencies
 
     check_accounts(client, settings.wf_targets, statement_base_currencies(con))
 
@@ -172,7 +177,7 @@ def refresh_after_load(settings: Settings, record: RunRecord) -> None:
 
 
 def print_plan(settings: Settings) -> None:
-    from loaders.wealthfolio_loader import plan_activities
+    from flexsync.loaders.wealthfolio_loader import plan_activities
 
     with connect(settings.warehouse_path) as con:
         plan = plan_activities(con, default_account_id=settings.wf_account_id or None)
@@ -216,8 +221,8 @@ def _load_and_push(settings: Settings, record: RunRecord) -> int:
 
 def sync_run(settings: Settings, record: RunRecord, files: list[Path], dry_run: bool) -> int:
     """extract → transform → load → analytics copy → push (last, with the true outcome)."""
-    from flexsync.analytics import publish_analytics_copy
     from flexsync.commands import run_extract_stage, run_transform_stage
+    from flexsync.loaders.analytics_copy import publish_analytics_copy
 
     if files:
         require(settings, "upstream_account_ids")

@@ -20,11 +20,11 @@ from typing import Any
 
 import duckdb
 
-from extract.flex_landing import FlexSource, LandingResult, land_sources
-from flexsync.config import Settings, require
-from flexsync.errors import ConfigurationError, ExitCode, FlexsyncError
-from flexsync.logs import scrub
-from flexsync.warehouse import connect, ensure_schema, prepare_data_dir
+from flexsync.core.config import Settings, require
+from flexsync.core.errors import ConfigurationError, ExitCode, FlexsyncError
+from flexsync.core.logs import scrub
+from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
+from flexsync.extract.flex_landing import FlexSource, LandingResult, land_sources
 
 log = logging.getLogger("flexsync")
 
@@ -110,7 +110,7 @@ def download_and_land(settings: Settings,
     """Download mode: SendRequest → GetStatement → land the bytes."""
     require(settings, "flex_token", "flex_query_id", "upstream_account_ids")
     if client_factory is None:
-        from extract.flex_client import FlexClient
+        from flexsync.extract.flex_client import FlexClient
 
         client_factory = FlexClient.from_settings
     download = client_factory(settings).download()

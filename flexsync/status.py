@@ -11,8 +11,8 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from flexsync.config import Settings
-from flexsync.warehouse import connect
+from flexsync.core.config import Settings
+from flexsync.core.warehouse import connect
 
 
 def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -27,9 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from flexsync.config import Settings
-from flexsync.errors import ConfigurationError, DbtError, WarehouseLockedError
-from flexsync.warehouse import connect
+from flexsync.core.config import Settings
+from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
+from flexsync.core.warehouse import connect
 
 log = logging.getLogger("flexsync.transform")
 
@@ -159,10 +159,10 @@ def preload_dbt() -> None:
     importing modules that import each other could deadlock on the import locks. ibflex
     (~0.3 s) is not among them: the validator imports it inside a function, where this
     thread holds no import lock the dbt thread could be waiting for."""
-    import extract.flex_client
-    import extract.wealthfolio_snapshot  # noqa: F401
+    import flexsync.extract.flex_client
+    import flexsync.extract.wealthfolio_snapshot
+    import flexsync.loaders.wealthfolio_client
     import flexsync.pipeline  # noqa: F401
-    import loaders.wealthfolio_client  # noqa: F401
 
     threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
 

@@ -41,12 +41,14 @@ export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy DO_NOT_TRACK=1 \
 
 say() { printf 'install-image: %s\n' "$*" >&2; }
 
-# Distributions the project itself installs (pyproject [tool.setuptools] packages).
+# Top-level packages the project itself installs (pyproject [tool.setuptools] packages;
+# subpackages such as flexsync.core travel with their parent).
 project_packages() {
     "$VENV/bin/python" - "$SRC_DIR/pyproject.toml" <<'EOF'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
-    print(" ".join(tomllib.load(f)["tool"]["setuptools"]["packages"]))
+    names = tomllib.load(f)["tool"]["setuptools"]["packages"]
+print(" ".join(sorted({name.split(".")[0] for name in names})))
 EOF
 }
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flexsync.config import load_settings
-from flexsync.errors import ConfigurationError
+from flexsync.core.config import load_settings
+from flexsync.core.errors import ConfigurationError
 
 ISA = "6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11"
 GIA = "0b7c2f3e-0000-4000-8000-000000000000"

@@ -10,13 +10,13 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from flexsync.errors import ExitCode
-from loaders.account_preflight import (
+from flexsync.core.errors import ExitCode
+from flexsync.loaders.account_preflight import (
     AccountPreflightError,
     check_accounts,
     statement_base_currencies,
 )
-from loaders.wealthfolio_client import WealthfolioClient
+from flexsync.loaders.wealthfolio_client import WealthfolioClient
 from tests.fakes.fake_wealthfolio import FakeWealthfolio
 
 MakeClient = Callable[..., WealthfolioClient]

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-from flexsync.logs import JsonFormatter, ScrubbingFormatter
-from loaders import pushgateway as pg
+from flexsync.core.logs import JsonFormatter, ScrubbingFormatter
+from flexsync.loaders import pushgateway as pg
 from tests.plugins.common import REPO_ROOT
 from tests.plugins.pushgateway import require_binary
 
@@ -280,7 +280,7 @@ def test_the_pod_starts_with_the_secret_synced_from_vault(
     # The ExternalSecret copies every key of the Vault path verbatim, other providers' too.
     secret_data = {**VAULT_SEED, "other_provider_token": "not-ours"}
     env = pod_env(container, secret_data)
-    from flexsync.config import load_settings, require
+    from flexsync.core.config import load_settings, require
 
     settings = load_settings(env)
     require(settings, "flex_token", "flex_query_id", "wf_account_id", "upstream_account_ids",
@@ -553,7 +553,7 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
         assert probe.returncode != 0, f"{dev_tool} is installed in the image venv"
 
     # Bytecode is precompiled: nothing is compiled from source at import time.
-    modules = ["flexsync.config", "loaders.pushgateway", "extract", "dbt.cli.main",
+    modules = ["flexsync.core.config", "flexsync.loaders.pushgateway", "extract", "dbt.cli.main",
                "dbt.adapters.duckdb", "duckdb", "httpx", "prometheus_client", "defusedxml"]
     if (REPO_ROOT / "flexsync" / "cli.py").exists():
         modules.append("flexsync.cli")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from extract.flex_landing import section_table_name
-from flexsync.config import Settings
-from flexsync.errors import IBKRAccountMismatchError, InputFileError
+from flexsync.core.config import Settings
+from flexsync.core.errors import IBKRAccountMismatchError, InputFileError
+from flexsync.extract.flex_landing import section_table_name
 from flexsync.pipeline import land_flex_files
 from tests.helpers import DEMO_STATEMENT, query, run_cli, table_names
 
@@ -303,7 +303,8 @@ def test_warehouse_held_by_another_process_exits_8(data_dir: Path) -> None:
 
 
 def test_run_lock_refuses_a_second_run(data_dir: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; from flexsync.warehouse import RunLock;"
+    code = ("import sys, time; from pathlib import Path;"
+            " from flexsync.core.warehouse import RunLock;"
             " l = RunLock(Path(sys.argv[1])); l.acquire(); print('ready', flush=True);"
             " time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(data_dir)],

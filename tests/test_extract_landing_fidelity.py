@@ -1,7 +1,7 @@
 """Every landed cell is what a full XML parse reads, whatever the markup looks like.
 
 The landing splits regular row tags on `"` in DuckDB and gives expat every other tag
-(extract/flex_markup.py). These tests compare every row, value, row tag, statement index
+(flexsync/extract/flex_markup.py). These tests compare every row, value, row tag, statement index
 and row index in raw_ibkr with an independent reading by ElementTree: on the twenty real
 statements, on the benchmark's synthetic one, and on generated statements whose markup
 takes every odd turn XML allows (entities, character references, quotes of both kinds,
@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extract.flex_landing import attribute_column, section_table_name
-from flexsync.config import Settings
+from flexsync.core.config import Settings
+from flexsync.core.warehouse import LINEAGE_COLUMNS
+from flexsync.extract.flex_landing import attribute_column, section_table_name
 from flexsync.pipeline import land_flex_files
-from flexsync.warehouse import LINEAGE_COLUMNS
 
 Row = tuple[int | None, str, dict[str, str]]  # statement index, row tag, attributes
 SYSTEM_TABLES = {"extracts", "statements", "flex_validation"}
@@ -291,7 +291,7 @@ def test_the_spool_folder_is_removed_whether_landing_succeeds_or_fails(
     settings_ = Settings(data_dir=tmp_path / "d", upstream_account_ids=("U1",))
     land_flex_files(settings_, [tmp_path / "good.xml"])
     assert list(spool_root.iterdir()) == []
-    from flexsync.errors import InputFileError
+    from flexsync.core.errors import InputFileError
 
     with pytest.raises(InputFileError):
         land_flex_files(settings_, [tmp_path / "bad.xml"])

@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from extract.flex_client import (
+from flexsync.core.config import Secret, Settings
+from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
+from flexsync.extract.flex_client import (
     USER_AGENT,
     FlexClient,
     FlexConnectionError,
@@ -26,8 +28,6 @@ from extract.flex_client import (
     FlexUnexpectedBodyError,
     StatementGenerationTimeout,
 )
-from flexsync.config import Secret, Settings
-from flexsync.errors import ConfigurationError, ExitCode, FlexServiceError
 from tests.fakes.fake_flex import (
     CSV_STATEMENT,
     DEFAULT_STATEMENT,
@@ -447,7 +447,7 @@ def test_dead_url_host_falls_back_to_configured_get_url(
     # The <Url> names an IBKR host that cannot be reached (a transport refuses it: nothing
     # leaves the machine).
     fake_flex.configure(url_style="unresolvable", poll=[FlexCode(1019)])
-    caplog.set_level(logging.INFO, logger="extract.flex_client")
+    caplog.set_level(logging.INFO, logger="flexsync.extract.flex_client")
     transport = DnsFailingTransport()
     download = make_client(transport=transport).download()
     assert download.content == DEFAULT_STATEMENT
@@ -556,7 +556,7 @@ def test_url_on_a_foreign_host_never_gets_the_token(
         }[style]
         fake_flex.configure(url_style="custom", custom_url=url)
         transport = DnsFailingTransport()
-        caplog.set_level(logging.WARNING, logger="extract.flex_client")
+        caplog.set_level(logging.WARNING, logger="flexsync.extract.flex_client")
         download = make_client(transport=transport).download()
         assert download.content == DEFAULT_STATEMENT
         assert thief.count() == 0 and transport.refused == []
@@ -657,9 +657,9 @@ def test_statement_at_sendrequest_is_a_clear_error(fake_flex: FakeFlexService,
 def test_progress_is_logged_per_poll(fake_flex: FakeFlexService, make_client: Any,
                                      caplog: pytest.LogCaptureFixture) -> None:
     fake_flex.configure(poll=[FlexCode(1019)] * 2)
-    caplog.set_level(logging.INFO, logger="extract.flex_client")
+    caplog.set_level(logging.INFO, logger="flexsync.extract.flex_client")
     download = make_client().download()
-    lines = [r.getMessage() for r in caplog.records if r.name == "extract.flex_client"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "flexsync.extract.flex_client"]
     assert any(download.reference_code in line for line in lines)
     assert "Flex statement not ready (1019), waiting 5 s, 1 s elapsed" in lines
     assert "Flex statement not ready (1019), waiting 10 s, 6 s elapsed" in lines
@@ -667,7 +667,7 @@ def test_progress_is_logged_per_poll(fake_flex: FakeFlexService, make_client: An
 
 def test_token_never_appears_in_logs_or_errors(fake_flex: FakeFlexService, make_client: Any,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    for name in ("", "httpx", "httpcore", "extract.flex_client"):
+    for name in ("", "httpx", "httpcore", "flexsync.extract.flex_client"):
         caplog.set_level(logging.DEBUG, logger=name or None)
     token = fake_flex.token
     texts: list[str] = []

@@ -1,4 +1,4 @@
-"""loaders.pushgateway against a real Pushgateway (tests/plugins/pushgateway.py)."""
+"""flexsync.loaders.pushgateway against a real Pushgateway (tests/plugins/pushgateway.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, Summary
 from prometheus_client.parser import text_string_to_metric_families
 
-from flexsync.errors import ExitCode, PushgatewayError
-from loaders.pushgateway import (
+from flexsync.core.errors import ExitCode, PushgatewayError
+from flexsync.loaders.pushgateway import (
     CashDriftRow,
     DriftRow,
     RunFigures,

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flexsync.cli import app
-from flexsync.config import Settings
+from flexsync.core.config import Settings
 from flexsync.transform import run_transform
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flex"

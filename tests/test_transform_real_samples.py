@@ -235,7 +235,7 @@ def test_every_posted_asset_is_a_seed_listing_in_wealthfolio_shape(
     import re
     import shutil
 
-    from loaders.wealthfolio_loader import load_activities
+    from flexsync.loaders.wealthfolio_loader import load_activities
     from tests.plugins.common import REPO_ROOT
 
     seed = list(csv.DictReader((REPO_ROOT / "seeds" / "exchanges.csv").open()))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from flexsync import transform
 from flexsync.cli import app
-from flexsync.errors import ConfigurationError, DbtError, ExitCode, WarehouseLockedError
+from flexsync.core.errors import ConfigurationError, DbtError, ExitCode, WarehouseLockedError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from extract.wealthfolio_snapshot import snapshot_activities
-from flexsync.errors import DbtError, ExitCode, WealthfolioError
-from loaders.wealthfolio_client import CreateOutcome, WealthfolioClient
-from loaders.wealthfolio_loader import (
+from flexsync.core.errors import DbtError, ExitCode, WealthfolioError
+from flexsync.extract.wealthfolio_snapshot import snapshot_activities
+from flexsync.loaders.wealthfolio_client import CreateOutcome, WealthfolioClient
+from flexsync.loaders.wealthfolio_loader import (
     ActivityRow,
     LoadAborted,
     LoadResult,
@@ -192,7 +192,7 @@ def test_decimal_and_date_and_symbol_rules() -> None:
 
 def test_loader_holds_no_exchange_table() -> None:
     """Instrument identity lives in seeds/exchanges.csv only (issue 14)."""
-    import loaders.wealthfolio_loader as loader
+    import flexsync.loaders.wealthfolio_loader as loader
     source = Path(loader.__file__).read_text()
     for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
         assert name not in source, name

@@ -23,14 +23,14 @@ import duckdb
 import httpx
 import pytest
 
-from extract.wealthfolio_snapshot import (
+from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     _raw_json,
     _text,
     account_state_sql,
     snapshot_activities,
 )
-from loaders.wealthfolio_client import WealthfolioClient
+from flexsync.loaders.wealthfolio_client import WealthfolioClient
 from tests.fakes.fake_wealthfolio import FakeWealthfolio
 from tests.fakes.wealthfolio_activities import FreshActivitySource, pages_of
 from tests.helpers import REPO_ROOT
@@ -444,7 +444,7 @@ import sys
 from pathlib import Path
 import duckdb
 sys.path.insert(0, ".")
-from extract.wealthfolio_snapshot import snapshot_activities
+from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from tests.fakes.wealthfolio_activities import FreshActivitySource
 con = duckdb.connect(str(Path(sys.argv[1]) / "rss.duckdb"))
 source = FreshActivitySource(15_000)

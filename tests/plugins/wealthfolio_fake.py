@@ -9,8 +9,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from flexsync.warehouse import ensure_schema
-from loaders.wealthfolio_client import WealthfolioClient
+from flexsync.core.warehouse import ensure_schema
+from flexsync.loaders.wealthfolio_client import WealthfolioClient
 from tests.fakes.fake_wealthfolio import FakeWealthfolio
 
 WF_TEST_PASSWORD = "wf-fixture-Pa55word!"
@@ -117,7 +117,7 @@ def write_activities_to_post(con: duckdb.DuckDBPyConnection,
 
 @pytest.fixture
 def wf_warehouse(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A scratch warehouse with the raw/sync schemas (flexsync.warehouse.ensure_schema)."""
+    """A scratch warehouse with the raw/sync schemas (flexsync.core.warehouse.ensure_schema)."""
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     ensure_schema(con)
     try:

@@ -412,8 +412,8 @@ def warehouse_problems(data_dir: Path, *, marts_required: bool) -> list[str]:
 
 def lock_is_free(data_dir: Path) -> bool:
     """The run lock can be taken at once (an flock dies with its process)."""
-    from flexsync.errors import WarehouseLockedError
-    from flexsync.warehouse import RunLock
+    from flexsync.core.errors import WarehouseLockedError
+    from flexsync.core.warehouse import RunLock
 
     lock = RunLock(data_dir)
     try:

@@ -21,7 +21,7 @@ STALL_SECONDS = 120.0  # the test kills us long before; this only bounds a broke
 def _stall_publish() -> None:
     import shutil
 
-    import flexsync.analytics as analytics
+    import flexsync.loaders.analytics_copy as analytics
 
     def half_then_stall(src: IO[bytes], dst: IO[bytes], length: int = 0) -> None:
         size = os.fstat(src.fileno()).st_size

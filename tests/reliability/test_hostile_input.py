@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from flexsync.config import Settings
-from flexsync.errors import FlexsyncError, IBKRAccountMismatchError, InputFileError
+from flexsync.core.config import Settings
+from flexsync.core.errors import FlexsyncError, IBKRAccountMismatchError, InputFileError
 from flexsync.pipeline import land_flex_files
 from tests.helpers import REPO_ROOT
 from tests.reliability import flexgen

@@ -113,7 +113,7 @@ def test_refused_create_echoing_the_password_is_scrubbed_in_the_ledger(
 def test_json_log_fields_are_scrubbed_before_encoding() -> None:
     import logging
 
-    from flexsync.logs import JsonFormatter, register_secret
+    from flexsync.core.logs import JsonFormatter, register_secret
 
     register_secret(AWKWARD_PASSWORD)
     record = logging.LogRecord("flexsync", logging.WARNING, __file__, 1,
@@ -160,7 +160,7 @@ def test_wf_base_url_with_credentials_is_refused(
 
 
 def test_password_over_plain_http_outside_the_cluster_is_detected() -> None:
-    from flexsync.config import password_goes_outside_in_clear as outside
+    from flexsync.core.config import password_goes_outside_in_clear as outside
 
     for url in ("http://wealthfolio.example.com:8088", "http://93.184.216.34:8088"):
         assert outside(url), url

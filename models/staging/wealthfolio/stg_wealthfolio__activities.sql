@@ -6,7 +6,7 @@
     NULL: snapshots taken before kind existed held every activity), overridden by the
     latest version per activity id from the 'changes' snapshots after it, tombstoned ids
     dropped; rows without an id come from the latest snapshot only. The snapshot
-    extractor (extract/wealthfolio_snapshot.py) diffs against the same state. -#}
+    extractor (flexsync/extract/wealthfolio_snapshot.py) diffs against the same state. -#}
 {#- A table, not a view: the holdings, the drift and their tests read the state several
     times, and re-planning the reconstruction each time ran out of dbt's DuckDB memory
     limit with 5 years of snapshots. The drift rebuild after posting rebuilds it. -#}

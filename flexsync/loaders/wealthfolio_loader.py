@@ -25,11 +25,11 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from flexsync.errors import DbtError, WealthfolioError
-from flexsync.progress import StepProgress
-from flexsync.warehouse import ensure_schema
-from loaders import ledger
-from loaders.wealthfolio_client import CreateOutcome
+from flexsync.core.errors import DbtError, WealthfolioError
+from flexsync.core.progress import StepProgress
+from flexsync.core.warehouse import ensure_schema
+from flexsync.loaders import ledger
+from flexsync.loaders.wealthfolio_client import CreateOutcome
 
 log = logging.getLogger("flexsync.wealthfolio")
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from flexsync.errors import WealthfolioError
+from flexsync.core.errors import WealthfolioError
 
 log = logging.getLogger("flexsync.wealthfolio")
 

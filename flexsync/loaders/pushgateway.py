@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import duckdb
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
-from flexsync.errors import PushgatewayError
-from flexsync.logs import without_userinfo
+from flexsync.core.errors import PushgatewayError
+from flexsync.core.logs import without_userinfo
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ Order of work, so that a refused file writes nothing:
 Speed and memory (benchmarks/README.md): expat reports each tag as one raw string
 (no Python string per attribute); a row tag travels on as that string, in batches that
 DuckDB's CSV reader splits on a second thread while the parse goes on
-(extract/flex_markup.py); every other tag gets expat's own attribute list and goes in
+(flexsync/extract/flex_markup.py); every other tag gets expat's own attribute list and goes in
 as Arrow. DuckDB's memory is capped while landing, so the peak RSS does not depend on
 the file's size.
 """
@@ -47,11 +47,11 @@ import pyarrow as pa
 from defusedxml import DefusedXmlException
 from defusedxml.expatreader import DefusedExpatParser
 
-from extract import flex_markup
-from extract.flex_markup import MarkupBatch
-from extract.flex_validation import validate_with_ibflex
-from flexsync.errors import IBKRAccountMismatchError, InputFileError
-from flexsync.warehouse import LINEAGE_COLUMNS
+from flexsync.core.errors import IBKRAccountMismatchError, InputFileError
+from flexsync.core.warehouse import LINEAGE_COLUMNS
+from flexsync.extract import flex_markup
+from flexsync.extract.flex_markup import MarkupBatch
+from flexsync.extract.flex_validation import validate_with_ibflex
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ CSV_MAX_ATTRIBUTES = 128
 # A batch's own row-index column: never an attribute name (those cannot hold NUL).
 _ROW_INDEX_KEY = "\x00_row_index"
 _LINEAGE_LOWER = frozenset(name.lower() for name in LINEAGE_COLUMNS)
-# The constant lineage columns as Arrow types (flexsync.warehouse.LINEAGE_COLUMNS).
+# The constant lineage columns as Arrow types (flexsync.core.warehouse.LINEAGE_COLUMNS).
 _LINEAGE_ARROW_TYPES = {"_extract_id": pa.string(), "_file_sha256": pa.string(),
                         "_statement_index": pa.int32(), "_statement_account_id": pa.string(),
                         "_row_tag": pa.string(), "_extracted_at": pa.timestamp("us")}
@@ -491,7 +491,7 @@ class _FlexReader(DefusedExpatParser):
     With no element handlers set, expat still checks every tag (well-formedness,
     duplicate attributes, undefined entities) but reports it as one raw string through
     the default handler instead of building a Python string per attribute; row
-    elements travel on as that string (extract/flex_markup.py). Character data is
+    elements travel on as that string (flexsync/extract/flex_markup.py). Character data is
     ignored (Flex carries everything in attributes). Call `walker.drain()` after each
     `feed()`.
     """

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flexsync.errors import ConfigurationError
-from flexsync.logs import without_userinfo
+from flexsync.core.errors import ConfigurationError
+from flexsync.core.logs import without_userinfo
 
 DEFAULT_SEND_URL = (
     "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService/SendRequest"

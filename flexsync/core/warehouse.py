@@ -17,7 +17,7 @@ from typing import IO
 
 import duckdb
 
-from flexsync.errors import WarehouseError, WarehouseLockedError
+from flexsync.core.errors import WarehouseError, WarehouseLockedError
 
 LINEAGE_COLUMNS: dict[str, str] = {
     "_extract_id": "varchar",
@@ -154,7 +154,7 @@ create table if not exists raw_wealthfolio.activities (
     source_record_id varchar,
     comment varchar,
     raw_json varchar,
-    _row_hash varchar,  -- md5 of the landed columns (extract/wealthfolio_snapshot.py)
+    _row_hash varchar,  -- md5 of the landed columns (flexsync/extract/wealthfolio_snapshot.py)
     _deleted boolean  -- true: a tombstone, the activity disappeared from Wealthfolio
 );
 create table if not exists sync.posted_activities (

@@ -35,11 +35,11 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from flexsync.warehouse import ensure_schema
+from flexsync.core.warehouse import ensure_schema
 
 log = logging.getLogger("flexsync.wealthfolio")
 
-# raw_wealthfolio.activities column ← ActivityDetails field (flexsync/warehouse.py).
+# raw_wealthfolio.activities column ← ActivityDetails field (flexsync/core/warehouse.py).
 COLUMN_FIELDS: dict[str, str] = {
     "id": "id",
     "account_id": "accountId",
@@ -65,7 +65,7 @@ LANDED_COLUMNS: tuple[str, ...] = (*COLUMN_FIELDS, "raw_json")
 
 SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything: without a limit DuckDB may use 80 % of the
-# machine. Like the Flex landing's (extract/flex_landing.py), it spills beyond this.
+# machine. Like the Flex landing's (flexsync/extract/flex_landing.py), it spills beyond this.
 SNAPSHOT_MEMORY_LIMIT = "96MB"
 # Arrow's default pool (mimalloc) keeps freed buffers; malloc returns them.
 _ARROW_POOL = pa.system_memory_pool()

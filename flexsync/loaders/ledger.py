@@ -15,7 +15,7 @@ from typing import Literal
 
 import duckdb
 
-from flexsync.logs import scrub
+from flexsync.core.logs import scrub
 
 LedgerStatus = Literal["posted", "already_present", "failed", "deleted"]
 SETTLED_STATUSES: tuple[str, ...] = ("posted", "already_present")

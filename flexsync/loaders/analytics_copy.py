@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flexsync.config import Settings
-from flexsync.errors import WarehouseError
-from flexsync.warehouse import connect
+from flexsync.core.config import Settings
+from flexsync.core.errors import WarehouseError
+from flexsync.core.warehouse import connect
 
 log = logging.getLogger(__name__)
 

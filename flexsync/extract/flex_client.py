@@ -33,9 +33,9 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
 from flexsync import __version__
-from flexsync.config import Secret, Settings
-from flexsync.errors import ConfigurationError, FlexServiceError
-from flexsync.logs import register_secret, scrub
+from flexsync.core.config import Secret, Settings
+from flexsync.core.errors import ConfigurationError, FlexServiceError
+from flexsync.core.logs import register_secret, scrub
 
 log = logging.getLogger(__name__)
 

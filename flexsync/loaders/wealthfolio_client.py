@@ -38,9 +38,9 @@ from urllib.parse import quote
 
 import httpx
 
-from flexsync.config import Secret, Settings
-from flexsync.errors import WealthfolioError
-from flexsync.logs import register_secret, scrub
+from flexsync.core.config import Secret, Settings
+from flexsync.core.errors import WealthfolioError
+from flexsync.core.logs import register_secret, scrub
 
 log = logging.getLogger("flexsync.wealthfolio")
 
