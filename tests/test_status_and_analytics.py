@@ -1,4 +1,4 @@
-"""`flexsync status`, the analytics copy, and the analysts' guide queries (docs/analysts.md) on a demo warehouse."""
+"""`flexsync status`, the analytics copy, and the example queries of docs/analysts.md."""
 
 from __future__ import annotations
 
