@@ -17,9 +17,8 @@ import pytest
 
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
-from flexsync.extract.flex_client import (
-    USER_AGENT,
-    FlexClient,
+from flexsync.extract.flex_client import USER_AGENT, FlexClient
+from flexsync.extract.flex_errors import (
     FlexConnectionError,
     FlexHTTPError,
     FlexResponseError,

@@ -11,31 +11,43 @@ timestamp zone is not EST/EDT (contract §2.4). Policy here (contract §2.6):
 * HTTP 5xx/429/timeouts/connection errors: bounded retries, each one after a sleep.
 
 The token travels in the query string, so no URL with its query ever reaches a
-message, and httpx's own request log lines are scrubbed (see `_RedactTokenFilter`).
+message, and httpx's own request log lines are scrubbed (flexsync.core.logs).
+What the answers mean: flex_errors (codes, errors) and flex_envelope (bodies).
 """
 
 from __future__ import annotations
 
 import email.utils
-import io
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
-from xml.etree.ElementTree import Element, ParseError
 
 import httpx
-from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
 
 from flexsync import __version__
 from flexsync.core.config import Secret, Settings
-from flexsync.core.errors import ConfigurationError, FlexServiceError
-from flexsync.core.logs import register_secret, scrub
+from flexsync.core.errors import ConfigurationError
+from flexsync.core.logs import register_secret
+from flexsync.extract.flex_envelope import clean_text, read_body
+from flexsync.extract.flex_errors import (
+    HINTS,
+    POLL_CODES,
+    REFERENCE_INVALID,
+    THROTTLED,
+    FlexClientError,
+    FlexConnectionError,
+    FlexHTTPError,
+    FlexResponseError,
+    FlexResponseTooLargeError,
+    FlexThrottledError,
+    FlexUnexpectedBodyError,
+    StatementGenerationTimeout,
+    fatal_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +56,6 @@ USER_AGENT: Final = (
 )
 SEND: Final = "SendRequest"
 GET: Final = "GetStatement"
-
-# Codes IBKR answers while the statement is not ready (or it is briefly unable to serve it).
-POLL_CODES: Final = frozenset(
-    {"1001", "1004", "1005", "1006", "1007", "1008", "1009", "1019", "1021"}
-)
-THROTTLED: Final = "1018"
-REFERENCE_INVALID: Final = "1017"
-TOKEN_CODES: Final = frozenset({"1012", "1015"})
 
 # The token travels in the query string: it goes over https to IBKR's own hosts, or to the
 # hosts configured in IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL (trusted by whoever set them),
@@ -63,98 +67,11 @@ ALTERNATE_HOSTS: Final = {
     "gdcdyn.interactivebrokers.com": "ndcdyn.interactivebrokers.com",
 }
 
-_HOW_TO_ROTATE = (
-    "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
-    "-> Flex Web Service Configuration) and update IBKR_FLEX_TOKEN: in the cluster, "
-    "`vault kv patch secret/broker-sync ibkr_flex_token=...` (synced to broker-sync-secrets)"
-)
-# What to do about each fatal code; the IBKR message text is shown as well.
-_HINTS: Final[dict[str, str]] = {
-    "1003": "the statement is not available: check the Flex query's period and that the "
-    "account has data for it",
-    "1010": "legacy Flex queries are no longer supported: create an Activity Flex Query in "
-    "Client Portal and set IBKR_FLEX_QUERY_ID to its id",
-    "1011": "the IBKR service account is inactive: check the account's status in Client Portal",
-    "1012": "the Flex token has expired: " + _HOW_TO_ROTATE,
-    "1013": "IP restriction: this host's public IP is not allowed to use the Flex token; "
-    "add it to the token's allowed IPs in Flex Web Service Configuration (or lift the "
-    "restriction)",
-    "1014": "the Flex query is invalid: check IBKR_FLEX_QUERY_ID (the numeric id of the "
-    "Activity Flex Query in Client Portal) and that the query still exists",
-    "1015": "the Flex token is invalid: check that IBKR_FLEX_TOKEN holds the current token, "
-    "or " + _HOW_TO_ROTATE,
-    "1016": "the account is invalid: check the Flex query's account selection and that the "
-    "account is open",
-    "1017": "IBKR rejected the reference code again after a fresh SendRequest; try later",
-    "1020": "IBKR could not validate the request: check IBKR_FLEX_TOKEN and "
-    "IBKR_FLEX_QUERY_ID",
-}
-
-_BOM: Final = b"\xef\xbb\xbf"
 # The largest answer read, counted after decompression: a 10-year statement is ~110 MB;
 # anything past this could not be landed in the pod's 256 MiB anyway, and a gzip bomb
 # (2 MiB on the wire, GBs inflated) stops here instead of at the OOM killer.
 MAX_STATEMENT_BYTES: Final = 160 * 1024 * 1024
 _RETRY_AFTER_CAP: Final = 120.0  # never let a server park the nightly job for long
-_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class FlexClientError(FlexServiceError):
-    """Base of this module's errors; `.code` is the IBKR error code when one is known."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class FlexResponseError(FlexClientError):
-    """IBKR answered with an error code (`<ErrorCode>` in a FlexStatementResponse)."""
-
-    def __init__(self, code: str, message: str, *, step: str = "", hint: str = "") -> None:
-        self.ibkr_message = message
-        self.step = step
-        text = f"IBKR Flex error {code}"
-        if step:
-            text += f" at {step}"
-        text += f": {message}" if message else ""
-        if hint:
-            text += f" ({hint})"
-        super().__init__(text, code)
-
-
-class FlexTokenError(FlexResponseError):
-    """1012 token expired / 1015 token invalid: a human has to rotate the token."""
-
-
-class FlexThrottledError(FlexResponseError):
-    """1018: too many requests for this token."""
-
-
-class StatementGenerationTimeout(FlexClientError):
-    """IBKR kept saying "not ready" until the deadline."""
-
-
-class FlexHTTPError(FlexClientError):
-    """An HTTP status we do not retry, or retries of 5xx/429 exhausted."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class FlexConnectionError(FlexClientError):
-    """Timeouts or connection/DNS failures, retries exhausted."""
-
-
-class FlexUnexpectedBodyError(FlexClientError):
-    """A 200 answer that is neither a statement nor an envelope (CSV, HTML, other XML)."""
-
-
-class FlexResponseTooLargeError(FlexClientError):
-    """An answer past the size cap (a runaway body or a decompression bomb)."""
 
 
 class _HostUnreachable(Exception):
@@ -167,41 +84,6 @@ class _ReferenceInvalid(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-# --------------------------------------------------------------------------- logging guard
-
-
-class _RedactTokenFilter(logging.Filter):
-    """httpx logs every request URL (token included) at INFO; scrub it at the source logger.
-
-    Logger filters only see records created by that exact logger, hence one per name.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        clean = scrub(message)
-        if clean != message:
-            record.msg = clean
-            record.args = None
-        return True
-
-
-_REDACT_FILTER = _RedactTokenFilter()
-for _name in (
-    "httpx",
-    "httpcore",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-):
-    _logger = logging.getLogger(_name)
-    if not any(isinstance(f, _RedactTokenFilter) for f in _logger.filters):
-        _logger.addFilter(_REDACT_FILTER)
 
 
 # --------------------------------------------------------------------------- results
@@ -221,18 +103,6 @@ class FlexDownload:
             f"FlexDownload(reference_code={self.reference_code!r}, query_id={self.query_id!r}, "
             f"fetched_at={self.fetched_at.isoformat()!r}, bytes={len(self.content)})"
         )
-
-
-@dataclass(frozen=True)
-class _Envelope:
-    """A FlexStatementResponse. The timestamp is kept as text: its zone varies (CET, ...)."""
-
-    status: str
-    reference_code: str
-    url: str
-    error_code: str
-    error_message: str
-    timestamp: str
 
 
 # --------------------------------------------------------------------------- client
@@ -343,7 +213,7 @@ class FlexClient:
                     if round_ == 2:
                         raise FlexResponseError(
                             REFERENCE_INVALID, exc.message, step=GET,
-                            hint=_HINTS[REFERENCE_INVALID],
+                            hint=HINTS[REFERENCE_INVALID],
                         ) from None
                     log.warning(
                         "IBKR Flex error 1017 at GetStatement (%s) for reference %s; "
@@ -382,7 +252,7 @@ class FlexClient:
                             _where(send_urls[0]), exc, _where(send_urls[1]))
                 send_urls = send_urls[1:]
                 continue
-            envelope = self._read_body(response.content, SEND)
+            envelope = read_body(response.content, SEND)
             if envelope is None:
                 raise FlexUnexpectedBodyError(
                     f"IBKR Flex SendRequest answered with a statement instead of a reference "
@@ -403,7 +273,7 @@ class FlexClient:
                 )
             if code != THROTTLED and code not in POLL_CODES:
                 log.warning("IBKR Flex error %s at SendRequest: %s", code, message)
-                raise self._fatal(code, message, SEND)
+                raise fatal_error(code, message, SEND)
             error_class = FlexThrottledError if code == THROTTLED else FlexResponseError
             if attempt > self.max_send_retries:
                 raise error_class(
@@ -458,7 +328,7 @@ class FlexClient:
                 )
                 url, fallbacks = fallbacks[0], fallbacks[1:]
                 continue
-            envelope = self._read_body(response.content, GET)
+            envelope = read_body(response.content, GET)
             if envelope is None:
                 return response.content
             code, message = envelope.error_code, envelope.error_message
@@ -483,7 +353,7 @@ class FlexClient:
                 streak += 1
             else:
                 log.warning("IBKR Flex error %s at GetStatement: %s", code, message)
-                raise self._fatal(code, message, GET)
+                raise fatal_error(code, message, GET)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 state = (
@@ -644,90 +514,7 @@ class FlexClient:
             )
         return f"{text}; the endpoint may have moved: check {setting}"
 
-    # ----------------------------------------------------------------- bodies
-
-    def _read_body(self, body: bytes, step: str) -> _Envelope | None:
-        """None when the body is the statement itself; the envelope when it is one.
-
-        Decided by the XML root tag (not a substring test), after any BOM, whitespace
-        or XML declaration. CSV, HTML and other XML raise a clear error.
-        """
-        head = body.lstrip()
-        if head.startswith(_BOM):
-            head = head[len(_BOM):].lstrip()
-        if not head:
-            raise FlexUnexpectedBodyError(f"IBKR Flex {step} answered with an empty body")
-        lowered = head[:200].lower()
-        if lowered.startswith((b"<!doctype html", b"<html")):
-            raise FlexUnexpectedBodyError(self._html_message(step, head))
-        if not head.startswith(b"<"):
-            first_line = head.split(b"\n", 1)[0]
-            if b"," in first_line or first_line.startswith(b'"'):
-                raise FlexUnexpectedBodyError(
-                    f"IBKR Flex {step} answered with CSV: the Flex query returns CSV; set its "
-                    f"format to XML in Client Portal (Flex Queries -> edit the query -> "
-                    f"Delivery Configuration -> Format XML)"
-                )
-            raise FlexUnexpectedBodyError(
-                f"IBKR Flex {step} answered with a body that is not XML "
-                f"({len(body)} bytes); expected FlexStatementResponse or FlexQueryResponse"
-            )
-        root = _root_tag(head)
-        if root == "FlexQueryResponse":
-            return None
-        if root == "FlexStatementResponse":
-            return self._parse_envelope(head, step)
-        if root is not None and root.lower() == "html":
-            raise FlexUnexpectedBodyError(self._html_message(step, head))
-        what = f"XML with root <{self._clean(root)}>" if root else "malformed XML"
-        raise FlexUnexpectedBodyError(
-            f"IBKR Flex {step} answered with {what}; expected FlexStatementResponse or "
-            f"FlexQueryResponse"
-        )
-
-    def _parse_envelope(self, head: bytes, step: str) -> _Envelope:
-        try:
-            root: Element = SafeET.fromstring(head, forbid_dtd=True)
-        except (ParseError, DefusedXmlException) as exc:
-            raise FlexUnexpectedBodyError(
-                f"IBKR Flex {step} answered with a malformed FlexStatementResponse "
-                f"({type(exc).__name__})"
-            ) from None
-
-        def child(name: str) -> str:
-            for element in root:
-                if _local(element.tag) == name:
-                    return self._clean("".join(element.itertext()).strip())
-            return ""
-
-        return _Envelope(
-            status=child("Status"),
-            reference_code=child("ReferenceCode"),
-            url=child("Url"),
-            error_code=child("ErrorCode"),
-            error_message=child("ErrorMessage"),
-            # Kept as text, never parsed: IBKR writes "... EST", "... CET" or nothing.
-            timestamp=self._clean(root.get("timestamp", "")),
-        )
-
-    def _html_message(self, step: str, head: bytes) -> str:
-        match = _TITLE_RE.search(head[:4096])
-        title = ""
-        if match:
-            title = " ".join(match.group(1).decode("utf-8", "replace").split())[:80]
-            title = f" titled {self._clean(title)!r}"
-        return (
-            f"IBKR Flex {step}: IBKR answered with an HTML page{title} instead of XML "
-            f"(maintenance?); try later"
-        )
-
     # ----------------------------------------------------------------- helpers
-
-    def _fatal(self, code: str, message: str, step: str) -> FlexResponseError:
-        hint = _HINTS.get(code, "")
-        if code in TOKEN_CODES:
-            return FlexTokenError(code, message, step=step, hint=hint)
-        return FlexResponseError(code, message, step=step, hint=hint)
 
     def _wait(
         self,
@@ -748,13 +535,8 @@ class FlexClient:
     def _elapsed(self) -> float:
         return self._clock() - self._started
 
-    def _clean(self, text: str) -> str:
-        """Server- or library-provided text, made safe for messages: no token, bounded length."""
-        text = text.replace(self._token, "********")
-        return scrub(text)[:300]
-
     def _describe(self, exc: Exception) -> str:
-        detail = self._clean(str(exc)) if str(exc) else ""
+        detail = clean_text(str(exc)) if str(exc) else ""
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
@@ -793,29 +575,6 @@ def _where(url: str) -> str:
 
 def _attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-class _Trickle(io.BytesIO):
-    """Hands iterparse small chunks, so the root's start event comes before any later error."""
-
-    def read(self, size: int | None = -1) -> bytes:
-        return super().read(512)
-
-
-def _root_tag(head: bytes) -> str | None:
-    """The root element's name from the first start event: statements reach several MB."""
-    try:
-        for _event, element in SafeET.iterparse(
-            _Trickle(head), events=("start",), forbid_dtd=True
-        ):
-            return _local(element.tag)
-    except (ParseError, DefusedXmlException):
-        return None
-    return None
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
