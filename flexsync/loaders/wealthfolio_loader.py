@@ -11,7 +11,6 @@ the others continue, and the caller turns failures into exit code 5
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +21,6 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from rich.console import Console
 from rich.table import Table
 
 from flexsync.core.errors import DbtError, WealthfolioError
@@ -285,13 +283,6 @@ class LoadResult:
     wf_activity_ids: dict[str, str] = field(default_factory=dict)
     corrected: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self, max_listed: int = 5) -> str:
-        return summary_text(self, max_listed)
-
 
 def summary_text(result: LoadResult, max_listed: int = 5) -> str:
     """e.g. "posted 10, already there 2, failed 1: ibkr:trade:3 — 500 Internal Server Error"."""
@@ -473,8 +464,7 @@ def _unrecorded_in_wealthfolio(con: duckdb.DuckDBPyConnection) -> list[str]:
     try:
         found = con.execute(
             "select external_id from marts.fct_activities except "
-            f"select external_id from {MART} except "
-            "select external_id from sync.posted_activities where status in (?, ?)",
+            f"select external_id from {MART} except {ledger.SETTLED_IDS_SQL}",
             list(ledger.SETTLED_STATUSES)).fetchall()
     except duckdb.CatalogException:
         return []  # marts not built (unit tests pass their own rows)
@@ -539,14 +529,6 @@ class ActivityPlan:
     activities: list[PlannedActivity]
     corrections: list[Correction] = field(default_factory=list)
 
-    @property
-    def rows(self) -> list[ActivityRow]:
-        return [a.row for a in self.activities]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [a.payload for a in self.activities if a.payload is not None]
-
     def table(self) -> Table:
         table = Table(title=f"Would post {len(self.activities)} activities to Wealthfolio")
         problems = any(item.problem for item in self.activities)
@@ -573,11 +555,6 @@ class ActivityPlan:
             table.caption = (f"and would delete {len(self.corrections)} activity(ies) IBKR took "
                              "back (marts.activity_corrections)")
         return table
-
-    def render(self, width: int = 140) -> str:
-        buffer = io.StringIO()
-        Console(file=buffer, width=width, no_color=True, highlight=False).print(self.table())
-        return buffer.getvalue()
 
 
 def _cell(value: Decimal | None) -> str:
