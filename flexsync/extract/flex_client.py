@@ -12,7 +12,8 @@ timestamp zone is not EST/EDT (contract §2.4). Policy here (contract §2.6):
 
 The token travels in the query string, so no URL with its query ever reaches a
 message, and httpx's own request log lines are scrubbed (flexsync.core.logs).
-What the answers mean: flex_errors (codes, errors) and flex_envelope (bodies).
+What the answers mean: flex_errors (codes, errors) and flex_envelope (bodies); where the
+token may go: flex_urls.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ from flexsync.extract.flex_errors import (
     StatementGenerationTimeout,
     fatal_error,
 )
+from flexsync.extract.flex_urls import (
+    IBKR_DOMAIN,
+    check_url,
+    origin,
+    redacted_url,
+    token_may_go_to,
+    with_alternate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +65,6 @@ USER_AGENT: Final = (
 )
 SEND: Final = "SendRequest"
 GET: Final = "GetStatement"
-
-# The token travels in the query string: it goes over https to IBKR's own hosts, or to the
-# hosts configured in IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL (trusted by whoever set them),
-# never to whatever host a response names.
-IBKR_DOMAIN: Final = "interactivebrokers.com"
-# IBKR documents two Flex hosts; when one does not resolve (it happens), the other serves.
-ALTERNATE_HOSTS: Final = {
-    "ndcdyn.interactivebrokers.com": "gdcdyn.interactivebrokers.com",
-    "gdcdyn.interactivebrokers.com": "ndcdyn.interactivebrokers.com",
-}
 
 # The largest answer read, counted after decompression: a 10-year statement is ~110 MB;
 # anything past this could not be landed in the pod's 256 MiB anyway, and a gzip bomb
@@ -143,9 +142,9 @@ class FlexClient:
             raise ConfigurationError(
                 f"IBKR_FLEX_QUERY_ID: {self.query_id!r} is not a Flex query id (digits only)"
             )
-        self.send_url = _check_url(send_url, "IBKR_FLEX_SEND_URL")
-        self.get_url = _check_url(get_url, "IBKR_FLEX_GET_URL")
-        self._configured_origins = {_origin(self.send_url), _origin(self.get_url)}
+        self.send_url = check_url(send_url, "IBKR_FLEX_SEND_URL")
+        self.get_url = check_url(get_url, "IBKR_FLEX_GET_URL")
+        self._configured_origins = {origin(self.send_url), origin(self.get_url)}
         for name, value in (
             ("deadline_seconds", deadline_seconds),
             ("throttle_seconds", throttle_seconds),
@@ -188,7 +187,7 @@ class FlexClient:
 
     def __repr__(self) -> str:
         return (
-            f"FlexClient(send={_where(self.send_url)!r}, get={_where(self.get_url)!r}, "
+            f"FlexClient(send={redacted_url(self.send_url)!r}, get={redacted_url(self.get_url)!r}, "
             f"query_id={self.query_id!r}, token=Secret('********'))"
         )
 
@@ -241,7 +240,7 @@ class FlexClient:
     def _send_request(self, http: httpx.Client, deadline: float) -> tuple[str, str]:
         """Returns (reference code, GetStatement URL to poll)."""
         attempt = 0
-        send_urls = _with_alternate(self.send_url)
+        send_urls = with_alternate(self.send_url)
         while True:
             attempt += 1
             try:
@@ -249,14 +248,14 @@ class FlexClient:
                                      deadline=deadline, fallback_on_connect=len(send_urls) > 1)
             except _HostUnreachable as exc:
                 log.warning("SendRequest host %s is unreachable (%s); trying %s",
-                            _where(send_urls[0]), exc, _where(send_urls[1]))
+                            redacted_url(send_urls[0]), exc, redacted_url(send_urls[1]))
                 send_urls = send_urls[1:]
                 continue
             envelope = read_body(response.content, SEND)
             if envelope is None:
                 raise FlexUnexpectedBodyError(
                     f"IBKR Flex SendRequest answered with a statement instead of a reference "
-                    f"code; is IBKR_FLEX_SEND_URL ({_where(self.send_url)}) the SendRequest "
+                    f"code; is IBKR_FLEX_SEND_URL ({redacted_url(self.send_url)}) the SendRequest "
                     f"endpoint?"
                 )
             code, message = envelope.error_code, envelope.error_message
@@ -303,7 +302,7 @@ class FlexClient:
         # Where to go when a host is unreachable: the configured GetStatement URL, then
         # the other documented IBKR host of each.
         fallbacks = [u for u in dict.fromkeys(
-            [self.get_url, *_with_alternate(url)[1:], *_with_alternate(self.get_url)[1:]])
+            [self.get_url, *with_alternate(url)[1:], *with_alternate(self.get_url)[1:]])
             if u != url]
         polls = 0
         streak = 0
@@ -324,7 +323,7 @@ class FlexClient:
             except _HostUnreachable as exc:
                 log.warning(
                     "GetStatement host %s is unreachable (%s); falling back to %s",
-                    _where(url), exc, _where(fallbacks[0]),
+                    redacted_url(url), exc, redacted_url(fallbacks[0]),
                 )
                 url, fallbacks = fallbacks[0], fallbacks[1:]
                 continue
@@ -384,24 +383,17 @@ class FlexClient:
         except httpx.InvalidURL:
             parsed = None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            log.warning("Flex response Url is not an http(s) URL; using %s", _where(self.get_url))
+            log.warning("Flex response Url is not an http(s) URL; using %s",
+                        redacted_url(self.get_url))
             return self.get_url
-        if not self._token_may_go_to(url):
+        if not token_may_go_to(url, self._configured_origins):
             log.warning(
                 "Flex response Url names %s://%s, neither https on *.%s nor a configured "
                 "Flex host: the token is not sent there; using %s",
-                parsed.scheme, parsed.host, IBKR_DOMAIN, _where(self.get_url),
+                parsed.scheme, parsed.host, IBKR_DOMAIN, redacted_url(self.get_url),
             )
             return self.get_url
         return url
-
-    def _token_may_go_to(self, url: str) -> bool:
-        """https on IBKR's domain, or exactly a configured origin (scheme, host, port)."""
-        parsed = httpx.URL(url)
-        host = parsed.host.lower()
-        if parsed.scheme == "https" and (host == IBKR_DOMAIN or host.endswith("." + IBKR_DOMAIN)):
-            return True
-        return _origin(url) in self._configured_origins
 
     # ----------------------------------------------------------------- HTTP
 
@@ -416,7 +408,7 @@ class FlexClient:
         fallback_on_connect: bool = False,
     ) -> httpx.Response:
         """One logical GET with bounded, always-sleeping retries on 5xx/429/network errors."""
-        where = _where(url)
+        where = redacted_url(url)
         params = {"t": self._token, "q": q, "v": "3"}
         attempt = 0
         while True:
@@ -487,7 +479,7 @@ class FlexClient:
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise FlexResponseTooLargeError(
-                        f"IBKR Flex {step}: the answer from {_where(url)} exceeds "
+                        f"IBKR Flex {step}: the answer from {redacted_url(url)} exceeds "
                         f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
                         "(a runaway or hostile body); nothing was landed")
                 chunks.append(chunk)
@@ -503,7 +495,7 @@ class FlexClient:
         text = f"IBKR Flex {step} answered HTTP {status} {response.reason_phrase} from {where}"
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
-            target = _where(location) if location else "(no Location)"
+            target = redacted_url(location) if location else "(no Location)"
             return (
                 f"{text}, redirecting to {target}; the endpoint may have moved: check {setting}"
             )
@@ -538,39 +530,6 @@ class FlexClient:
     def _describe(self, exc: Exception) -> str:
         detail = clean_text(str(exc)) if str(exc) else ""
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-def _check_url(url: str, setting: str) -> str:
-    url = url.strip()
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(f"{setting}: not an http(s) URL")
-    return url
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parsed = httpx.URL(url)
-    return parsed.scheme, parsed.host.lower(), parsed.port
-
-
-def _with_alternate(url: str) -> list[str]:
-    """The URL, then the same URL on the other documented IBKR Flex host, if it has one."""
-    parsed = httpx.URL(url)
-    other = ALTERNATE_HOSTS.get(parsed.host.lower())
-    return [url] if other is None else [url, str(parsed.copy_with(host=other))]
-
-
-def _where(url: str) -> str:
-    """host[:port]/path of a URL: never its query string (the token lives there)."""
-    try:
-        parsed = httpx.URL(url.strip())
-    except httpx.InvalidURL:
-        return "(invalid URL)"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.host}{port}{parsed.path}"
 
 
 def _attempts(count: int) -> str:
