@@ -32,7 +32,6 @@ class Envelope:
     timestamp: str
 
 
-
 def read_body(body: bytes, step: str) -> Envelope | None:
     """None when the body is the statement itself; the envelope when it is one.
 

@@ -44,7 +44,7 @@ HINTS: Final[dict[str, str]] = {
 
 
 class FlexClientError(FlexServiceError):
-    """Base of this module's errors; `.code` is the IBKR error code when one is known."""
+    """Base of the Flex client's errors; `.code` is the IBKR error code when one is known."""
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
@@ -96,7 +96,6 @@ class FlexUnexpectedBodyError(FlexClientError):
 
 class FlexResponseTooLargeError(FlexClientError):
     """An answer past the size cap (a runaway body or a decompression bomb)."""
-
 
 
 def fatal_error(code: str, message: str, step: str) -> FlexResponseError:

@@ -20,7 +20,6 @@ transaction around them. Speed and memory: benchmarks/README.md; DuckDB's memory
 capped while landing, so the peak RSS does not depend on the file's size.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -64,7 +63,6 @@ class LandingResult:
     @property
     def row_count(self) -> int:
         return sum(self.rows_by_table.values())
-
 
 
 def _already_landed(con: duckdb.DuckDBPyConnection, sha: str) -> str | None:

@@ -35,7 +35,6 @@ class FlexSource:
         return len(self.content or b"")
 
 
-
 def sha256_of(source: FlexSource) -> str:
     digest = hashlib.sha256()
     with source.open() as handle:

@@ -55,7 +55,6 @@ def attribute_column(name: str) -> str:
     return f"{name}__{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-
 class _Group:
     """Rows of one table that share a statement, a row tag and an attribute list.
 

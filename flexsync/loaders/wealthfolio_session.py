@@ -116,7 +116,6 @@ class WealthfolioSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
     # ---------------------------------------------------------------- session
 
     def login(self) -> None:
