@@ -20,16 +20,18 @@ from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from flexsync.loaders.ledger import SETTLED_STATUSES
 from flexsync.loaders.wealthfolio_client import CreateOutcome, WealthfolioClient
 from flexsync.loaders.wealthfolio_loader import (
-    ActivityRow,
     LoadAborted,
     LoadResult,
-    PayloadError,
-    build_payload,
-    decimal_to_wire,
     load_activities,
     plan_activities,
     raise_for_failures,
     summary_text,
+)
+from flexsync.loaders.wealthfolio_payloads import (
+    ActivityRow,
+    PayloadError,
+    build_payload,
+    decimal_to_wire,
     symbol_object,
     wire_activity_date,
 )
@@ -197,9 +199,11 @@ def test_decimal_and_date_and_symbol_rules() -> None:
 def test_loader_holds_no_exchange_table() -> None:
     """Instrument identity lives in seeds/exchanges.csv only (issue 14)."""
     import flexsync.loaders.wealthfolio_loader as loader
-    source = Path(loader.__file__).read_text()
-    for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
-        assert name not in source, name
+    import flexsync.loaders.wealthfolio_payloads as payloads
+    for module in (loader, payloads):
+        source = Path(module.__file__).read_text()
+        for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
+            assert name not in source, (module.__name__, name)
 
 
 def test_bad_mart_rows_fail_locally(mart: Callable[..., None],

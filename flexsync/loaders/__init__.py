@@ -5,6 +5,7 @@
 - `wealthfolio_http` — reading Wealthfolio's answers (JSON, Decimal money, transient errors).
 - `account_preflight` — the target accounts can take activities, checked before posting.
 - `wealthfolio_loader` — `marts.activities_to_post` → `POST /api/v1/activities`, dry-run plan.
+- `wealthfolio_payloads` — a mart row → the Wealthfolio NewActivity it becomes.
 - `ledger` — `sync.posted_activities`, one row per Wealthfolio answer.
 - `pushgateway` — drift and run metrics to the Prometheus Pushgateway.
 """
