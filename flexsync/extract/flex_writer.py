@@ -3,7 +3,8 @@ inserts them into DuckDB on a background thread while the parse goes on.
 
 A row tag travels as its raw markup, in batches that DuckDB's CSV reader splits
 (flexsync/extract/flex_markup.py); rows that need expat's reading go in as Arrow.
-Each new attribute becomes a VARCHAR column; nothing is dropped or renamed silently.
+Each new attribute becomes a VARCHAR column; nothing is dropped (a name that collides
+with another column lands in its own, `attribute_column`).
 """
 
 from __future__ import annotations
