@@ -24,7 +24,8 @@ from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, ExitCode, FlexsyncError
 from flexsync.core.logs import scrub
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
-from flexsync.extract.flex_landing import FlexSource, LandingResult, land_sources
+from flexsync.extract.flex_landing import LandingResult, land_sources
+from flexsync.extract.flex_source import FlexSource
 
 log = logging.getLogger("flexsync")
 

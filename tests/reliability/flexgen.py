@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from flexsync.extract.flex_landing import section_table_name
+from flexsync.extract.flex_reader import section_table_name
 
 ALLOWED_ACCOUNTS = ("U1234567", "U7654321")
 FOREIGN_ACCOUNT = "U9999999"
