@@ -15,6 +15,19 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.flex import (
+    CSV_STATEMENT,
+    DEFAULT_STATEMENT,
+    GET_PATH,
+    HTML_404,
+    HTML_PAGE,
+    SEND_PATH,
+    Delay,
+    FakeFlexService,
+    FlexCode,
+    Http,
+    Raw,
+)
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
 from flexsync.extract.flex_client import (
@@ -27,19 +40,6 @@ from flexsync.extract.flex_client import (
     FlexTokenError,
     FlexUnexpectedBodyError,
     StatementGenerationTimeout,
-)
-from tests.fakes.fake_flex import (
-    CSV_STATEMENT,
-    DEFAULT_STATEMENT,
-    GET_PATH,
-    HTML_404,
-    HTML_PAGE,
-    SEND_PATH,
-    Delay,
-    FakeFlexService,
-    FlexCode,
-    Http,
-    Raw,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio, Fault, json_reply
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import WealthfolioError
 from flexsync.loaders.wealthfolio_client import ActivityNotFoundError, WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio, Fault, json_reply
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
 
 MakeClient = Callable[..., WealthfolioClient]

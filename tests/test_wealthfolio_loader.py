@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.errors import DbtError, ExitCode, WealthfolioError
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from flexsync.loaders.wealthfolio_client import CreateOutcome, WealthfolioClient
@@ -29,7 +30,6 @@ from flexsync.loaders.wealthfolio_loader import (
     symbol_object,
     wire_activity_date,
 )
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, write_activities_to_post
 
 MakeClient = Callable[..., WealthfolioClient]
