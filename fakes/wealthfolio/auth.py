@@ -97,6 +97,8 @@ class AuthMixin:
 
     def require_session(self, req: IncomingRequest) -> list[tuple[str, str]]:
         """Headers to add to the answer of a protected route; raises the 401."""
+        if not self.auth_required:
+            return []
         token = self._token_for(req)
         if not self._valid(token):
             raise HttpError(error_reply(401, "Unauthorized"))

@@ -48,7 +48,6 @@ class RoutesMixin:
     idempotency: dict[str, str]
     phantom_duplicates: dict[str, str]
     # From the other mixins (annotations only: the methods live there).
-    auth_required: bool
     require_session: Callable[[IncomingRequest], list[tuple[str, str]]]
     _auth_status: Callable[[IncomingRequest], Reply]
     _login: Callable[[IncomingRequest], Reply]
@@ -88,7 +87,7 @@ class RoutesMixin:
             if method != req.method:
                 continue
             try:
-                extra = self.require_session(req) if protected and self.auth_required else []
+                extra = self.require_session(req) if protected else []
                 reply = handler(req, **{k: unquote(v) for k, v in match.groupdict().items()})
                 reply.headers.extend(extra)
                 return reply

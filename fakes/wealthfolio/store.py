@@ -85,7 +85,7 @@ class StoreMixin:
     ) -> dict[str, Any]:
         """An account as the server stores it (tests set up accounts here, not over HTTP)."""
         now = _naive_now()
-        account = {
+        account: dict[str, Any] = {
             "id": account_id or str(uuid.uuid4()), "name": name,
             "accountType": "SECURITIES", "group": "Investments", "currency": currency,
             "isDefault": False, "isActive": True, "isArchived": archived,
