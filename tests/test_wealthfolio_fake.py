@@ -1,4 +1,4 @@
-"""The fake Wealthfolio is strict: each item of contracts/wealthfolio-api.md §12."""
+"""The fake Wealthfolio is strict: each item of contracts/wealthfolio-api.md §12 flexsync uses."""
 
 from __future__ import annotations
 
