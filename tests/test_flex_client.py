@@ -17,19 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flexsync.core.config import Secret, Settings
-from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
-from flexsync.extract.flex_client import USER_AGENT, FlexClient
-from flexsync.extract.flex_errors import (
-    FlexConnectionError,
-    FlexHTTPError,
-    FlexResponseError,
-    FlexThrottledError,
-    FlexTokenError,
-    FlexUnexpectedBodyError,
-    StatementGenerationTimeout,
-)
-from tests.fakes.fake_flex import (
+from fakes.flex import (
     CSV_STATEMENT,
     DEFAULT_STATEMENT,
     GET_PATH,
@@ -41,6 +29,18 @@ from tests.fakes.fake_flex import (
     FlexCode,
     Http,
     Raw,
+)
+from flexsync.core.config import Secret, Settings
+from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
+from flexsync.extract.flex_client import USER_AGENT, FlexClient
+from flexsync.extract.flex_errors import (
+    FlexConnectionError,
+    FlexHTTPError,
+    FlexResponseError,
+    FlexThrottledError,
+    FlexTokenError,
+    FlexUnexpectedBodyError,
+    StatementGenerationTimeout,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
+from fakes.wealthfolio import FakeWealthfolio
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT, run_cli
 
 PASSWORD = "status-Wf-Pa55"

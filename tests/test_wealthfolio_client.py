@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio, Fault, json_reply
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import WealthfolioError
 from flexsync.loaders.wealthfolio_client import ActivityNotFoundError, WealthfolioClient
 from flexsync.loaders.wealthfolio_http import read_answer
-from tests.fakes.fake_wealthfolio import FakeWealthfolio, Fault, json_reply
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
 
 MakeClient = Callable[..., WealthfolioClient]

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 from rich.console import Console
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.errors import DbtError, ExitCode, WealthfolioError
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from flexsync.loaders.ledger import SETTLED_STATUSES
@@ -35,7 +36,6 @@ from flexsync.loaders.wealthfolio_payloads import (
     symbol_object,
     wire_activity_date,
 )
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, write_activities_to_post
 
 MakeClient = Callable[..., WealthfolioClient]
