@@ -95,8 +95,8 @@ def flex_file(name: str, start: dt.date, end: dt.date, profile: str = "active") 
 def history_template(nights: int) -> Path:
     key = _source_hash(REPO / "benchmarks" / "generate_flex.py",
                        REPO / "benchmarks" / "history.py", REPO / "models", REPO / "macros",
-                       REPO / "seeds", REPO / "flexsync" / "warehouse.py",
-                       REPO / "extract" / "wealthfolio_snapshot.py",
+                       REPO / "seeds", REPO / "flexsync" / "core" / "warehouse.py",
+                       REPO / "flexsync" / "extract" / "wealthfolio_snapshot.py",
                        REPO / "dbt_project.yml")
     root = WORK / f"templates-{key}"
     for stale in WORK.glob("templates-*"):  # built from other sources: gigabytes each
