@@ -7,7 +7,7 @@ a row is appended, under the snapshot's id and time, when an activity first
 appears, when its content changes (`_row_hash` differs), or when it disappears
 (a tombstone, `_deleted` = true). Activities without an id cannot be diffed and
 are appended by every snapshot. `stg_wealthfolio__activities` rebuilds the
-current state; `account_state_sql` here applies the same rule.
+current state; `_latest_versions_sql` here applies the same rule to diff against it.
 
 The state of an account: the rows of its latest 'full' snapshot (kind NULL: written
 before snapshots held only changes, each held every activity), overridden by the
@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from flexsync.core.arrow_memory import system_memory_pool
 from flexsync.core.warehouse import ensure_schema
 
 log = logging.getLogger("flexsync.wealthfolio")
@@ -67,8 +68,7 @@ SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything: without a limit DuckDB may use 80 % of the
 # machine. Like the Flex landing's (flexsync/extract/flex_landing.py), it spills beyond this.
 SNAPSHOT_MEMORY_LIMIT = "96MB"
-# Arrow's default pool (mimalloc) keeps freed buffers; malloc returns them.
-_ARROW_POOL = pa.system_memory_pool()
+_ARROW_POOL = system_memory_pool()  # flexsync/core/arrow_memory.py says why
 _BATCH_ROWS = 2048
 
 
@@ -139,20 +139,6 @@ def _latest_versions_sql(account_param: str) -> str:
         select id, _snapshot_id, _row_hash, _deleted
         from versions
         qualify row_number() over (partition by id order by recency, _raw_md5) = 1
-    """
-
-
-def account_state_sql(account_param: str = "$account") -> str:
-    """The current state of one account (its activities with an id): one row per id with
-    the landed columns, the snapshot it came from and its `_row_hash`."""
-    columns = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
-    return f"""
-        select {columns}, latest._snapshot_id, latest._row_hash
-        from ({_latest_versions_sql(account_param)}) as latest
-        inner join raw_wealthfolio.activities as activities
-            on activities._snapshot_id = latest._snapshot_id and activities.id = latest.id
-        where not latest._deleted
-        qualify row_number() over (partition by latest.id order by md5(activities.raw_json)) = 1
     """
 
 
