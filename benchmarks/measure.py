@@ -37,6 +37,7 @@ class Measured:
     max_process_rss: int  # bytes: the kernel's peak of the largest process (GNU time)
     tree_rss_peak: int  # bytes, largest sampled sum over the process tree
     processes: dict[str, int] = field(default_factory=dict)  # "name[pid]" -> sampled peak
+    cpu: float = 0.0  # user + system seconds of the command and its waited-for children
     stdout: str = ""
     stderr: str = ""
 
@@ -54,7 +55,7 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
             tempfile.NamedTemporaryFile("w+") as maxrss:
         wrapped = list(argv)
         if GNU_TIME.exists():
-            wrapped = [str(GNU_TIME), "-q", "-f", "%M", "-o", maxrss.name, *argv]
+            wrapped = [str(GNU_TIME), "-q", "-f", "%M %U %S", "-o", maxrss.name, *argv]
         start = time.perf_counter()
         proc = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, cwd=cwd)
         peaks: dict[int, tuple[str, int]] = {}
@@ -79,11 +80,14 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None
         out.seek(0)
         err.seek(0)
         sampled = max((rss for _, rss in peaks.values()), default=0)
+        # CPU time is what a loaded machine does not inflate (the wall time it does).
         kernel = maxrss.read().strip().splitlines()
-        peak = int(kernel[-1]) * 1024 if kernel and kernel[-1].isdigit() else sampled
+        fields = kernel[-1].split() if kernel else []
+        peak = int(fields[0]) * 1024 if fields and fields[0].isdigit() else sampled
+        cpu = float(fields[1]) + float(fields[2]) if len(fields) == 3 else 0.0
         return Measured(
             argv=list(argv), wall=wall, returncode=proc.returncode,
-            max_process_rss=max(peak, sampled), tree_rss_peak=tree_peak,
+            max_process_rss=max(peak, sampled), tree_rss_peak=tree_peak, cpu=cpu,
             processes={f"{name}[{pid}]": rss for pid, (name, rss) in peaks.items()},
             stdout=out.read(), stderr=err.read(),
         )

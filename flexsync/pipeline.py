@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -24,8 +24,11 @@ from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, ExitCode, FlexsyncError
 from flexsync.core.logs import scrub
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
-from flexsync.extract.flex_landing import LandingResult, land_sources
 from flexsync.extract.flex_source import FlexSource
+
+if TYPE_CHECKING:
+    # The landing imports pyarrow (~25 MiB): only a command that lands a file pays it.
+    from flexsync.extract.flex_landing import LandingResult
 
 log = logging.getLogger("flexsync")
 
@@ -137,6 +140,8 @@ def remove_orphaned_archive_temps(archive_dir: Path) -> int:
 
 
 def _land(settings: Settings, sources: list[FlexSource]) -> list[LandingResult]:
+    from flexsync.extract.flex_landing import land_sources
+
     prepare_data_dir(settings.data_dir)
     remove_orphaned_archive_temps(settings.archive_dir)
     with connect(settings.warehouse_path) as con:

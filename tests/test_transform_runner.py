@@ -147,5 +147,5 @@ def test_empty_warehouse_builds_then_a_failing_data_test_exits_6(tmp_path: Path)
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == ExitCode.DBT, output
     assert "dbt build failed: 1 node(s) failed" in output
-    assert "accepted_values_stg_sync__posted_activities_status" in output
+    assert "stg_sync__posted_activities_row_checks" in output
     assert "Traceback" not in output

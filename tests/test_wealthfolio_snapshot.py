@@ -27,9 +27,10 @@ from fakes.wealthfolio import FakeWealthfolio
 from fakes.wealthfolio.activities import FreshActivitySource, pages_of
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
+    LANDED_COLUMNS,
+    _latest_versions_sql,
     _raw_json,
     _text,
-    account_state_sql,
     snapshot_activities,
 )
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
@@ -88,6 +89,21 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str,
 def _appended(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> list[dict[str, Any]]:
     return _rows(con, "select * from raw_wealthfolio.activities where _snapshot_id = ? "
                       "order by id", [snapshot_id])
+
+
+def account_state_sql(account_param: str = "$account") -> str:
+    """The current state of one account (its activities with an id), as the extractor
+    diffs against it: one row per id with the landed columns (the product only needs
+    the narrow `_latest_versions_sql`)."""
+    columns = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
+    return f"""
+        select {columns}, latest._snapshot_id, latest._row_hash
+        from ({_latest_versions_sql(account_param)}) as latest
+        inner join raw_wealthfolio.activities as activities
+            on activities._snapshot_id = latest._snapshot_id and activities.id = latest.id
+        where not latest._deleted
+        qualify row_number() over (partition by latest.id order by md5(activities.raw_json)) = 1
+    """
 
 
 def _state(con: duckdb.DuckDBPyConnection, account_id: str) -> dict[str, str]:

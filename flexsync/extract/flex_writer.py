@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from flexsync.core.arrow_memory import system_memory_pool
 from flexsync.core.errors import InputFileError
 from flexsync.core.warehouse import LINEAGE_COLUMNS
 from flexsync.extract import flex_markup
@@ -31,8 +32,7 @@ log = logging.getLogger(__name__)
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
 MARKUP_BATCH_BYTES = 4 << 20  # row markup of one kind sent to DuckDB in one insert
 FLUSH_MARKUP_BYTES = 12 << 20  # all buffered row markup: every batch goes to DuckDB
-# Arrow's default pool (mimalloc) keeps freed batches' memory; malloc returns it.
-_ARROW_POOL = pa.system_memory_pool()
+_ARROW_POOL = system_memory_pool()  # flexsync/core/arrow_memory.py says why
 # Bounds that keep a hostile --flex-file within the pod (256 MiB), far above real
 # statements (the widest real row: 235 attributes). Past them the file is refused (exit 2).
 MAX_TABLE_COLUMNS = 384  # DuckDB keeps every ALTER's table version until commit

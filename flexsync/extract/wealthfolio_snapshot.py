@@ -7,7 +7,7 @@ a row is appended, under the snapshot's id and time, when an activity first
 appears, when its content changes (`_row_hash` differs), or when it disappears
 (a tombstone, `_deleted` = true). Activities without an id cannot be diffed and
 are appended by every snapshot. `stg_wealthfolio__activities` rebuilds the
-current state; `account_state_sql` here applies the same rule.
+current state; `_latest_versions_sql` here applies the same rule to diff against it.
 
 The state of an account: the rows of its latest 'full' snapshot (kind NULL: written
 before snapshots held only changes, each held every activity), overridden by the
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import duckdb
-import pyarrow as pa
 
 from flexsync.core.warehouse import ensure_schema
 
@@ -67,9 +67,6 @@ SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything: without a limit DuckDB may use 80 % of the
 # machine. Like the Flex landing's (flexsync/extract/flex_landing.py), it spills beyond this.
 SNAPSHOT_MEMORY_LIMIT = "96MB"
-# Arrow's default pool (mimalloc) keeps freed buffers; malloc returns them.
-_ARROW_POOL = pa.system_memory_pool()
-_BATCH_ROWS = 2048
 
 
 class ActivitySource(Protocol):
@@ -142,20 +139,6 @@ def _latest_versions_sql(account_param: str) -> str:
     """
 
 
-def account_state_sql(account_param: str = "$account") -> str:
-    """The current state of one account (its activities with an id): one row per id with
-    the landed columns, the snapshot it came from and its `_row_hash`."""
-    columns = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
-    return f"""
-        select {columns}, latest._snapshot_id, latest._row_hash
-        from ({_latest_versions_sql(account_param)}) as latest
-        inner join raw_wealthfolio.activities as activities
-            on activities._snapshot_id = latest._snapshot_id and activities.id = latest.id
-        where not latest._deleted
-        qualify row_number() over (partition by latest.id order by md5(activities.raw_json)) = 1
-    """
-
-
 def snapshot_activities(
     con: duckdb.DuckDBPyConnection,
     client: ActivitySource,
@@ -165,19 +148,19 @@ def snapshot_activities(
     now: datetime | None = None,
 ) -> SnapshotResult:
     """Fetch all activities of `wf_account_id`; append what changed as one new snapshot."""
-    # Each page becomes Arrow as it arrives: the parsed JSON of a page is all that is
-    # held at once (~3x the size of its Arrow rows), not the whole account's.
-    builder = _ArrowBuilder()
-    page = client.search_all(wf_account_id, on_page=builder.add)
-    total_row_count = int(page.total_row_count)
-    builder.add(page.rows)  # a source that ignored on_page
-    del page
-    fetched = builder.table()
-    activity_count = fetched.num_rows
-    ensure_schema(con)
-    with _bounded(con):
-        return _append_snapshot(con, fetched, wf_account_id, run_id, now, total_row_count,
-                                activity_count)
+    # Each page goes to a spool file as it arrives (one JSON line per row, DuckDB reads
+    # it back): the parsed JSON of one page is all the process holds, whatever the
+    # account's size, and no pyarrow is needed.
+    with _Spool() as spool:
+        page = client.search_all(wf_account_id, on_page=spool.add)
+        total_row_count = int(page.total_row_count)
+        spool.add(page.rows)  # a source that ignored on_page
+        del page
+        spool.close_file()
+        ensure_schema(con)
+        with _bounded(con):
+            return _append_snapshot(con, spool.path, wf_account_id, run_id, now,
+                                    total_row_count, spool.rows)
 
 
 @contextlib.contextmanager
@@ -195,7 +178,7 @@ def _bounded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(f"set threads = {int(threads)}")
 
 
-def _append_snapshot(con: duckdb.DuckDBPyConnection, fetched: pa.Table, wf_account_id: str,
+def _append_snapshot(con: duckdb.DuckDBPyConnection, spool_path: str, wf_account_id: str,
                      run_id: str | None, now: datetime | None, total_row_count: int,
                      activity_count: int) -> SnapshotResult:
     suffix = uuid.uuid4().hex
@@ -204,14 +187,12 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, fetched: pa.Table, wf_accou
     try:
         snapshot_at = _next_snapshot_at(con, wf_account_id, now)
         snapshot_id = f"wf-{snapshot_at:%Y%m%dT%H%M%S}-{suffix[:12]}"
-        con.register(view, fetched)
-        try:
-            con.execute(_changes_sql(view, changes), {"account": wf_account_id})
-            [(appended,)] = con.execute(
-                _insert_sql(view, changes),
-                {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at}).fetchall()
-        finally:
-            con.unregister(view)
+        con.execute(_fetched_sql(view, spool_path))
+        con.execute(_changes_sql(view, changes), {"account": wf_account_id})
+        [(appended,)] = con.execute(
+            _insert_sql(view, changes),
+            {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at}).fetchall()
+        con.execute(f"drop table {view}")
         counts = dict(con.execute(
             f"select change, count(*) from {changes} group by change").fetchall())
         con.execute(f"drop table {changes}")
@@ -235,6 +216,19 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, fetched: pa.Table, wf_accou
              result.activity_count, appended, result.new_count, result.changed_count,
              result.deleted_count, result.unkeyed_count)
     return result
+
+
+def _fetched_sql(view: str, spool_path: str) -> str:
+    """A temp table of the fetched rows, read back from the spool with every column
+    named and typed (no detection: a value is the text that was written)."""
+    columns = ", ".join(f"'{c}': 'VARCHAR'" for c in LANDED_COLUMNS)
+    path = spool_path.replace("'", "''")
+    return f"""
+        create temp table {view} as
+        select {", ".join(LANDED_COLUMNS)}, _ord
+        from read_json('{path}', format = 'newline_delimited',
+                       columns = {{{columns}, '_ord': 'BIGINT'}})
+    """
 
 
 def _changes_sql(view: str, changes: str) -> str:
@@ -305,45 +299,43 @@ def _next_snapshot_at(con: duckdb.DuckDBPyConnection, wf_account_id: str,
     return at
 
 
-class _ArrowBuilder:
-    """The landed columns as text, and a row number, one id once (the first seen: a page
-    boundary that moved while paging repeats a row; rows without an id are all kept).
-    Rows are converted in small batches, so the Python lists in between stay small next
-    to the table (raw_json is ~1 KB a row)."""
-
-    schema = pa.schema([(c, pa.string()) for c in LANDED_COLUMNS] + [("_ord", pa.int64())])
+class _Spool:
+    """The landed columns as text and a row number, one JSON line per row, in a temporary
+    file; one id once (the first seen: a page boundary that moved while paging repeats a
+    row; rows without an id are all kept)."""
 
     def __init__(self) -> None:
-        self.batches: list[pa.RecordBatch] = []
+        self._file = tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", prefix="flexsync-wf-", suffix=".jsonl")
+        self.path = self._file.name
         self.seen: set[str] = set()
         self.rows = 0
 
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()  # deletes it
+
+    def close_file(self) -> None:
+        self._file.flush()
+
     def add(self, rows: list[dict[str, Any]]) -> None:
-        rows = self._distinct_by_id(rows)
-        for start in range(0, len(rows), _BATCH_ROWS):
-            chunk = rows[start:start + _BATCH_ROWS]
-            arrays = [pa.array([_text(row.get(name)) for row in chunk], pa.string(),
-                               memory_pool=_ARROW_POOL) for name in COLUMN_FIELDS.values()]
-            arrays.append(pa.array([_raw_json(row) for row in chunk], pa.string(),
-                                   memory_pool=_ARROW_POOL))
-            arrays.append(pa.array(range(self.rows, self.rows + len(chunk)), pa.int64(),
-                                   memory_pool=_ARROW_POOL))
-            self.batches.append(pa.record_batch(arrays, schema=self.schema))
-            self.rows += len(chunk)
-
-    def table(self) -> pa.Table:
-        return pa.Table.from_batches(self.batches, schema=self.schema)
-
-    def _distinct_by_id(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        lines = []
         for row in rows:
             key = _text(row.get("id"))
             if key is not None:
                 if key in self.seen:
                     continue
                 self.seen.add(key)
-            out.append(row)
-        return out
+            record: dict[str, Any] = {
+                column: _text(row.get(name)) for column, name in COLUMN_FIELDS.items()}
+            record["raw_json"] = _raw_json(row)
+            record["_ord"] = self.rows
+            self.rows += 1
+            lines.append(json.dumps(record, ensure_ascii=False))
+        if lines:
+            self._file.write("\n".join(lines) + "\n")
 
 
 def _text(value: Any) -> str | None:
