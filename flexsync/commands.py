@@ -63,6 +63,7 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
 
 
 def extract(settings: Settings, files: list[Path]) -> int:
+    """Land the statement(s), then snapshot Wealthfolio (when configured)."""
     with recorded(settings, "extract") as record:
         stages.require_extract(settings, files)
         stages.extract(settings, record, files)
@@ -71,12 +72,14 @@ def extract(settings: Settings, files: list[Path]) -> int:
 
 
 def transform(settings: Settings, full_refresh: bool = False) -> int:
+    """`dbt build` on what is landed."""
     with recorded(settings, "transform") as record:
         stages.transform(settings, record, full_refresh=full_refresh)
     return 0
 
 
 def load(settings: Settings, dry_run: bool) -> int:
+    """Post what the marts hold, refresh the drift, push last."""
     with recorded(settings, "load") as record:
         stages.require_load(settings, dry_run)
         with stages.pushed_last(settings, record, dry_run):
@@ -85,6 +88,7 @@ def load(settings: Settings, dry_run: bool) -> int:
 
 
 def status(settings: Settings, runs: int) -> int:
+    """Print the status tables (not recorded in sync.runs)."""
     show_status(settings, runs)
     return 0
 
