@@ -22,6 +22,12 @@ Dividends reversal, a positive Advisor Fees, ...), plus — only with
     python benchmarks/generate_flex.py out.xml --from 2025-10-03 --to 2025-12-31
     python benchmarks/generate_flex.py out.xml --profile backfill          # ≈110 MB, 10 years
     python benchmarks/generate_flex.py --windows 5 --to 2025-12-31 outdir/  # 5 daily 90-day files
+    python benchmarks/generate_flex.py big.xml --size-mb 100     # from the epoch until ≈100 MB
+
+The one generator of realistic synthetic statements: the benchmarks and the tests that
+need a big or realistic file (tests/reliability: disk full, the memory bound; landing
+fidelity) use it. The hypothesis strategies of hostile statements are another thing
+(tests/reliability/flexgen.py).
 """
 
 from __future__ import annotations
@@ -571,14 +577,49 @@ def write_statement(path: Path, start: date, end: date, seed: int = 7,
         _header(out, account, start, end)
         out.write("<Trades>\n")
         for day in sim.days(end, since=start):
-            out.writelines(day.trades)
-            cash.writelines(day.cash)
-            counts["Trade"] += day.trade_count
-            counts["rows(Trades)"] += len(day.trades)
-            counts["CashTransaction"] += len(day.cash)
+            _add_day(day, out, cash, counts)
         out.write("</Trades>\n")
         _write_tail(out, sim, end, cash, counts)
     return dict(counts)
+
+
+def write_sized_statement(path: Path, target_bytes: int, seed: int = 7,
+                          profile: Profile = PROFILES["backfill"], account: str = ACCOUNT,
+                          exotic_cash: bool = False) -> dict[str, int]:
+    """Stream a statement from EPOCH to the first day its rows reach `target_bytes`
+    (the file ends up slightly larger); return row counts as write_statement does —
+    `rows(Trades)` is what lands in raw_ibkr.trades.
+
+    The header names the last day, known only at the end: the rows go to temporary
+    files first, so nothing big is held in memory."""
+    sim = Simulator(seed, profile, account, exotic_cash)
+    counts = collections.Counter[str]()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as trades, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as cash:
+        written, end = 0, EPOCH
+        for day in sim.days(date.max - timedelta(days=1)):
+            _add_day(day, trades, cash, counts)
+            written += sum(map(len, day.trades)) + sum(map(len, day.cash))
+            end = day.day
+            if written >= target_bytes:
+                break
+        with open(path, "w", encoding="utf-8", newline="\n") as out:
+            _header(out, account, EPOCH, end)
+            out.write("<Trades>\n")
+            trades.seek(0)
+            shutil.copyfileobj(trades, out, 1 << 20)
+            out.write("</Trades>\n")
+            _write_tail(out, sim, end, cash, counts)
+    return dict(counts)
+
+
+def _add_day(day: Day, trades: IO[str], cash: IO[str], counts: collections.Counter[str]) -> None:
+    trades.writelines(day.trades)
+    cash.writelines(day.cash)
+    counts["Trade"] += day.trade_count
+    counts["rows(Trades)"] += len(day.trades)
+    counts["CashTransaction"] += len(day.cash)
 
 
 def _write_tail(out: IO[str], sim: Simulator, end: date, cash: IO[str],
@@ -641,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="window start (default: 90 days, or 10 years for backfill)")
     parser.add_argument("--windows", type=int, help="write this many overlapping daily windows")
     parser.add_argument("--window-days", type=int, default=90)
+    parser.add_argument("--size-mb", type=float,
+                        help="instead of a window: from the epoch until about this size")
     parser.add_argument("--trades-per-day", type=float, help="override the profile")
     parser.add_argument("--cash-per-day", type=float, help="override the profile")
     parser.add_argument("--instruments", type=int, help="override the profile")
@@ -656,6 +699,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_windows(args.output, args.end, args.windows, args.window_days, args.seed,
                               profile, args.account, args.exotic_cash_types)
         print(f"wrote {len(paths)} windows to {args.output}")
+        return 0
+    if args.size_mb:
+        counts = write_sized_statement(args.output, int(args.size_mb * 1e6), args.seed,
+                                       profile, args.account, args.exotic_cash_types)
+        print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB): "
+              + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
         return 0
     default_days = 3652 if args.profile == "backfill" else args.window_days
     start = args.start or args.end - timedelta(days=default_days - 1)

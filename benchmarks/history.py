@@ -104,7 +104,7 @@ def build(work: Path, history_days: int, today: date, seed: int = 7) -> Path:
 
 
 def _payloads(scratch_db: Path) -> tuple[list[dict[str, Any]], dict[str, date]]:
-    from flexsync.loaders.wealthfolio_loader import build_payload, read_activities_to_post
+    from flexsync.loaders.wealthfolio_payloads import build_payload, read_activities_to_post
 
     with duckdb.connect(str(scratch_db), read_only=True) as con:
         rows = read_activities_to_post(con)

@@ -63,7 +63,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 def start_fake_wealthfolio(log: Path) -> Service:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_wealthfolio", "--host", "127.0.0.1",
+        [sys.executable, "-m", "fakes.wealthfolio", "--host", "127.0.0.1",
          "--port", str(port), "--password", WF_PASSWORD, "--account-id", WF_ACCOUNT,
          "--account-currency", "GBP"],
         cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,

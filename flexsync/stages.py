@@ -24,7 +24,8 @@ from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, FlexsyncError
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
 from flexsync.extract.flex_client import FlexClient
-from flexsync.extract.flex_landing import FlexSource, LandingResult, land_sources
+from flexsync.extract.flex_landing import LandingResult, land_sources
+from flexsync.extract.flex_source import FlexSource
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from flexsync.loaders.account_preflight import check_accounts, statement_base_currencies
 from flexsync.loaders.analytics_copy import publish_analytics_copy

@@ -29,7 +29,7 @@ from typing import Any
 
 from flexsync.core.config import Settings
 from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
-from flexsync.core.warehouse import connect
+from flexsync.core.warehouse import connect, is_lock_message
 
 log = logging.getLogger("flexsync.transform")
 
@@ -135,10 +135,6 @@ def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: 
         # `cautious` keeps the tests that read a seed *and* a model (codes known to a seed).
         args += ["--exclude", *skip_seeds, "--indirect-selection", "cautious"]
     return args
-
-
-def _is_lock_message(text: str) -> bool:
-    return "Could not set lock" in text or "Conflicting lock" in text
 
 
 def _close_dbt_connections() -> None:
@@ -325,7 +321,7 @@ def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
         message = (node_result.message or "").strip().splitlines()
         first_line = message[0] if message else status
         if status in FAILED_STATUSES:
-            if _is_lock_message(node_result.message or ""):
+            if is_lock_message(node_result.message or ""):
                 raise WarehouseLockedError(
                     "dbt could not open the warehouse: another process holds it "
                     f"({first_line})"
@@ -335,7 +331,7 @@ def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
             warnings.append(f"{name}: {first_line}")
     if outcome.exception is not None:
         text = str(outcome.exception).strip()
-        if _is_lock_message(text):
+        if is_lock_message(text):
             raise WarehouseLockedError(
                 "dbt could not open the warehouse: another process holds it "
                 f"({text.splitlines()[0]})"

@@ -1,4 +1,4 @@
-{#- Wealthfolio's symbol convention (SPEC §4), in one place:
+{#- Wealthfolio's symbol convention (docs/mapping.md#symbols), in one place:
       1. a symbol already ending in a known Yahoo suffix (.L, .DE, ...) passes unchanged;
       2. else the resolved listing exchange decides: its suffix is appended (none for
          US listings);
@@ -33,7 +33,7 @@
 {#- The asset's quote currency for Wealthfolio: the line's trading currency in major
     units (GBX/GBp -> GBP), else the listing's currency from the exchanges seed. Never
     the minor unit: Wealthfolio lets a minor unit win over a major one, so an asset in
-    GBp values a GBP-quoted ETF at 1/100 (contracts/wealthfolio-api.md §15.1). -#}
+    GBp values a GBP-quoted ETF at 1/100 (docs/upstream.md#quote-currency). -#}
 {% macro wealthfolio_quote_currency(line_currency, listing_quote_currency) -%}
     coalesce({{ to_major_currency(line_currency) }}, {{ listing_quote_currency }})
 {%- endmacro %}

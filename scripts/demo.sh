@@ -16,7 +16,7 @@ rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
 
 wf_port=$($BIN/python scripts/free_port.py)
-$BIN/python -m tests.fakes.fake_wealthfolio --host 127.0.0.1 --port "$wf_port" \
+$BIN/python -m fakes.wealthfolio --host 127.0.0.1 --port "$wf_port" \
   --password "$PASSWORD" --account-id "$ACCOUNT_UUID" --account-currency GBP \
   >"$DEMO_DIR/fake-wealthfolio.log" 2>&1 &
 pids+=($!)

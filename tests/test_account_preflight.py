@@ -10,6 +10,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.errors import ExitCode
 from flexsync.loaders.account_preflight import (
     AccountPreflightError,
@@ -17,7 +18,6 @@ from flexsync.loaders.account_preflight import (
     statement_base_currencies,
 )
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
 
 MakeClient = Callable[..., WealthfolioClient]
 

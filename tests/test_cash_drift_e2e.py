@@ -1,7 +1,7 @@
 """Cash drift end to end: a Flex statement with a per-currency CashReport in → marts.cash_drift
 and `ibkr_cash_drift{currency,account}` in a real Pushgateway, through the real CLI, DuckDB
 and dbt, against the fake Wealthfolio over loopback. The Wealthfolio side is checked
-against the Python copy of Wealthfolio's rules (tests/fakes/wealthfolio_rules.py), so the
+against the Python copy of Wealthfolio's rules (fakes/wealthfolio/rules.py), so the
 SQL rules (int_wealthfolio__cash_balances) and the Python rules must agree."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
-from tests.fakes.wealthfolio_rules import wealthfolio_books
+from fakes.wealthfolio import FakeWealthfolio
+from fakes.wealthfolio.rules import wealthfolio_books
 from tests.helpers import DEMO_STATEMENT, query, run_cli
 from tests.plugins.pushgateway import RunningPushgateway
 

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from flexsync.core.config import Settings
 from flexsync.core.warehouse import LINEAGE_COLUMNS
-from flexsync.extract.flex_landing import attribute_column, section_table_name
+from flexsync.extract.flex_reader import section_table_name
+from flexsync.extract.flex_writer import attribute_column
 from flexsync.stages import land_flex_files
 
 Row = tuple[int | None, str, dict[str, str]]  # statement index, row tag, attributes

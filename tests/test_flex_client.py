@@ -8,6 +8,8 @@ loop fails the test instead of hanging it.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from datetime import UTC
 from typing import Any
@@ -15,20 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flexsync.core.config import Secret, Settings
-from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
-from flexsync.extract.flex_client import (
-    USER_AGENT,
-    FlexClient,
-    FlexConnectionError,
-    FlexHTTPError,
-    FlexResponseError,
-    FlexThrottledError,
-    FlexTokenError,
-    FlexUnexpectedBodyError,
-    StatementGenerationTimeout,
-)
-from tests.fakes.fake_flex import (
+from fakes.flex import (
     CSV_STATEMENT,
     DEFAULT_STATEMENT,
     GET_PATH,
@@ -40,6 +29,18 @@ from tests.fakes.fake_flex import (
     FlexCode,
     Http,
     Raw,
+)
+from flexsync.core.config import Secret, Settings
+from flexsync.core.errors import ConfigurationError, ExitCode, FlexServiceError
+from flexsync.extract.flex_client import USER_AGENT, FlexClient
+from flexsync.extract.flex_errors import (
+    FlexConnectionError,
+    FlexHTTPError,
+    FlexResponseError,
+    FlexThrottledError,
+    FlexTokenError,
+    FlexUnexpectedBodyError,
+    StatementGenerationTimeout,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -663,6 +664,28 @@ def test_progress_is_logged_per_poll(fake_flex: FakeFlexService, make_client: An
     assert any(download.reference_code in line for line in lines)
     assert "Flex statement not ready (1019), waiting 5 s, 1 s elapsed" in lines
     assert "Flex statement not ready (1019), waiting 10 s, 6 s elapsed" in lines
+
+
+def test_log_filters_come_from_setup_logging_not_from_imports() -> None:
+    """One place installs the scrubbing filters on httpx/httpcore: setup_logging (every
+    CLI command calls it). Importing the clients changes no logger."""
+    code = (
+        "import logging\n"
+        "import flexsync.extract.flex_client, flexsync.loaders.wealthfolio_client\n"
+        "names = ('httpx', 'httpcore', 'httpcore.http11')\n"
+        "assert not any(logging.getLogger(n).filters for n in names), 'filter at import'\n"
+        "from flexsync.core.logs import setup_logging\n"
+        "setup_logging()\n"
+        "assert all(logging.getLogger(n).filters for n in names), 'no filter after setup'\n"
+        "record = logging.LogRecord('httpcore.http11', logging.DEBUG, 'x.py', 1,\n"
+        "    'send %s', ('GET /x?t=tok123&q=1 Set-Cookie: wf_session=abc.def',), None)\n"
+        "logging.getLogger('httpcore.http11').filter(record)\n"
+        "assert record.getMessage() == 'send GET /x?t=********&q=1 Set-Cookie: "
+        "wf_session=********', record.getMessage()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_token_never_appears_in_logs_or_errors(fake_flex: FakeFlexService, make_client: Any,

@@ -23,12 +23,6 @@ TOP = {"flexsync.runs", "flexsync.stages", "flexsync.commands", "flexsync.cli",
 # Middle-layer groups: each may import the core and itself, nothing else.
 MIDDLE = ("flexsync.extract", "flexsync.loaders", "flexsync.transform")
 
-# A cycle that another change of issue 16 removes (flex_landing split: FlexSource gets
-# its own module, so the validator stops importing the landing for a type). Delete this
-# entry with that change: test_known_cycles_still_exist fails until it is deleted.
-KNOWN_CYCLES = {frozenset({"flexsync.extract.flex_landing", "flexsync.extract.flex_validation"})}
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -160,13 +154,7 @@ def test_no_import_goes_up_a_layer_or_across_middle_packages() -> None:
 
 
 def test_the_import_graph_has_no_cycle() -> None:
-    unexpected = [c for c in cycles(import_graph()) if frozenset(c) not in KNOWN_CYCLES]
-    assert unexpected == []
-
-
-def test_known_cycles_still_exist() -> None:
-    present = {frozenset(c) for c in cycles(import_graph())}
-    assert KNOWN_CYCLES <= present, "a known cycle is gone: delete it from KNOWN_CYCLES"
+    assert cycles(import_graph()) == []
 
 
 # --- the checker itself: it must see what it is meant to forbid ---------------------------

@@ -1,5 +1,5 @@
 """The money reconciles: a quarter of IBKR activity synced into the fake Wealthfolio, then
-Wealthfolio's books recomputed by Wealthfolio's own rules (tests/fakes/wealthfolio_rules,
+Wealthfolio's books recomputed by Wealthfolio's own rules (fakes/wealthfolio/rules,
 contracts §15.3) from what the fake stores — cash per currency, quantity per symbol,
 dividend income — and compared with IBKR's own figures (CashReport, OpenPositions, the
 net of the dividend rows). Real CLI, DuckDB, dbt and HTTP on loopback.
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
-from tests.fakes.wealthfolio_rules import Books, income_by_symbol, wealthfolio_books
+from fakes.wealthfolio import FakeWealthfolio
+from fakes.wealthfolio.rules import Books, income_by_symbol, wealthfolio_books
 from tests.fixtures.flex import ledger_quarter as quarter
 from tests.helpers import query, run_cli
 

@@ -1,4 +1,4 @@
-"""`flexsync status`, the analytics copy, and the README's analyst queries on a demo warehouse."""
+"""`flexsync status`, the analytics copy, and the example queries of docs/analysts.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
+from fakes.wealthfolio import FakeWealthfolio
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT, run_cli
 
 PASSWORD = "status-Wf-Pa55"
@@ -43,8 +43,8 @@ def test_analytics_copy_is_a_complete_readable_database(demo_warehouse: tuple[Pa
 
 
 def _readme_sql() -> list[str]:
-    text = (REPO_ROOT / "README.md").read_text()
-    guide = text.split("## Analyst guide", 1)[1]
+    text = (REPO_ROOT / "docs" / "analysts.md").read_text()
+    guide = text.split("## Example queries", 1)[1]
     return re.findall(r"```sql\n(.*?)```", guide, re.DOTALL)
 
 

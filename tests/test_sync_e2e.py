@@ -14,8 +14,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.fakes.fake_flex import FakeFlexService
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
+from fakes.flex import FakeFlexService
+from fakes.wealthfolio import FakeWealthfolio
 from tests.helpers import DEMO_STATEMENT, FLEXSYNC, REPO_ROOT, cli_env, query, run_cli
 from tests.plugins.pushgateway import RunningPushgateway
 

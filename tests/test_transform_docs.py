@@ -38,7 +38,8 @@ def _doc_rows(doc: Path = DOC) -> list[tuple[str, str, str, str]]:
 
 def test_the_documented_mapping_is_the_seed() -> None:
     assert _doc_rows() == _seed_rows()
-    assert _doc_rows(REPO_ROOT / "README.md") == _seed_rows()
+    # The table has one home: the README links to it instead of repeating it.
+    assert "mapping-table:start" not in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_seed_is_the_spec_list() -> None:

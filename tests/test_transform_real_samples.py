@@ -235,7 +235,7 @@ def test_every_posted_asset_is_a_seed_listing_in_wealthfolio_shape(
     import re
     import shutil
 
-    from flexsync.loaders.wealthfolio_loader import load_activities
+    from flexsync.loaders.wealthfolio_loader import load_activities, summary_text
     from tests.plugins.common import REPO_ROOT
 
     seed = list(csv.DictReader((REPO_ROOT / "seeds" / "exchanges.csv").open()))
@@ -258,7 +258,7 @@ def test_every_posted_asset_is_a_seed_listing_in_wealthfolio_shape(
             result = load_activities(con, client, "samples")
     finally:
         con.close()
-    assert result.posted and not result.failed, result.summary()
+    assert result.posted and not result.failed, summary_text(result)
     assets = [r.json["symbol"] for r in fake_wealthfolio.requests_to("POST", "/activities")
               if r.json.get("symbol")]
     assert len(assets) > 50

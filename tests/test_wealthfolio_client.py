@@ -11,12 +11,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio, Fault, json_reply
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import WealthfolioError
 from flexsync.loaders.wealthfolio_client import ActivityNotFoundError, WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio, Fault, json_reply
+from flexsync.loaders.wealthfolio_http import read_answer
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
 
 MakeClient = Callable[..., WealthfolioClient]
@@ -335,12 +337,16 @@ def test_lost_acknowledgement_converges_to_already_present(
     assert len(fake_wealthfolio.activities) == 1
 
 
-def test_holdings_numbers_are_decimals(wf_client: WealthfolioClient, wf_account_id: str) -> None:
-    wf_client.create_activity(_buy(wf_account_id, "h1", quantity="2.5"))
-    holdings = wf_client.get_holdings(wf_account_id)
-    security = next(h for h in holdings if h["holdingType"] == "security")
-    assert security["quantity"] == Decimal("2.5")
-    assert isinstance(security["quantity"], Decimal)
+def test_answer_numbers_are_decimals() -> None:
+    """Wealthfolio sends some money as JSON numbers: every answer reads them as Decimal."""
+    response = httpx.Response(
+        200, headers={"content-type": "application/json"},
+        content=b'{"quantity": 2.5, "values": [0.1, {"amount": 1e-2}]}',
+        request=httpx.Request("GET", "http://wf.test/api/v1/holdings"))
+    data = read_answer(response).data
+    assert data["quantity"] == Decimal("2.5")
+    assert isinstance(data["quantity"], Decimal)
+    assert data["values"] == [Decimal("0.1"), {"amount": Decimal("0.01")}]
 
 
 def test_from_settings(fake_wealthfolio: FakeWealthfolio, tmp_path: Path,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -11,25 +13,29 @@ from typing import Any
 
 import duckdb
 import pytest
+from rich.console import Console
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.errors import DbtError, ExitCode, WealthfolioError
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
+from flexsync.loaders.ledger import SETTLED_STATUSES
 from flexsync.loaders.wealthfolio_client import CreateOutcome, WealthfolioClient
 from flexsync.loaders.wealthfolio_loader import (
-    ActivityRow,
     LoadAborted,
     LoadResult,
-    PayloadError,
-    build_payload,
-    decimal_to_wire,
     load_activities,
     plan_activities,
     raise_for_failures,
     summary_text,
+)
+from flexsync.loaders.wealthfolio_payloads import (
+    ActivityRow,
+    PayloadError,
+    build_payload,
+    decimal_to_wire,
     symbol_object,
     wire_activity_date,
 )
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, write_activities_to_post
 
 MakeClient = Callable[..., WealthfolioClient]
@@ -92,7 +98,7 @@ def test_lse_buy_payload_field_by_field(mart: Callable[..., None], wf_account_id
                                         fake_wealthfolio: FakeWealthfolio) -> None:
     mart([trade(1)])
     result = load_activities(wf_warehouse, wf_client, "run-1")
-    assert result.posted == ["ibkr:trade:1"] and result.ok
+    assert result.posted == ["ibkr:trade:1"] and not result.failed
     sent = fake_wealthfolio.requests_to("POST", "/activities")[0]
     assert sent.headers["content-type"] == "application/json"
     assert sent.json == {
@@ -193,9 +199,11 @@ def test_decimal_and_date_and_symbol_rules() -> None:
 def test_loader_holds_no_exchange_table() -> None:
     """Instrument identity lives in seeds/exchanges.csv only (issue 14)."""
     import flexsync.loaders.wealthfolio_loader as loader
-    source = Path(loader.__file__).read_text()
-    for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
-        assert name not in source, name
+    import flexsync.loaders.wealthfolio_payloads as payloads
+    for module in (loader, payloads):
+        source = Path(module.__file__).read_text()
+        for name in ("YAHOO_SUFFIX_MIC", "MIC_QUOTE_FALLBACK", "XLON", "GBp", '".L"'):
+            assert name not in source, (module.__name__, name)
 
 
 def test_bad_mart_rows_fail_locally(mart: Callable[..., None],
@@ -290,9 +298,9 @@ def test_500_on_third_create_others_posted_and_rerun_completes(
 
     # The failed row stays pending: the next run posts exactly it, nothing else.
     plan = plan_activities(wf_warehouse)
-    assert [r.external_id for r in plan.rows] == ["ibkr:trade:3"]
+    assert [a.row.external_id for a in plan.activities] == ["ibkr:trade:3"]
     again = load_activities(wf_warehouse, client, "run-2")
-    assert again.posted == ["ibkr:trade:3"] and again.ok
+    assert again.posted == ["ibkr:trade:3"] and not again.failed
     keys = [a["idempotencyKey"] for a in fake_wealthfolio.activities.values()]
     assert sorted(keys) == [f"ibkr:trade:{n}" for n in range(1, 6)]  # each exactly once
     third = [r for r in ledger(wf_warehouse) if r[0] == "ibkr:trade:3"]
@@ -402,9 +410,12 @@ def test_dry_run_plan_makes_no_calls(mart: Callable[..., None],
                                      fake_wealthfolio: FakeWealthfolio) -> None:
     mart([trade(1), cash(9, "DEPOSIT", "5000.00"), trade(2, symbol=None)])
     plan = plan_activities(wf_warehouse)
-    assert [r.external_id for r in plan.rows] == ["ibkr:cash:9", "ibkr:trade:1", "ibkr:trade:2"]
-    assert len(plan.payloads) == 2
-    text = plan.render()
+    assert [a.row.external_id for a in plan.activities] == [
+        "ibkr:cash:9", "ibkr:trade:1", "ibkr:trade:2"]
+    assert len([a for a in plan.activities if a.payload is not None]) == 2
+    buffer = io.StringIO()  # as `flexsync load --dry-run` prints it
+    Console(file=buffer, width=140, no_color=True, highlight=False).print(plan.table())
+    text = buffer.getvalue()
     for expected in ("date", "type", "symbol", "quantity", "price", "amount", "currency",
                      "external id", "2025-03-14", "BUY", "VOD.L", "0.712", "71.2", "GBP",
                      "ibkr:trade:1", "DEPOSIT", "5000", "cannot post"):
@@ -438,3 +449,14 @@ def test_password_and_token_never_in_logs_or_tables(
     assert WF_TEST_PASSWORD not in text
     for token in tokens:
         assert token not in text
+
+
+def test_settled_statuses_are_the_staging_models(repo_root: Path) -> None:
+    """The ledger's settled statuses and dbt's is_in_wealthfolio are one rule: an id the
+    loader skips is exactly an id the marts no longer offer to post."""
+    sql = (repo_root / "models" / "staging" / "wealthfolio"
+           / "stg_sync__posted_activities.sql").read_text()
+    match = re.search(r"lower\(status\) in \(([^)]*)\) as is_in_wealthfolio", sql)
+    assert match, "stg_sync__posted_activities no longer defines is_in_wealthfolio"
+    statuses = tuple(s.strip().strip("'") for s in match.group(1).split(","))
+    assert statuses == SETTLED_STATUSES

@@ -1,4 +1,4 @@
-"""Wealthfolio's §15.3 cash and holdings rules (tests/fakes/wealthfolio_rules.py), per type."""
+"""Wealthfolio's §15.3 cash and holdings rules (fakes/wealthfolio/rules.py), per type."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
-from tests.fakes.wealthfolio_rules import (
+from fakes.wealthfolio import FakeWealthfolio
+from fakes.wealthfolio.rules import (
     LedgerActivity,
     compute_books,
     compute_income,

@@ -23,6 +23,8 @@ import duckdb
 import httpx
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio
+from fakes.wealthfolio.activities import FreshActivitySource, pages_of
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     _raw_json,
@@ -31,8 +33,6 @@ from flexsync.extract.wealthfolio_snapshot import (
     snapshot_activities,
 )
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
-from tests.fakes.wealthfolio_activities import FreshActivitySource, pages_of
 from tests.helpers import REPO_ROOT
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD
 
@@ -445,7 +445,7 @@ from pathlib import Path
 import duckdb
 sys.path.insert(0, ".")
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
-from tests.fakes.wealthfolio_activities import FreshActivitySource
+from fakes.wealthfolio.activities import FreshActivitySource
 con = duckdb.connect(str(Path(sys.argv[1]) / "rss.duckdb"))
 source = FreshActivitySource(15_000)
 for night in range(4):

@@ -71,8 +71,9 @@ resource "kubernetes_cron_job_v1" "ibkr" {
               image_pull_policy = "IfNotPresent"
               args              = ["sync"]
 
-              # SPEC §2 variables from the ExternalSecret-synced Secret (Vault secret/broker-sync,
-              # shared with the other broker-sync providers: its keys are lowercase).
+              # The settings of README.md#configuration, from the ExternalSecret-synced
+              # Secret (Vault secret/broker-sync, shared with the other broker-sync
+              # providers: its keys are lowercase).
               env {
                 name = "IBKR_FLEX_TOKEN"
                 value_from {

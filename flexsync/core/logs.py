@@ -1,8 +1,10 @@
 """Logging: plain text or JSON lines (for Loki), with secrets scrubbed from every record.
 
-The scrubber is the last line of defence: code never formats a secret into a
-message on purpose, but a URL in an exception (the Flex token travels in the
-query string) could carry one, so every record is rewritten before it is emitted.
+The scrubber (`scrub`) is the last line of defence and the only one: code never formats
+a secret into a message on purpose, but a URL in an exception (the Flex token travels in
+the query string) or a header httpcore prints could carry one, so every record is
+rewritten before it is emitted: by the formatters, and at the HTTP libraries' own
+loggers by the filters `install_log_filters` puts there (setup_logging calls it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 _REDACTED = "********"
 # The Flex token travels as ?t=... in URLs; scrub it even when we do not know the value.
 _TOKEN_PARAM = re.compile(r"([?&]t=)[^&\s'\"]+")
+# Wealthfolio session tokens in a Set-Cookie or Authorization header, or a login body:
+# httpcore logs response headers before the client has read (and registered) the token.
+_SESSION_IN_TEXT = re.compile(
+    r"(wf_session=|Bearer\s+|accessToken[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._~+/=-]+")
+# The loggers of the HTTP libraries: httpx logs each request URL at INFO, httpcore the
+# response headers at DEBUG. Logger filters only see records made by that exact logger.
+_HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11",
+                 "httpcore.http2", "httpcore.proxy", "httpcore.socks")
 
 _secrets: list[str] = []
 
@@ -44,7 +54,8 @@ def register_secret(value: str) -> None:
 def scrub(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, _REDACTED)
-    return _TOKEN_PARAM.sub(r"\1" + _REDACTED, text)
+    text = _TOKEN_PARAM.sub(r"\1" + _REDACTED, text)
+    return _SESSION_IN_TEXT.sub(r"\1" + _REDACTED, text)
 
 
 def scrub_value(value: Any) -> Any:
@@ -69,6 +80,32 @@ def without_userinfo(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class _ScrubFilter(logging.Filter):
+    """Rewrites a record's message at its own logger, before any handler sees it (the
+    root handlers' formatters scrub too, but a library's or a test's handler would not)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is not ours to fix
+            return True
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = _ScrubFilter()
+
+
+def install_log_filters() -> None:
+    """Scrub the HTTP libraries' records at their loggers (idempotent)."""
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 class ScrubbingFormatter(logging.Formatter):
@@ -107,6 +144,7 @@ def setup_logging(log_format: str = "text", level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    install_log_filters()
     # httpx logs full request URLs (with the Flex token) at INFO: keep it quiet.
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

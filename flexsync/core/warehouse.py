@@ -29,9 +29,10 @@ LINEAGE_COLUMNS: dict[str, str] = {
     "_extracted_at": "timestamp",
 }
 
-# Attributes the staging models read. The raw tables are created with them (all
-# VARCHAR) at first use so dbt builds even when a statement lacks a section;
-# landing adds any other attribute as a new VARCHAR column.
+# Attributes the staging models read, exactly (tests/test_raw_columns.py renders the
+# staging SQL and binds it against these tables, both ways). The raw tables are created
+# with them (all VARCHAR) at first use so dbt builds even when a statement lacks a
+# section; landing adds any other attribute as a new VARCHAR column.
 CORE_SECTION_COLUMNS: dict[str, list[str]] = {
     "trades": [
         "accountId", "assetCategory", "subCategory", "symbol", "description", "conid",
@@ -60,7 +61,7 @@ CORE_SECTION_COLUMNS: dict[str, list[str]] = {
         "assetCategory", "subCategory", "symbol", "description", "conid", "isin",
         "listingExchange", "currency", "multiplier", "type",
     ],
-    "account_information": ["accountId", "currency", "name", "acctAlias"],
+    "account_information": ["accountId", "currency"],  # the account preflight reads them
     "corporate_actions": [
         "accountId", "assetCategory", "symbol", "description", "actionDescription", "conid",
         "isin", "listingExchange", "currency", "type", "transactionID", "actionID",
@@ -76,7 +77,7 @@ CORE_SECTION_COLUMNS: dict[str, list[str]] = {
     "transaction_taxes": [
         "accountId", "assetCategory", "symbol", "description", "conid", "currency",
         "date", "reportDate", "taxDescription", "taxAmount", "tradeId", "quantity",
-        "tradePrice", "levelOfDetail",
+        "levelOfDetail",
     ],
 }
 
@@ -214,8 +215,8 @@ _CORRUPT_HINT = (". If the file is corrupt, move it aside and re-land the archiv
                  "(see README, troubleshooting)")
 
 
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(exc)
+def is_lock_message(text: str) -> bool:
+    """DuckDB's words for a file another process holds: opening it here, or in dbt."""
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
@@ -227,7 +228,7 @@ def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConn
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
-        if _is_lock_error(exc):
+        if is_lock_message(str(exc)):
             raise WarehouseLockedError(
                 f"the warehouse {path} is held by another process "
                 "(another flexsync run, or a tool with the file open); "

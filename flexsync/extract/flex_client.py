@@ -11,155 +11,60 @@ timestamp zone is not EST/EDT (contract §2.4). Policy here (contract §2.6):
 * HTTP 5xx/429/timeouts/connection errors: bounded retries, each one after a sleep.
 
 The token travels in the query string, so no URL with its query ever reaches a
-message, and httpx's own request log lines are scrubbed (see `_RedactTokenFilter`).
+message, and httpx's own request log lines are scrubbed (flexsync.core.logs).
+What the answers mean: flex_errors (codes, errors) and flex_envelope (bodies); where the
+token may go: flex_urls; the GETs with their retries: flex_http.
 """
 
 from __future__ import annotations
 
-import email.utils
-import io
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
-from xml.etree.ElementTree import Element, ParseError
 
 import httpx
-from defusedxml import ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
 
 from flexsync import __version__
 from flexsync.core.config import Secret, Settings
-from flexsync.core.errors import ConfigurationError, FlexServiceError
-from flexsync.core.logs import register_secret, scrub
+from flexsync.core.errors import ConfigurationError
+from flexsync.core.logs import register_secret
+from flexsync.extract.flex_envelope import read_body
+from flexsync.extract.flex_errors import (
+    HINTS,
+    POLL_CODES,
+    REFERENCE_INVALID,
+    THROTTLED,
+    FlexResponseError,
+    FlexThrottledError,
+    FlexUnexpectedBodyError,
+    StatementGenerationTimeout,
+    fatal_error,
+)
+from flexsync.extract.flex_http import (
+    GET,
+    MAX_STATEMENT_BYTES,
+    SEND,
+    FlexTransport,
+    HostUnreachable,
+)
+from flexsync.extract.flex_urls import (
+    IBKR_DOMAIN,
+    check_url,
+    origin,
+    redacted_url,
+    token_may_go_to,
+    with_alternate,
+)
 
 log = logging.getLogger(__name__)
 
 USER_AGENT: Final = (
     f"flexsync/{__version__} Python/{sys.version_info.major}.{sys.version_info.minor}"
 )
-SEND: Final = "SendRequest"
-GET: Final = "GetStatement"
-
-# Codes IBKR answers while the statement is not ready (or it is briefly unable to serve it).
-POLL_CODES: Final = frozenset(
-    {"1001", "1004", "1005", "1006", "1007", "1008", "1009", "1019", "1021"}
-)
-THROTTLED: Final = "1018"
-REFERENCE_INVALID: Final = "1017"
-TOKEN_CODES: Final = frozenset({"1012", "1015"})
-
-# The token travels in the query string: it goes over https to IBKR's own hosts, or to the
-# hosts configured in IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL (trusted by whoever set them),
-# never to whatever host a response names.
-IBKR_DOMAIN: Final = "interactivebrokers.com"
-# IBKR documents two Flex hosts; when one does not resolve (it happens), the other serves.
-ALTERNATE_HOSTS: Final = {
-    "ndcdyn.interactivebrokers.com": "gdcdyn.interactivebrokers.com",
-    "gdcdyn.interactivebrokers.com": "ndcdyn.interactivebrokers.com",
-}
-
-_HOW_TO_ROTATE = (
-    "generate a new Flex token in IBKR Client Portal (Performance & Reports -> Flex Queries "
-    "-> Flex Web Service Configuration) and update IBKR_FLEX_TOKEN: in the cluster, "
-    "`vault kv patch secret/broker-sync ibkr_flex_token=...` (synced to broker-sync-secrets)"
-)
-# What to do about each fatal code; the IBKR message text is shown as well.
-_HINTS: Final[dict[str, str]] = {
-    "1003": "the statement is not available: check the Flex query's period and that the "
-    "account has data for it",
-    "1010": "legacy Flex queries are no longer supported: create an Activity Flex Query in "
-    "Client Portal and set IBKR_FLEX_QUERY_ID to its id",
-    "1011": "the IBKR service account is inactive: check the account's status in Client Portal",
-    "1012": "the Flex token has expired: " + _HOW_TO_ROTATE,
-    "1013": "IP restriction: this host's public IP is not allowed to use the Flex token; "
-    "add it to the token's allowed IPs in Flex Web Service Configuration (or lift the "
-    "restriction)",
-    "1014": "the Flex query is invalid: check IBKR_FLEX_QUERY_ID (the numeric id of the "
-    "Activity Flex Query in Client Portal) and that the query still exists",
-    "1015": "the Flex token is invalid: check that IBKR_FLEX_TOKEN holds the current token, "
-    "or " + _HOW_TO_ROTATE,
-    "1016": "the account is invalid: check the Flex query's account selection and that the "
-    "account is open",
-    "1017": "IBKR rejected the reference code again after a fresh SendRequest; try later",
-    "1020": "IBKR could not validate the request: check IBKR_FLEX_TOKEN and "
-    "IBKR_FLEX_QUERY_ID",
-}
-
-_BOM: Final = b"\xef\xbb\xbf"
-# The largest answer read, counted after decompression: a 10-year statement is ~110 MB;
-# anything past this could not be landed in the pod's 256 MiB anyway, and a gzip bomb
-# (2 MiB on the wire, GBs inflated) stops here instead of at the OOM killer.
-MAX_STATEMENT_BYTES: Final = 160 * 1024 * 1024
-_RETRY_AFTER_CAP: Final = 120.0  # never let a server park the nightly job for long
-_TITLE_RE: Final = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class FlexClientError(FlexServiceError):
-    """Base of this module's errors; `.code` is the IBKR error code when one is known."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class FlexResponseError(FlexClientError):
-    """IBKR answered with an error code (`<ErrorCode>` in a FlexStatementResponse)."""
-
-    def __init__(self, code: str, message: str, *, step: str = "", hint: str = "") -> None:
-        self.ibkr_message = message
-        self.step = step
-        text = f"IBKR Flex error {code}"
-        if step:
-            text += f" at {step}"
-        text += f": {message}" if message else ""
-        if hint:
-            text += f" ({hint})"
-        super().__init__(text, code)
-
-
-class FlexTokenError(FlexResponseError):
-    """1012 token expired / 1015 token invalid: a human has to rotate the token."""
-
-
-class FlexThrottledError(FlexResponseError):
-    """1018: too many requests for this token."""
-
-
-class StatementGenerationTimeout(FlexClientError):
-    """IBKR kept saying "not ready" until the deadline."""
-
-
-class FlexHTTPError(FlexClientError):
-    """An HTTP status we do not retry, or retries of 5xx/429 exhausted."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class FlexConnectionError(FlexClientError):
-    """Timeouts or connection/DNS failures, retries exhausted."""
-
-
-class FlexUnexpectedBodyError(FlexClientError):
-    """A 200 answer that is neither a statement nor an envelope (CSV, HTML, other XML)."""
-
-
-class FlexResponseTooLargeError(FlexClientError):
-    """An answer past the size cap (a runaway body or a decompression bomb)."""
-
-
-class _HostUnreachable(Exception):
-    """Internal: the `<Url>` host failed to connect; switch to the configured GetStatement URL."""
-
 
 class _ReferenceInvalid(Exception):
     """Internal: 1017 at GetStatement; restart from SendRequest."""
@@ -167,41 +72,6 @@ class _ReferenceInvalid(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-# --------------------------------------------------------------------------- logging guard
-
-
-class _RedactTokenFilter(logging.Filter):
-    """httpx logs every request URL (token included) at INFO; scrub it at the source logger.
-
-    Logger filters only see records created by that exact logger, hence one per name.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record is not ours to fix
-            return True
-        clean = scrub(message)
-        if clean != message:
-            record.msg = clean
-            record.args = None
-        return True
-
-
-_REDACT_FILTER = _RedactTokenFilter()
-for _name in (
-    "httpx",
-    "httpcore",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-):
-    _logger = logging.getLogger(_name)
-    if not any(isinstance(f, _RedactTokenFilter) for f in _logger.filters):
-        _logger.addFilter(_REDACT_FILTER)
 
 
 # --------------------------------------------------------------------------- results
@@ -223,22 +93,10 @@ class FlexDownload:
         )
 
 
-@dataclass(frozen=True)
-class _Envelope:
-    """A FlexStatementResponse. The timestamp is kept as text: its zone varies (CET, ...)."""
-
-    status: str
-    reference_code: str
-    url: str
-    error_code: str
-    error_message: str
-    timestamp: str
-
-
 # --------------------------------------------------------------------------- client
 
 
-class FlexClient:
+class FlexClient(FlexTransport):
     """Downloads one Activity Flex statement. `sleep`/`clock`/`transport` are for tests."""
 
     def __init__(
@@ -273,9 +131,9 @@ class FlexClient:
             raise ConfigurationError(
                 f"IBKR_FLEX_QUERY_ID: {self.query_id!r} is not a Flex query id (digits only)"
             )
-        self.send_url = _check_url(send_url, "IBKR_FLEX_SEND_URL")
-        self.get_url = _check_url(get_url, "IBKR_FLEX_GET_URL")
-        self._configured_origins = {_origin(self.send_url), _origin(self.get_url)}
+        self.send_url = check_url(send_url, "IBKR_FLEX_SEND_URL")
+        self.get_url = check_url(get_url, "IBKR_FLEX_GET_URL")
+        self._configured_origins = {origin(self.send_url), origin(self.get_url)}
         for name, value in (
             ("deadline_seconds", deadline_seconds),
             ("throttle_seconds", throttle_seconds),
@@ -318,7 +176,7 @@ class FlexClient:
 
     def __repr__(self) -> str:
         return (
-            f"FlexClient(send={_where(self.send_url)!r}, get={_where(self.get_url)!r}, "
+            f"FlexClient(send={redacted_url(self.send_url)!r}, get={redacted_url(self.get_url)!r}, "
             f"query_id={self.query_id!r}, token=Secret('********'))"
         )
 
@@ -343,7 +201,7 @@ class FlexClient:
                     if round_ == 2:
                         raise FlexResponseError(
                             REFERENCE_INVALID, exc.message, step=GET,
-                            hint=_HINTS[REFERENCE_INVALID],
+                            hint=HINTS[REFERENCE_INVALID],
                         ) from None
                     log.warning(
                         "IBKR Flex error 1017 at GetStatement (%s) for reference %s; "
@@ -371,22 +229,22 @@ class FlexClient:
     def _send_request(self, http: httpx.Client, deadline: float) -> tuple[str, str]:
         """Returns (reference code, GetStatement URL to poll)."""
         attempt = 0
-        send_urls = _with_alternate(self.send_url)
+        send_urls = with_alternate(self.send_url)
         while True:
             attempt += 1
             try:
                 response = self._get(http, send_urls[0], self.query_id, step=SEND,
                                      deadline=deadline, fallback_on_connect=len(send_urls) > 1)
-            except _HostUnreachable as exc:
+            except HostUnreachable as exc:
                 log.warning("SendRequest host %s is unreachable (%s); trying %s",
-                            _where(send_urls[0]), exc, _where(send_urls[1]))
+                            redacted_url(send_urls[0]), exc, redacted_url(send_urls[1]))
                 send_urls = send_urls[1:]
                 continue
-            envelope = self._read_body(response.content, SEND)
+            envelope = read_body(response.content, SEND)
             if envelope is None:
                 raise FlexUnexpectedBodyError(
                     f"IBKR Flex SendRequest answered with a statement instead of a reference "
-                    f"code; is IBKR_FLEX_SEND_URL ({_where(self.send_url)}) the SendRequest "
+                    f"code; is IBKR_FLEX_SEND_URL ({redacted_url(self.send_url)}) the SendRequest "
                     f"endpoint?"
                 )
             code, message = envelope.error_code, envelope.error_message
@@ -403,7 +261,7 @@ class FlexClient:
                 )
             if code != THROTTLED and code not in POLL_CODES:
                 log.warning("IBKR Flex error %s at SendRequest: %s", code, message)
-                raise self._fatal(code, message, SEND)
+                raise fatal_error(code, message, SEND)
             error_class = FlexThrottledError if code == THROTTLED else FlexResponseError
             if attempt > self.max_send_retries:
                 raise error_class(
@@ -433,7 +291,7 @@ class FlexClient:
         # Where to go when a host is unreachable: the configured GetStatement URL, then
         # the other documented IBKR host of each.
         fallbacks = [u for u in dict.fromkeys(
-            [self.get_url, *_with_alternate(url)[1:], *_with_alternate(self.get_url)[1:]])
+            [self.get_url, *with_alternate(url)[1:], *with_alternate(self.get_url)[1:]])
             if u != url]
         polls = 0
         streak = 0
@@ -451,14 +309,14 @@ class FlexClient:
                     http, url, reference, step=GET, deadline=deadline,
                     fallback_on_connect=bool(fallbacks),
                 )
-            except _HostUnreachable as exc:
+            except HostUnreachable as exc:
                 log.warning(
                     "GetStatement host %s is unreachable (%s); falling back to %s",
-                    _where(url), exc, _where(fallbacks[0]),
+                    redacted_url(url), exc, redacted_url(fallbacks[0]),
                 )
                 url, fallbacks = fallbacks[0], fallbacks[1:]
                 continue
-            envelope = self._read_body(response.content, GET)
+            envelope = read_body(response.content, GET)
             if envelope is None:
                 return response.content
             code, message = envelope.error_code, envelope.error_message
@@ -483,7 +341,7 @@ class FlexClient:
                 streak += 1
             else:
                 log.warning("IBKR Flex error %s at GetStatement: %s", code, message)
-                raise self._fatal(code, message, GET)
+                raise fatal_error(code, message, GET)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 state = (
@@ -514,323 +372,14 @@ class FlexClient:
         except httpx.InvalidURL:
             parsed = None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            log.warning("Flex response Url is not an http(s) URL; using %s", _where(self.get_url))
+            log.warning("Flex response Url is not an http(s) URL; using %s",
+                        redacted_url(self.get_url))
             return self.get_url
-        if not self._token_may_go_to(url):
+        if not token_may_go_to(url, self._configured_origins):
             log.warning(
                 "Flex response Url names %s://%s, neither https on *.%s nor a configured "
                 "Flex host: the token is not sent there; using %s",
-                parsed.scheme, parsed.host, IBKR_DOMAIN, _where(self.get_url),
+                parsed.scheme, parsed.host, IBKR_DOMAIN, redacted_url(self.get_url),
             )
             return self.get_url
         return url
-
-    def _token_may_go_to(self, url: str) -> bool:
-        """https on IBKR's domain, or exactly a configured origin (scheme, host, port)."""
-        parsed = httpx.URL(url)
-        host = parsed.host.lower()
-        if parsed.scheme == "https" and (host == IBKR_DOMAIN or host.endswith("." + IBKR_DOMAIN)):
-            return True
-        return _origin(url) in self._configured_origins
-
-    # ----------------------------------------------------------------- HTTP
-
-    def _get(
-        self,
-        http: httpx.Client,
-        url: str,
-        q: str,
-        *,
-        step: str,
-        deadline: float,
-        fallback_on_connect: bool = False,
-    ) -> httpx.Response:
-        """One logical GET with bounded, always-sleeping retries on 5xx/429/network errors."""
-        where = _where(url)
-        params = {"t": self._token, "q": q, "v": "3"}
-        attempt = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            retry_after: float | None = None
-            try:
-                response = self._fetch(http, url, params, step)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if fallback_on_connect:
-                    raise _HostUnreachable(self._describe(exc)) from None
-                problem = f"cannot connect to {where} ({self._describe(exc)})"
-            except httpx.TimeoutException as exc:
-                problem = (
-                    f"no answer from {where} within {self.http_timeout:g} s "
-                    f"({type(exc).__name__})"
-                )
-            except httpx.UnsupportedProtocol:
-                raise FlexConnectionError(
-                    f"IBKR Flex {step}: {where} is not an http(s) URL "
-                    f"(check IBKR_FLEX_SEND_URL / IBKR_FLEX_GET_URL)"
-                ) from None
-            except httpx.TransportError as exc:
-                problem = f"connection to {where} failed ({self._describe(exc)})"
-            else:
-                status = response.status_code
-                log.debug("%s attempt %d: HTTP %d from %s", step, attempt, status, where)
-                if 200 <= status < 300:
-                    return response
-                reason = response.reason_phrase
-                if status != 429 and status < 500:
-                    raise FlexHTTPError(self._http_refusal(step, where, response), status)
-                problem = f"HTTP {status} {reason} from {where}".rstrip()
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-
-            error: FlexClientError
-            if status is None:
-                error = FlexConnectionError(
-                    f"IBKR Flex {step}: {problem}; gave up after {_attempts(attempt)} "
-                    f"(network or IBKR outage?); try later"
-                )
-            else:
-                error = FlexHTTPError(
-                    f"IBKR Flex service unavailable at {step}: {problem}; gave up after "
-                    f"{attempt} attempts; try later",
-                    status,
-                )
-            if attempt > self.max_http_retries:
-                raise error
-            wait = min(self.poll_backoff_start * 2 ** (attempt - 1), self.poll_backoff_cap)
-            if retry_after is not None:
-                wait = min(max(retry_after, 1.0), _RETRY_AFTER_CAP)
-            self._wait(
-                wait, deadline, give_up=error,
-                why=f"{step}: {problem} (attempt {attempt} of {self.max_http_retries + 1})",
-                level=logging.WARNING,
-            )
-
-    def _fetch(self, http: httpx.Client, url: str, params: dict[str, str],
-               step: str) -> httpx.Response:
-        """GET, reading the (decompressed) body in chunks up to the cap."""
-        request = http.build_request("GET", url, params=params)
-        response = http.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes(1 << 16):
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise FlexResponseTooLargeError(
-                        f"IBKR Flex {step}: the answer from {_where(url)} exceeds "
-                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
-                        "(a runaway or hostile body); nothing was landed")
-                chunks.append(chunk)
-            # The body, as read() would have stored it (so .content and .text work).
-            response._content = b"".join(chunks)
-        finally:
-            response.close()
-        return response
-
-    def _http_refusal(self, step: str, where: str, response: httpx.Response) -> str:
-        status = response.status_code
-        setting = "IBKR_FLEX_SEND_URL" if step == SEND else "IBKR_FLEX_GET_URL"
-        text = f"IBKR Flex {step} answered HTTP {status} {response.reason_phrase} from {where}"
-        if 300 <= status < 400:
-            location = response.headers.get("Location", "")
-            target = _where(location) if location else "(no Location)"
-            return (
-                f"{text}, redirecting to {target}; the endpoint may have moved: check {setting}"
-            )
-        if status in (401, 403):
-            return (
-                f"{text}; IBKR refused the request (IP block or rate-limit penalty?); "
-                f"check {setting} and try later"
-            )
-        return f"{text}; the endpoint may have moved: check {setting}"
-
-    # ----------------------------------------------------------------- bodies
-
-    def _read_body(self, body: bytes, step: str) -> _Envelope | None:
-        """None when the body is the statement itself; the envelope when it is one.
-
-        Decided by the XML root tag (not a substring test), after any BOM, whitespace
-        or XML declaration. CSV, HTML and other XML raise a clear error.
-        """
-        head = body.lstrip()
-        if head.startswith(_BOM):
-            head = head[len(_BOM):].lstrip()
-        if not head:
-            raise FlexUnexpectedBodyError(f"IBKR Flex {step} answered with an empty body")
-        lowered = head[:200].lower()
-        if lowered.startswith((b"<!doctype html", b"<html")):
-            raise FlexUnexpectedBodyError(self._html_message(step, head))
-        if not head.startswith(b"<"):
-            first_line = head.split(b"\n", 1)[0]
-            if b"," in first_line or first_line.startswith(b'"'):
-                raise FlexUnexpectedBodyError(
-                    f"IBKR Flex {step} answered with CSV: the Flex query returns CSV; set its "
-                    f"format to XML in Client Portal (Flex Queries -> edit the query -> "
-                    f"Delivery Configuration -> Format XML)"
-                )
-            raise FlexUnexpectedBodyError(
-                f"IBKR Flex {step} answered with a body that is not XML "
-                f"({len(body)} bytes); expected FlexStatementResponse or FlexQueryResponse"
-            )
-        root = _root_tag(head)
-        if root == "FlexQueryResponse":
-            return None
-        if root == "FlexStatementResponse":
-            return self._parse_envelope(head, step)
-        if root is not None and root.lower() == "html":
-            raise FlexUnexpectedBodyError(self._html_message(step, head))
-        what = f"XML with root <{self._clean(root)}>" if root else "malformed XML"
-        raise FlexUnexpectedBodyError(
-            f"IBKR Flex {step} answered with {what}; expected FlexStatementResponse or "
-            f"FlexQueryResponse"
-        )
-
-    def _parse_envelope(self, head: bytes, step: str) -> _Envelope:
-        try:
-            root: Element = SafeET.fromstring(head, forbid_dtd=True)
-        except (ParseError, DefusedXmlException) as exc:
-            raise FlexUnexpectedBodyError(
-                f"IBKR Flex {step} answered with a malformed FlexStatementResponse "
-                f"({type(exc).__name__})"
-            ) from None
-
-        def child(name: str) -> str:
-            for element in root:
-                if _local(element.tag) == name:
-                    return self._clean("".join(element.itertext()).strip())
-            return ""
-
-        return _Envelope(
-            status=child("Status"),
-            reference_code=child("ReferenceCode"),
-            url=child("Url"),
-            error_code=child("ErrorCode"),
-            error_message=child("ErrorMessage"),
-            # Kept as text, never parsed: IBKR writes "... EST", "... CET" or nothing.
-            timestamp=self._clean(root.get("timestamp", "")),
-        )
-
-    def _html_message(self, step: str, head: bytes) -> str:
-        match = _TITLE_RE.search(head[:4096])
-        title = ""
-        if match:
-            title = " ".join(match.group(1).decode("utf-8", "replace").split())[:80]
-            title = f" titled {self._clean(title)!r}"
-        return (
-            f"IBKR Flex {step}: IBKR answered with an HTML page{title} instead of XML "
-            f"(maintenance?); try later"
-        )
-
-    # ----------------------------------------------------------------- helpers
-
-    def _fatal(self, code: str, message: str, step: str) -> FlexResponseError:
-        hint = _HINTS.get(code, "")
-        if code in TOKEN_CODES:
-            return FlexTokenError(code, message, step=step, hint=hint)
-        return FlexResponseError(code, message, step=step, hint=hint)
-
-    def _wait(
-        self,
-        seconds: float,
-        deadline: float,
-        *,
-        give_up: Exception,
-        why: str = "",
-        level: int = logging.INFO,
-    ) -> None:
-        """Sleep `seconds` (> 0), or raise `give_up` when that would pass the deadline."""
-        if self._clock() + seconds > deadline:
-            raise give_up
-        if why:
-            log.log(level, "%s, waiting %.0f s, %.0f s elapsed", why, seconds, self._elapsed())
-        self._sleep(seconds)
-
-    def _elapsed(self) -> float:
-        return self._clock() - self._started
-
-    def _clean(self, text: str) -> str:
-        """Server- or library-provided text, made safe for messages: no token, bounded length."""
-        text = text.replace(self._token, "********")
-        return scrub(text)[:300]
-
-    def _describe(self, exc: Exception) -> str:
-        detail = self._clean(str(exc)) if str(exc) else ""
-        return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-def _check_url(url: str, setting: str) -> str:
-    url = url.strip()
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(f"{setting}: not an http(s) URL")
-    return url
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parsed = httpx.URL(url)
-    return parsed.scheme, parsed.host.lower(), parsed.port
-
-
-def _with_alternate(url: str) -> list[str]:
-    """The URL, then the same URL on the other documented IBKR Flex host, if it has one."""
-    parsed = httpx.URL(url)
-    other = ALTERNATE_HOSTS.get(parsed.host.lower())
-    return [url] if other is None else [url, str(parsed.copy_with(host=other))]
-
-
-def _where(url: str) -> str:
-    """host[:port]/path of a URL: never its query string (the token lives there)."""
-    try:
-        parsed = httpx.URL(url.strip())
-    except httpx.InvalidURL:
-        return "(invalid URL)"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.host}{port}{parsed.path}"
-
-
-def _attempts(count: int) -> str:
-    return f"{count} attempt" if count == 1 else f"{count} attempts"
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-class _Trickle(io.BytesIO):
-    """Hands iterparse small chunks, so the root's start event comes before any later error."""
-
-    def read(self, size: int | None = -1) -> bytes:
-        return super().read(512)
-
-
-def _root_tag(head: bytes) -> str | None:
-    """The root element's name from the first start event: statements reach several MB."""
-    try:
-        for _event, element in SafeET.iterparse(
-            _Trickle(head), events=("start",), forbid_dtd=True
-        ):
-            return _local(element.tag)
-    except (ParseError, DefusedXmlException):
-        return None
-    return None
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from flexsync.extract.flex_landing import FlexSource
+from flexsync.extract.flex_source import FlexSource
 
 # ibflex builds the whole document in memory (≈7.5 MiB of RSS per MiB of XML, on top
 # of the landing's own ≈140 MiB); above this size we record "skipped" rather than

@@ -11,14 +11,19 @@ A correction (marts.activity_corrections: IBKR took back what was posted) append
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import duckdb
 
 from flexsync.core.logs import scrub
 
 LedgerStatus = Literal["posted", "already_present", "failed", "deleted"]
-SETTLED_STATUSES: tuple[str, ...] = ("posted", "already_present")
+SETTLED_STATUSES: tuple[LedgerStatus, ...] = ("posted", "already_present")
+# The settled ids as SQL, its parameters SETTLED_STATUSES. dbt's
+# stg_sync__posted_activities.is_in_wealthfolio says the same in SQL; a test holds the two
+# together (tests/test_wealthfolio_loader.py).
+SETTLED_IDS_SQL = ("select external_id from sync.posted_activities where status in ("
+                   + ", ".join("?" for _ in SETTLED_STATUSES) + ")")
 
 
 def record_outcome(
@@ -32,7 +37,7 @@ def record_outcome(
     recorded_at: datetime | None = None,
 ) -> None:
     """Append one outcome (autocommitted at once)."""
-    if status not in ("posted", "already_present", "failed", "deleted"):
+    if status not in get_args(LedgerStatus):
         raise ValueError(f"unknown ledger status {status!r}")
     when = (recorded_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     con.execute(
@@ -47,19 +52,8 @@ def record_outcome(
 def settled_external_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
     """Ids already posted or found present: never to be posted again."""
     try:
-        rows = con.execute(
-            "select distinct external_id from sync.posted_activities where status in (?, ?)",
-            list(SETTLED_STATUSES),
-        ).fetchall()
+        rows = con.execute(SETTLED_IDS_SQL, list(SETTLED_STATUSES)).fetchall()
     except duckdb.CatalogException:
         return set()  # no ledger yet (fresh, or a read-only dry run)
     return {row[0] for row in rows}
 
-
-def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
-    """{status: count} of the outcomes one run recorded."""
-    rows = con.execute(
-        "select status, count(*) from sync.posted_activities where run_id = ? group by status",
-        [run_id],
-    ).fetchall()
-    return {status: int(count) for status, count in rows}

@@ -6,50 +6,39 @@ with check-duplicates, and a "Duplicate activity detected" answer also means the
 activity is already there. Every outcome goes to the ledger straight away. A
 failed row is recorded and left pending (the mart keeps it until it is posted);
 the others continue, and the caller turns failures into exit code 5
-(`raise_for_failures`). `plan_activities` is the read-only `--dry-run` view.
+(`raise_for_failures`). `plan_activities` is the read-only `--dry-run` view. What each
+row becomes on the wire: wealthfolio_payloads.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from rich.console import Console
 from rich.table import Table
 
-from flexsync.core.errors import DbtError, WealthfolioError
+from flexsync.core.errors import WealthfolioError
 from flexsync.core.progress import StepProgress
 from flexsync.core.warehouse import ensure_schema
 from flexsync.loaders import ledger
 from flexsync.loaders.wealthfolio_client import CreateOutcome
+from flexsync.loaders.wealthfolio_payloads import (
+    MART,
+    ActivityRow,
+    PayloadError,
+    build_payload,
+    decimal_to_wire,
+    opt_text,
+    read_activities_to_post,
+)
 
 log = logging.getLogger("flexsync.wealthfolio")
 
-MART = "marts.activities_to_post"
 CORRECTIONS_MART = "marts.activity_corrections"
-SOURCE_SYSTEM = "IBKR"
-# `ticker` (the bare ticker, SPEC §4.1 extension) is read when present.
-REQUIRED_COLUMNS = (
-    "external_id", "wf_account_id", "source_id", "activity_type", "subtype", "activity_at",
-    "activity_date", "symbol", "exchange_mic", "quote_currency", "quantity", "unit_price",
-    "amount", "fee", "currency", "description",
-)
-_FIXED_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
-# Types whose activity is about a security: these carry the `symbol` object.
-# Everything else (DEPOSIT, WITHDRAWAL, FEE, TAX, CREDIT, INTEREST ...) is cash.
-ASSET_ACTIVITY_TYPES = frozenset({
-    "BUY", "SELL", "DIVIDEND", "SPLIT", "ADJUSTMENT", "TRANSFER_IN", "TRANSFER_OUT",
-})
-_MONEY_FIELDS = (("quantity", "quantity"), ("unit_price", "unitPrice"), ("amount", "amount"),
-                 ("fee", "fee"))
 
 
 class ActivityPoster(Protocol):
@@ -60,212 +49,6 @@ class ActivityPoster(Protocol):
     def delete_activity(self, activity_id: str) -> dict[str, Any] | None: ...
 
     def search_activities(self, account_id: str) -> list[dict[str, Any]]: ...
-
-
-class PayloadError(ValueError):
-    """A mart row that cannot become a Wealthfolio activity."""
-
-
-# --------------------------------------------------------------------------- rows
-
-
-@dataclass(frozen=True)
-class ActivityRow:
-    """One row of marts.activities_to_post (SPEC §4.1)."""
-
-    external_id: str
-    wf_account_id: str | None
-    broker_account_id: str | None
-    source: str | None
-    source_id: str | None
-    activity_type: str
-    subtype: str | None
-    activity_at: datetime | None
-    activity_date: date | None
-    symbol: str | None
-    exchange_mic: str | None
-    quote_currency: str | None
-    quantity: Decimal | None
-    unit_price: Decimal | None
-    amount: Decimal | None
-    fee: Decimal | None
-    currency: str | None
-    description: str | None
-    instrument_type: str | None = None
-    activity_time_zone: str | None = None
-    source_group_id: str | None = None
-    ticker: str | None = None
-
-    @classmethod
-    def from_mapping(cls, row: Mapping[str, Any]) -> ActivityRow:
-        day = row.get("activity_date")
-        if isinstance(day, datetime):
-            day = day.date()
-        return cls(
-            external_id=str(row["external_id"]),
-            wf_account_id=_opt_text(row.get("wf_account_id")),
-            broker_account_id=_opt_text(row.get("broker_account_id")),
-            source=_opt_text(row.get("source")),
-            source_id=_opt_text(row.get("source_id")),
-            activity_type=str(row["activity_type"]),
-            subtype=_opt_text(row.get("subtype")),
-            activity_at=row.get("activity_at"),
-            activity_date=day,
-            symbol=_opt_text(row.get("symbol")),
-            exchange_mic=_opt_text(row.get("exchange_mic")),
-            quote_currency=_opt_text(row.get("quote_currency")),
-            quantity=_decimal(row, "quantity"),
-            unit_price=_decimal(row, "unit_price"),
-            amount=_decimal(row, "amount"),
-            fee=_decimal(row, "fee"),
-            currency=_opt_text(row.get("currency")),
-            description=_opt_text(row.get("description")),
-            instrument_type=_opt_text(row.get("instrument_type")),
-            activity_time_zone=_opt_text(row.get("activity_time_zone")),
-            source_group_id=_opt_text(row.get("source_group_id")),
-            ticker=_opt_text(row.get("ticker")),
-        )
-
-
-def read_activities_to_post(con: duckdb.DuckDBPyConnection) -> list[ActivityRow]:
-    """The mart's rows in posting order (oldest first, so Wealthfolio sees history in order)."""
-    try:
-        probe = con.execute(f"select * from {MART} limit 0")
-    except duckdb.CatalogException:
-        raise DbtError(f"{MART} does not exist: run `flexsync transform` first") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in [d[0] for d in probe.description]]
-    if missing:
-        raise DbtError(f"{MART} lacks column(s) {', '.join(missing)} (SPEC §4.1)")
-    cursor = con.execute(
-        f"select * from {MART} order by activity_date, activity_at nulls first, external_id")
-    names = [d[0] for d in cursor.description]
-    return [ActivityRow.from_mapping(dict(zip(names, values, strict=True)))
-            for values in cursor.fetchall()]
-
-
-def _opt_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _decimal(row: Mapping[str, Any], name: str) -> Decimal | None:
-    value = row.get(name)
-    if value is None or isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        # Money is never float: a DOUBLE here is a bug in the mart, not something to round.
-        raise DbtError(f"{MART}.{name} is a float ({value!r}); money columns must be DECIMAL")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise DbtError(f"{MART}.{name} holds {value!r}, not a number") from None
-
-
-# --------------------------------------------------------------------------- payloads
-
-
-def decimal_to_wire(value: Decimal) -> str:
-    """A Decimal as Wealthfolio's JSON string: plain notation, no trailing zeros."""
-    if not value.is_finite():
-        raise PayloadError(f"{value} is not a finite number")
-    if value == 0:
-        return "0"
-    return format(value.normalize(), "f")
-
-
-def activity_zone(name: str | None) -> tzinfo:
-    """The zone of a mart row's local time: '+HH:MM' or an IANA name (UTC when absent)."""
-    if not name:
-        return UTC
-    fixed = _FIXED_OFFSET.match(name)
-    if fixed:
-        sign, hours, minutes = fixed.groups()
-        offset = timedelta(hours=int(hours), minutes=int(minutes))
-        return timezone(-offset if sign == "-" else offset)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise PayloadError(f"unknown time zone {name!r} (IBKR_TIMEZONE?)") from None
-
-
-def wire_activity_date(activity_date: date | None, activity_at: datetime | None,
-                       time_zone: str | None = None) -> str:
-    """RFC 3339 with the offset of the zone IBKR's local time is in.
-
-    Wealthfolio places an activity on the day its instant falls on in the *user's*
-    timezone, so a broker wall-clock time must carry its real offset; a date-only
-    movement goes at local noon (the mart puts it there), so its day holds for users
-    from UTC-11 to UTC+11.
-    """
-    zone = activity_zone(time_zone)
-    if activity_at is not None:
-        local = activity_at.replace(tzinfo=None)
-    elif activity_date is not None:
-        local = datetime.combine(activity_date, time(12))
-    else:
-        raise PayloadError("no activity date")
-    return local.replace(tzinfo=zone).isoformat(timespec="seconds")
-
-
-def symbol_object(row: ActivityRow) -> dict[str, str]:
-    """{symbol, exchangeMic, quoteCcy, instrumentType} exactly as the mart gives them.
-
-    Instrument identity lives in dbt (seeds/exchanges.csv): the mart's bare `ticker`
-    (VOD for VOD.L), MIC, quote currency in major units and instrument type. Nothing
-    here knows an exchange; a mart without `ticker` sends its symbol unchanged.
-    """
-    if not row.symbol:
-        raise PayloadError(f"{row.activity_type} needs a symbol and the row has none")
-    ticker = row.ticker or row.symbol
-    if not row.quote_currency:
-        # Wealthfolio refuses a new market-priced asset without one, and guessing the
-        # dividend's or the trade's currency is how assets end up quoted in the wrong unit.
-        raise PayloadError(f"{row.symbol} has no quote currency in the mart")
-    out = {"symbol": ticker}
-    if row.exchange_mic:
-        out["exchangeMic"] = row.exchange_mic
-    out["quoteCcy"] = row.quote_currency
-    out["instrumentType"] = row.instrument_type or "EQUITY"
-    return out
-
-
-def build_payload(row: ActivityRow, default_account_id: str | None = None) -> dict[str, Any]:
-    """The NewActivity body for one mart row (contract §5.2)."""
-    account_id = row.wf_account_id or default_account_id
-    if not account_id:
-        raise PayloadError("no Wealthfolio account id (IBKR_ACCOUNT_ID)")
-    if not row.currency:
-        raise PayloadError("no currency")
-    payload: dict[str, Any] = {
-        "accountId": account_id,
-        "activityType": row.activity_type,
-        "activityDate": wire_activity_date(row.activity_date, row.activity_at,
-                                           row.activity_time_zone),
-        "currency": row.currency,
-        "idempotencyKey": row.external_id,
-        "sourceSystem": SOURCE_SYSTEM,
-    }
-    if row.source_id:
-        payload["sourceRecordId"] = row.source_id
-    if row.source_group_id:
-        payload["sourceGroupId"] = row.source_group_id
-    if row.subtype:
-        payload["subtype"] = row.subtype
-    for attr, key in _MONEY_FIELDS:
-        value = getattr(row, attr)
-        if value is not None:
-            payload[key] = decimal_to_wire(value)
-    if row.description:
-        payload["notes"] = row.description
-    # The mart decides which activities name an instrument (trades, dividends,
-    # withholding taxes, transfers of shares); a cash transfer or fee carries none.
-    if row.symbol or row.activity_type in ASSET_ACTIVITY_TYPES - {"TRANSFER_IN", "TRANSFER_OUT"}:
-        payload["symbol"] = symbol_object(row)
-    return payload
 
 
 # --------------------------------------------------------------------------- results
@@ -284,13 +67,6 @@ class LoadResult:
     failed: list[FailedActivity] = field(default_factory=list)
     wf_activity_ids: dict[str, str] = field(default_factory=dict)
     corrected: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self, max_listed: int = 5) -> str:
-        return summary_text(self, max_listed)
 
 
 def summary_text(result: LoadResult, max_listed: int = 5) -> str:
@@ -409,7 +185,7 @@ def read_corrections(con: duckdb.DuckDBPyConnection) -> list[Correction]:
             "order by external_id").fetchall()
     except duckdb.CatalogException:
         return []  # marts not built yet (or built before corrections existed)
-    return [Correction(str(r[0]), _opt_text(r[1]), _opt_text(r[2]), str(r[3])) for r in found]
+    return [Correction(str(r[0]), opt_text(r[1]), opt_text(r[2]), str(r[3])) for r in found]
 
 
 def apply_corrections(con: duckdb.DuckDBPyConnection, client: ActivityPoster,
@@ -473,8 +249,7 @@ def _unrecorded_in_wealthfolio(con: duckdb.DuckDBPyConnection) -> list[str]:
     try:
         found = con.execute(
             "select external_id from marts.fct_activities except "
-            f"select external_id from {MART} except "
-            "select external_id from sync.posted_activities where status in (?, ?)",
+            f"select external_id from {MART} except {ledger.SETTLED_IDS_SQL}",
             list(ledger.SETTLED_STATUSES)).fetchall()
     except duckdb.CatalogException:
         return []  # marts not built (unit tests pass their own rows)
@@ -539,14 +314,6 @@ class ActivityPlan:
     activities: list[PlannedActivity]
     corrections: list[Correction] = field(default_factory=list)
 
-    @property
-    def rows(self) -> list[ActivityRow]:
-        return [a.row for a in self.activities]
-
-    @property
-    def payloads(self) -> list[dict[str, Any]]:
-        return [a.payload for a in self.activities if a.payload is not None]
-
     def table(self) -> Table:
         table = Table(title=f"Would post {len(self.activities)} activities to Wealthfolio")
         problems = any(item.problem for item in self.activities)
@@ -573,11 +340,6 @@ class ActivityPlan:
             table.caption = (f"and would delete {len(self.corrections)} activity(ies) IBKR took "
                              "back (marts.activity_corrections)")
         return table
-
-    def render(self, width: int = 140) -> str:
-        buffer = io.StringIO()
-        Console(file=buffer, width=width, no_color=True, highlight=False).print(self.table())
-        return buffer.getvalue()
 
 
 def _cell(value: Decimal | None) -> str:

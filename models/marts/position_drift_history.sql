@@ -1,7 +1,8 @@
 {#- One row per run x symbol: position_drift as each run saw it. Rebuilding the drift
-    twice in one run (after posting, SPEC §5) replaces that run's rows: the whole run is
-    the key (pre-hook delete, then delete+insert), so a symbol gone from the second
-    build leaves no stale row, even when the second build has no drift rows at all.
+    twice in one run (after posting, README.md#how-it-works) replaces that run's rows:
+    the whole run is the key (pre-hook delete, then delete+insert), so a symbol gone from
+    the second build leaves no stale row, even when the second build has no drift rows
+    at all.
     No max()-from-this filter, so an empty `this` cannot starve the insert. The history
     exists nowhere else: full_refresh=false keeps --full-refresh from dropping it. -#}
 {{

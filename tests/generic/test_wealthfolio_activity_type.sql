@@ -1,4 +1,4 @@
-{#- Wealthfolio v3's closed set of 14 activity types (contracts/wealthfolio-api.md §6);
+{#- Wealthfolio v3's closed set of 14 activity types (docs/upstream.md#activity-types);
     anything else fails the server's CHECK constraint. NULL passes. -#}
 {% test wealthfolio_activity_type(model, column_name) %}
 

@@ -6,9 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from flexsync.core.logs import install_log_filters
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_SAMPLES = REPO_ROOT.parent / "shared" / "samples" / "flex-real"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _http_log_filters() -> None:
+    """The scrubbing filters on httpx/httpcore's loggers, as every CLI command installs
+    them (setup_logging): tests that capture those records see what production logs."""
+    install_log_filters()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the fake IBKR Flex Web Service (tests/fakes/fake_flex.py).
+"""Fixtures for the fake IBKR Flex Web Service (fakes/flex.py).
 
 `fake_flex` is a running fake with the default scenario (the statement arrives at
 the first poll). Point the CLI at it with the `flex_env` mapping:
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.fake_flex import FakeFlexService
+from fakes.flex import FakeFlexService
 
 
 @pytest.fixture

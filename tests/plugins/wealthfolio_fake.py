@@ -9,9 +9,9 @@ from typing import Any
 import duckdb
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.warehouse import ensure_schema
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
-from tests.fakes.fake_wealthfolio import FakeWealthfolio
 
 WF_TEST_PASSWORD = "wf-fixture-Pa55word!"
 

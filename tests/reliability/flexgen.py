@@ -1,4 +1,4 @@
-"""Generated Flex statements: hostile ones for the property tests, huge ones for memory.
+"""Generated hostile Flex statements for the property tests.
 
 `documents()` is a hypothesis strategy of `Document`s: one to three statements with
 known and unknown sections, known and unknown row tags and attributes, missing
@@ -7,20 +7,18 @@ statements, cancellations, SUMMARY / ORDER / CLOSED_LOT rows. A `Document` rende
 bytes and says what landing it must produce (`expected_rows`); `outcomes()` says, per
 source trade and cash row, what the marts must make of it.
 
-`write_large_statement()` streams a realistic statement (real attribute sets) of a
-given size to disk without holding it in memory.
+Big realistic statements (disk full, the memory bound) come from the one synthetic
+generator, benchmarks/generate_flex.py (`write_sized_statement`).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hypothesis import strategies as st
 
-from flexsync.extract.flex_landing import section_table_name
+from flexsync.extract.flex_reader import section_table_name
 
 ALLOWED_ACCOUNTS = ("U1234567", "U7654321")
 FOREIGN_ACCOUNT = "U9999999"
@@ -443,75 +441,3 @@ def outcomes(docs: list[Document]) -> Expectations:
             else:
                 out.cash_anonymous += 1
     return out
-
-
-# --------------------------------------------------------------------------- big files
-
-_TRADE_ATTRS = (
-    "accountId acctAlias model currency fxRateToBase assetCategory subCategory symbol "
-    "description conid securityID securityIDType cusip isin figi listingExchange "
-    "underlyingConid underlyingSymbol issuer tradeID multiplier relatedTradeID strike "
-    "reportDate expiry dateTime putCall tradeDate settleDateTarget transactionType exchange "
-    "quantity tradePrice tradeMoney proceeds taxes ibCommission ibCommissionCurrency netCash "
-    "closePrice openCloseIndicator notes cost fifoPnlRealized mtmPnl origTradePrice "
-    "origTradeDate origTradeID origOrderID origTransactionID buySell clearingFirmID ibOrderID "
-    "transactionID ibExecID relatedTransactionID brokerageOrderID orderReference "
-    "volatilityOrderLink exchOrderId extExecID orderTime openDateTime holdingPeriodDateTime "
-    "whenRealized whenReopened levelOfDetail changeInPrice changeInQuantity orderType "
-    "traderID isAPIOrder accruedInt serialNumber deliveryType commodityType fineness weight"
-).split()
-_CASH_ATTRS = (
-    "accountId acctAlias model currency fxRateToBase assetCategory subCategory symbol "
-    "description conid securityID securityIDType cusip isin figi listingExchange "
-    "underlyingConid underlyingSymbol issuer multiplier strike expiry putCall "
-    "principalAdjustFactor dateTime settleDate amount type tradeID code transactionID "
-    "reportDate exDate clientReference actionID levelOfDetail serialNumber deliveryType "
-    "commodityType fineness weight"
-).split()
-
-
-def _trade_values(n: int) -> dict[str, str]:
-    day = f"2016-{1 + n % 12:02d}-{1 + n % 28:02d}"
-    return {"accountId": "U1234567", "currency": "GBP", "fxRateToBase": "1",
-            "assetCategory": "STK", "subCategory": "ETF", "symbol": "VUAG",
-            "description": "VANGUARD S&amp;P 500 UCITS ETF ACC", "conid": "128831207",
-            "securityID": "IE00BFMXXD54", "securityIDType": "ISIN", "isin": "IE00BFMXXD54",
-            "listingExchange": "LSEETF", "tradeID": str(100_000_000 + n), "multiplier": "1",
-            "reportDate": day, "dateTime": f"{day};10:{n % 60:02d}:00", "tradeDate": day,
-            "settleDateTarget": day, "transactionType": "ExchTrade", "exchange": "LSEETF",
-            "quantity": str(1 + n % 40), "tradePrice": f"{80 + n % 20}.{n % 100:02d}",
-            "tradeMoney": "1000.5", "proceeds": "-1000.5", "taxes": "0",
-            "ibCommission": "-3", "ibCommissionCurrency": "GBP", "netCash": "-1003.5",
-            "closePrice": "95.1", "openCloseIndicator": "O", "cost": "1003.5",
-            "fifoPnlRealized": "0", "mtmPnl": "12.3", "buySell": "BUY",
-            "clearingFirmID": "", "ibOrderID": str(500_000_000 + n),
-            "transactionID": str(900_000_000 + n), "ibExecID": f"0000e0d5.{n:08x}.01.01",
-            "brokerageOrderID": f"{n:012x}", "exchOrderId": "N/A", "extExecID": f"X{n}",
-            "orderTime": f"{day};10:00:00", "levelOfDetail": "EXECUTION",
-            "orderType": "LMT", "isAPIOrder": "N", "accruedInt": "0"}
-
-
-def _row(tag: str, names: list[str], values: dict[str, str]) -> str:
-    return f"<{tag} " + " ".join(f'{n}="{values.get(n, "")}"' for n in names) + " />\n"
-
-
-def write_large_statement(path: Path, target_bytes: int, account: str = "U1234567") -> int:
-    """A realistic statement of about `target_bytes`, streamed; returns its trade rows."""
-    rows = 0
-    with path.open("w", encoding="utf-8") as out:
-        out.write('<?xml version="1.0" encoding="UTF-8"?>\n'
-                  '<FlexQueryResponse queryName="big" type="AF">\n<FlexStatements count="1">\n'
-                  f'<FlexStatement accountId="{account}" fromDate="2016-01-01" '
-                  'toDate="2026-11-20" period="Custom" whenGenerated="2026-11-21;02:00:41">\n'
-                  "<Trades>\n")
-        written = 0
-        for n in itertools.count():
-            chunk = "".join(_row("Trade", _TRADE_ATTRS, _trade_values(n * 100 + k))
-                            for k in range(100))
-            out.write(chunk)
-            written += len(chunk)
-            rows += 100
-            if written >= target_bytes:
-                break
-        out.write("</Trades>\n</FlexStatement>\n</FlexStatements>\n</FlexQueryResponse>\n")
-    return rows

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from tests.fakes.fake_wealthfolio import (
+from fakes.wealthfolio import (
     API_PREFIX,
     FakeWealthfolio,
     IncomingRequest,

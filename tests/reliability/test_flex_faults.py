@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.fake_flex import (
+from fakes.flex import (
     CSV_STATEMENT,
     HTML_PAGE,
     FakeFlexService,

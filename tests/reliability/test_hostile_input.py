@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import generate_flex
 from flexsync.core.config import Settings
 from flexsync.core.errors import FlexsyncError, IBKRAccountMismatchError, InputFileError
 from flexsync.stages import land_flex_files
@@ -335,7 +336,7 @@ def test_100_mb_statement_lands_within_the_memory_bound(
     """Peak RSS of `flexsync extract` on a 100 MB statement, measured by the kernel
     (RUSAGE_CHILDREN of a wrapper whose only child is the landing process)."""
     path = tmp_path / "big.xml"
-    rows = flexgen.write_large_statement(path, 100 * 1024 * 1024)
+    rows = generate_flex.write_sized_statement(path, 100 * 1024 * 1024)["rows(Trades)"]
     env = process_env(file_mode_env(data_dir, None))
     probe = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "flexsync", "extract",

@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tests.fakes.fake_flex import FakeFlexService
+from fakes.flex import FakeFlexService
 from tests.helpers import DEMO_STATEMENT
 from tests.reliability.conftest import Recorder
 from tests.reliability.harness import (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.fake_flex import FakeFlexService, Raw
-from tests.fakes.fake_wealthfolio import Reply
+from fakes.flex import FakeFlexService, Raw
+from fakes.wealthfolio import Reply
 from tests.helpers import DEMO_STATEMENT
 from tests.reliability.conftest import Recorder
 from tests.reliability.harness import (

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import generate_flex
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT
-from tests.reliability import flexgen
 from tests.reliability.conftest import Recorder
 from tests.reliability.harness import (
     TRACEBACK,
@@ -160,7 +160,7 @@ def test_disk_full_while_landing(data_dir: Path, tmp_path: Path,
     if not private_mounts_available():
         pytest.skip("unshare/mount not permitted here: cannot make a small filesystem")
     statement = tmp_path / "six-mb.xml"
-    rows = flexgen.write_large_statement(statement, 6 * 1024 * 1024)
+    rows = generate_flex.write_sized_statement(statement, 6 * 1024 * 1024)["rows(Trades)"]
     small, rescued = tmp_path / "small", tmp_path / "rescued"
     small.mkdir()
     small_data = small / "data"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from fakes.wealthfolio import Fault
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
-from tests.fakes.fake_wealthfolio import Fault
 from tests.plugins.pushgateway import free_port
 from tests.reliability.conftest import Recorder
 from tests.reliability.harness import (

@@ -1,6 +1,6 @@
 {#- One row per distinct (symbol, conid, listingExchange, exchange, currency) seen in
     trades, cash transactions and open positions, with the canonical Wealthfolio
-    symbol, MIC and quote currency (SPEC §4 symbol rule; macros/canonical_symbol.sql).
+    symbol, MIC and quote currency (docs/mapping.md#symbols; macros/canonical_symbol.sql).
     The quote currency follows the instrument's own currency (SecuritiesInfo, else
     OpenPositions, else its trades), not a dividend's payment currency.
     Listing exchange, in order: the row's listingExchange, the SecuritiesInfo /

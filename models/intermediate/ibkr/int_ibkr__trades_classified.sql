@@ -1,8 +1,9 @@
 {#- One row per deduplicated IBKR trade execution with its fate:
       mapped   -> becomes a Wealthfolio BUY/SELL (marts.fct_activities);
       unmapped -> skipped and listed with a reason (marts.unmapped_transactions): also a
-                  cancellation pair that never reached Wealthfolio (SPEC §4: a cancel and
-                  its unposted original both drop out; their cash nets to zero), and a
+                  cancellation pair that never reached Wealthfolio (a cancel and its
+                  unposted original both drop out, docs/mapping.md#cancellations; their
+                  cash nets to zero), and a
                   cancel of an already posted trade (for review).
     Stock, ETF and fund trades become BUY/SELL (int_ibkr__trade_activities); FX
     conversions (assetCategory CASH) become a pair of cash transfers. -#}

@@ -2,8 +2,8 @@
     configured account (IBKR_ACCOUNT_ID, or each account of IBKR_ACCOUNT_MAP; keyed by
     wf_account_key, as int_wealthfolio__holdings) according to the POSTED activities of
     the account's current state (as of its latest snapshot), booked by
-    Wealthfolio's own rules (contracts/wealthfolio-api.md §15.3; holdings_calculator.rs,
-    compiler.rs, snapshot_service.rs). tests/fakes/wealthfolio_rules.py is the same
+    Wealthfolio's own rules (docs/upstream.md#cash-rules; holdings_calculator.rs,
+    compiler.rs, snapshot_service.rs). fakes/wealthfolio/rules.py is the same
     rules in Python; a test computes both on the same activities and compares them.
     BUY −(q × p + fee), SELL +(q × p − fee), DEPOSIT/DIVIDEND/INTEREST/CREDIT
     +(amount − fee), WITHDRAWAL −(amount + fee), FEE/TAX −fee when fee ≠ 0 else −amount,

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from tests.fakes.fake_wealthfolio import FakeWealthfolio
+    from fakes.wealthfolio.fake import FakeWealthfolio
 
 ZERO = Decimal(0)
 _PLACES = Decimal("1e-8")  # rust_decimal round_dp(DECIMAL_PRECISION = 8): banker's rounding
