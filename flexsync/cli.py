@@ -1,8 +1,9 @@
-"""The `flexsync` command line: sync | extract | transform | load | status.
+"""The `flexsync` command line (typer): sync | extract | transform | load | status.
 
-Every command: settings from the environment (SPEC §2), flags override; the run
-lock is taken first (exit 8 if another run holds it); expected errors print one
-line and exit with their code (SPEC §6); unexpected ones exit 1.
+Only the command line lives here: options, help texts and the process exit. Every
+command reads its settings from the environment with its flags over them, then runs
+`commands.<name>` through `runs.exit_code` (the run lock, one-line errors, the exit
+codes listed in the help below).
 """
 
 from __future__ import annotations
@@ -12,24 +13,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from flexsync import __version__
-from flexsync.core.config import (
-    Settings,
-    check_account_map,
-    check_wf_base_url,
-    load_settings,
-    password_goes_outside_in_clear,
-)
-from flexsync.core.errors import ExitCode, FlexsyncError
-from flexsync.core.logs import register_secret, scrub, setup_logging
-from flexsync.core.warehouse import RunLock
-
-log = logging.getLogger("flexsync")
+from flexsync import __version__, commands
+from flexsync.core.config import Settings
+from flexsync.core.errors import ExitCode
+from flexsync.core.logs import setup_logging
+from flexsync.runs import exit_code
 
 app = typer.Typer(
     name="flexsync",
@@ -50,8 +44,6 @@ app = typer.Typer(
     # Docstrings are wrapped for the source: let the help re-flow each paragraph.
     rich_markup_mode="markdown",
 )
-
-_state: dict[str, Any] = {}
 
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", envvar="BROKER_SYNC_DATA_DIR", show_envvar=True,
@@ -105,8 +97,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options given before the command (`flexsync --log-format json sync`)."""
+
+    log_format: str
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     log_format: Annotated[str, typer.Option(
         "--log-format", envvar="FLEXSYNC_LOG_FORMAT",
         help="text (default) or json (one JSON object per line, for Loki).")] = "text",
@@ -117,51 +117,24 @@ def main(
     if log_format not in ("text", "json"):
         typer.echo(f"--log-format: {log_format!r} is not one of text, json", err=True)
         raise typer.Exit(ExitCode.CONFIGURATION)
-    _state["log_format"] = log_format
+    ctx.obj = GlobalOptions(log_format=log_format)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
 
 
-def _settings(**overrides: Any) -> Settings:
-    settings = check_account_map(load_settings().with_overrides(**overrides))
-    for secret in settings.secrets():
-        register_secret(secret)
-    check_wf_base_url(settings.wf_base_url)
-    if settings.wf_password and password_goes_outside_in_clear(settings.wf_base_url):
-        log.warning("WF_BASE_URL %s is plain http to a host outside the cluster: the "
-                    "Wealthfolio password crosses the network unencrypted; use https",
-                    settings.wf_base_url)
-    return settings.with_overrides(data_dir=settings.data_dir.resolve())
+def _run(ctx: typer.Context, command: str, body: Callable[[Settings], int],
+         **flags: Any) -> NoReturn:
+    """Run `body` with this command's settings; exit with its code."""
+    options: GlobalOptions = ctx.obj
 
+    def settings() -> Settings:
+        return commands.settings_from_environment(log_format=options.log_format, **flags)
 
-def _run(command: str, body: Callable[[], int | None], settings_factory: Callable[[], Settings],
-         locked: bool = True) -> None:
-    """Run a command body with the lock, one-line errors and exit codes."""
-    try:
-        settings = settings_factory()
-        lock = RunLock(settings.data_dir) if locked else None
-        if lock:
-            lock.acquire()
-        try:
-            code = body() or 0
-        finally:
-            if lock:
-                lock.release()
-    except FlexsyncError as exc:
-        typer.echo(scrub(str(exc)), err=True)
-        raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(ExitCode.UNEXPECTED) from None
-    except Exception as exc:
-        typer.echo(scrub(f"unexpected error in {command}: {type(exc).__name__}: {exc} "
-                         "(run with -v for details)"), err=True)
-        log.debug("traceback", exc_info=True)
-        raise typer.Exit(ExitCode.UNEXPECTED) from None
-    raise typer.Exit(code)
+    raise typer.Exit(exit_code(command, settings, body))
 
 
 @app.command()
 def extract(
+    ctx: typer.Context,
     flex_file: FlexFileOpt = None,
     upstream_account: AccountOpt = None,
     flex_query_id: QueryOpt = None,
@@ -181,22 +154,17 @@ def extract(
     IBKR_ACCOUNT_ID_UPSTREAM, or nothing is written (exit 3). Landing the same bytes
     twice is a no-op.
     """
-    from flexsync import commands
-
-    def settings() -> Settings:
-        return _settings(data_dir=data_dir, upstream_account_ids=upstream_account,
-                         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
-                         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
-                         wf_base_url=wf_base_url, wf_account_id=wf_account_id,
-                         account_map=account_map,
-                         wf_session_path=wf_session_path)
-
-    _run("extract", lambda: commands.extract(_state["settings"], flex_file or []),
-         _remember(settings))
+    _run(ctx, "extract", lambda settings: commands.extract(settings, flex_file or []),
+         data_dir=data_dir, upstream_account_ids=upstream_account,
+         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
+         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
+         wf_base_url=wf_base_url, wf_account_id=wf_account_id, account_map=account_map,
+         wf_session_path=wf_session_path)
 
 
 @app.command()
 def transform(
+    ctx: typer.Context,
     wf_account_id: WfAccountOpt = None,
     account_map: AccountMapOpt = None,
     data_dir: DataDirOpt = None,
@@ -216,18 +184,13 @@ def transform(
     Unmapped rows (cash types with no seed row, unsupported asset categories, reversals)
     are logged at WARNING with their type and id, and kept in marts.unmapped_transactions.
     """
-    from flexsync import commands
-
-    def settings() -> Settings:
-        return _settings(data_dir=data_dir, wf_account_id=wf_account_id,
-                         account_map=account_map)
-
-    _run("transform", lambda: commands.transform(_state["settings"], full_refresh),
-         _remember(settings))
+    _run(ctx, "transform", lambda settings: commands.transform(settings, full_refresh),
+         data_dir=data_dir, wf_account_id=wf_account_id, account_map=account_map)
 
 
 @app.command()
 def load(
+    ctx: typer.Context,
     dry_run: DryRunOpt = False,
     wf_base_url: WfUrlOpt = None,
     wf_account_id: WfAccountOpt = None,
@@ -244,20 +207,16 @@ def load(
     recorded in sync.posted_activities. A failed row stays pending for the next run
     (exit 5). Pushgateway unreachable: exit 7, activities stay posted and recorded.
     """
-    from flexsync import commands
-
-    def settings() -> Settings:
-        return _settings(data_dir=data_dir, wf_base_url=wf_base_url,
-                         wf_account_id=wf_account_id, account_map=account_map,
-                         wf_session_path=wf_session_path,
-                         pushgateway_url=pushgateway_url, pushgateway_job=pushgateway_job,
-                         account_label=account_label)
-
-    _run("load", lambda: commands.load(_state["settings"], dry_run=dry_run), _remember(settings))
+    _run(ctx, "load", lambda settings: commands.load(settings, dry_run=dry_run),
+         data_dir=data_dir, wf_base_url=wf_base_url, wf_account_id=wf_account_id,
+         account_map=account_map, wf_session_path=wf_session_path,
+         pushgateway_url=pushgateway_url, pushgateway_job=pushgateway_job,
+         account_label=account_label)
 
 
 @app.command()
 def sync(
+    ctx: typer.Context,
     flex_file: FlexFileOpt = None,
     dry_run: DryRunOpt = False,
     upstream_account: AccountOpt = None,
@@ -279,53 +238,42 @@ def sync(
     Prints one summary line per stage with counts and durations. After a fully successful
     run the warehouse is copied atomically to analytics.duckdb for analysts.
     """
-    from flexsync import commands
-
-    def settings() -> Settings:
-        return _settings(data_dir=data_dir, upstream_account_ids=upstream_account,
-                         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
-                         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
-                         wf_base_url=wf_base_url, wf_account_id=wf_account_id,
-                         account_map=account_map,
-                         wf_session_path=wf_session_path, pushgateway_url=pushgateway_url,
-                         pushgateway_job=pushgateway_job, account_label=account_label)
-
-    _run("sync", lambda: commands.sync(_state["settings"], flex_file or [], dry_run=dry_run),
-         _remember(settings))
+    _run(ctx, "sync",
+         lambda settings: commands.sync(settings, flex_file or [], dry_run=dry_run),
+         data_dir=data_dir, upstream_account_ids=upstream_account,
+         flex_query_id=flex_query_id, flex_send_url=flex_send_url,
+         flex_get_url=flex_get_url, flex_deadline_seconds=flex_deadline,
+         wf_base_url=wf_base_url, wf_account_id=wf_account_id, account_map=account_map,
+         wf_session_path=wf_session_path, pushgateway_url=pushgateway_url,
+         pushgateway_job=pushgateway_job, account_label=account_label)
 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     runs: Annotated[int, typer.Option("--runs", help="How many recent runs to show.")] = 10,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Show the last runs, pending activities, unmapped rows, current position and cash
     drift and the configured accounts (never secrets)."""
-    from flexsync import commands
-
-    def settings() -> Settings:
-        return _settings(data_dir=data_dir)
-
-    _run("status", lambda: commands.status(_state["settings"], runs), _remember(settings))
-
-
-def _remember(factory: Callable[[], Settings]) -> Callable[[], Settings]:
-    def wrapped() -> Settings:
-        settings = factory()
-        _state["settings"] = settings
-        return settings
-
-    return wrapped
+    _run(ctx, "status", lambda settings: commands.status(settings, runs), data_dir=data_dir)
 
 
 def entrypoint() -> None:
     """The `flexsync` console script: the app, then an immediate process exit.
 
-    By then every warehouse connection is closed and the lock released; the atexit
-    handlers still run (logging's flush, multiprocessing's semaphore cleanup). What is
-    skipped is the interpreter's teardown of dbt's ~10^5 parsed-project objects and
-    thread pools, which took ~1 s of every nightly run. Tests drive `app` in-process
-    and never come through here."""
+    Design note (private API): `os._exit` skips the interpreter's teardown, which for a
+    sync means freeing dbt's ~10^5 parsed-project objects and joining its thread pools:
+    ~0.7-1.0 s of every nightly run (benchmarks/README.md), for nothing, since the
+    process ends anyway. `os._exit` also skips the atexit handlers, and some must run
+    (logging's flush, multiprocessing's cleanup), so they are run first by
+    `atexit._run_exitfuncs()`, the function the interpreter itself calls at exit:
+    private, but unchanged since Python 3.0; if a Python release drops it the
+    AttributeError is loud on the first run, and the fix is to return normally. It is
+    safe here because by now every warehouse connection is closed, the run lock
+    released and sync.runs written: nothing is left that teardown would finish. Tests
+    drive `app` in-process and never come through here; the subprocess tests
+    (tests/reliability, `python -m flexsync`) do."""
     try:
         app(prog_name="flexsync")
         code = 0

@@ -151,15 +151,11 @@ def preload_dbt() -> None:
     disk) on a background thread, so the transform finds it imported; it is on the
     critical path of a nightly run, so the thread starts as early as it safely can.
 
-    The modules the extract imports at module level are imported first: two threads
-    importing modules that import each other could deadlock on the import locks. ibflex
-    (~0.3 s) is not among them: the validator imports it inside a function, where this
-    thread holds no import lock the dbt thread could be waiting for."""
-    import flexsync.extract.flex_client
-    import flexsync.extract.wealthfolio_snapshot
-    import flexsync.loaders.wealthfolio_client
-    import flexsync.pipeline  # noqa: F401
-
+    Call it once the run's own modules are imported (flexsync.stages imports the extract
+    and the loaders at module level): two threads importing modules that import each
+    other could deadlock on the import locks. ibflex (~0.3 s) is not among them: the
+    validator imports it inside a function, where this thread holds no import lock the
+    dbt thread could be waiting for."""
     threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
 
 
@@ -173,11 +169,16 @@ def _import_dbt() -> None:
 
 
 def _use_fork_locks() -> None:
-    """dbt makes its locks from a 'spawn' multiprocessing context although it only ever
-    runs threads; such a lock starts multiprocessing's resource-tracker process (a second
-    Python, ~13 MiB in the pod) to clean up its named semaphore. A 'fork'-context lock is
-    the same lock without a name, so no tracker is started. Must run before dbt's
-    manifest module is imported (its dataclass binds the context's Lock at import)."""
+    """Design note (private API): dbt makes its locks from `dbt.mp_context._MP_CONTEXT`, a
+    'spawn' multiprocessing context, although in-process it only ever runs threads. A
+    spawn-context lock is a named semaphore, and the first one starts multiprocessing's
+    resource-tracker process to unlink it at exit: a second Python, ~13 MiB of the pod's
+    256 MiB (a `Manifest()` shows the child; with this, none). A 'fork'-context lock is
+    the same lock without a name, so no tracker starts. dbt has no setting for it, hence
+    the module attribute is replaced; it must happen before dbt's manifest module is
+    imported (its dataclass binds the context's Lock at import), so both the preload
+    thread and `_invoke_dbt` call this first. Should dbt drop the attribute, the
+    assignment is inert and dbt keeps its spawn locks: same results, the tracker back."""
     import multiprocessing
 
     import dbt.mp_context

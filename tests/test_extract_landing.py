@@ -16,7 +16,7 @@ import pytest
 from flexsync.core.config import Settings
 from flexsync.core.errors import IBKRAccountMismatchError, InputFileError
 from flexsync.extract.flex_reader import section_table_name
-from flexsync.pipeline import land_flex_files
+from flexsync.stages import land_flex_files
 from tests.helpers import DEMO_STATEMENT, query, run_cli, table_names
 
 CORE_SECTIONS = {

@@ -28,7 +28,7 @@ from flexsync.core.config import Settings
 from flexsync.core.warehouse import LINEAGE_COLUMNS
 from flexsync.extract.flex_reader import section_table_name
 from flexsync.extract.flex_writer import attribute_column
-from flexsync.pipeline import land_flex_files
+from flexsync.stages import land_flex_files
 
 Row = tuple[int | None, str, dict[str, str]]  # statement index, row tag, attributes
 SYSTEM_TABLES = {"extracts", "statements", "flex_validation"}

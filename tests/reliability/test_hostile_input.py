@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from benchmarks import generate_flex
 from flexsync.core.config import Settings
 from flexsync.core.errors import FlexsyncError, IBKRAccountMismatchError, InputFileError
-from flexsync.pipeline import land_flex_files
+from flexsync.stages import land_flex_files
 from tests.helpers import REPO_ROOT
 from tests.reliability import flexgen
 from tests.reliability.conftest import Recorder
