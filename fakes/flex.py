@@ -1,4 +1,4 @@
-"""A strict fake IBKR Flex Web Service on 127.0.0.1 (contracts/ibkr-flex.md §2).
+"""A strict fake IBKR Flex Web Service on 127.0.0.1 (docs/upstream.md#ibkr-flex-web-service).
 
 It serves the real paths, checks every request the way the real service does
 (v=3, token, query id, reference code, a User-Agent) and answers with envelopes
@@ -32,7 +32,8 @@ DEFAULT_TIMESTAMP = "22 November, 2026 09:00 AM EST"
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 BOM = b"\xef\xbb\xbf"
 
-# IBKR's message texts (ibflex ERRORS table; 1001 from ibkr-conduit), contract §2.3.
+# IBKR's message texts (ibflex ERRORS table; 1001 from ibkr-conduit),
+# docs/upstream.md#flex-error-codes.
 MESSAGES: dict[int, str] = {
     1001: "Statement could not be generated at this time. Please try again shortly.",
     1003: "Statement is not available.",

@@ -1,4 +1,4 @@
-"""Account preflight (issue 14, contracts/wealthfolio-api.md §15.5): an account that would
+"""Account preflight (issue 14, docs/upstream.md#accounts): an account that would
 swallow activities stops the load before anything is posted."""
 
 from __future__ import annotations

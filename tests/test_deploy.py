@@ -553,7 +553,8 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
         assert probe.returncode != 0, f"{dev_tool} is installed in the image venv"
 
     # Bytecode is precompiled: nothing is compiled from source at import time.
-    modules = ["flexsync.core.config", "flexsync.loaders.pushgateway", "extract", "dbt.cli.main",
+    modules = ["flexsync.core.config", "flexsync.loaders.pushgateway",
+               "flexsync.extract.flex_landing", "dbt.cli.main",
                "dbt.adapters.duckdb", "duckdb", "httpx", "prometheus_client", "defusedxml"]
     if (REPO_ROOT / "flexsync" / "cli.py").exists():
         modules.append("flexsync.cli")

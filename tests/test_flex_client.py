@@ -1,4 +1,4 @@
-"""FlexClient against the strict fake Flex Web Service (contract ibkr-flex.md §7).
+"""FlexClient against the strict fake Flex Web Service (docs/upstream.md#flex-failure-modes).
 
 Waiting goes through a fake clock that advances on sleep, so minutes of IBKR
 back-off run in milliseconds; request counts are asserted everywhere so a tight

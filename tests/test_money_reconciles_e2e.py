@@ -1,6 +1,6 @@
 """The money reconciles: a quarter of IBKR activity synced into the fake Wealthfolio, then
 Wealthfolio's books recomputed by Wealthfolio's own rules (fakes/wealthfolio/rules,
-contracts §15.3) from what the fake stores — cash per currency, quantity per symbol,
+docs/upstream.md#cash-rules) from what the fake stores — cash per currency, quantity per symbol,
 dividend income — and compared with IBKR's own figures (CashReport, OpenPositions, the
 net of the dividend rows). Real CLI, DuckDB, dbt and HTTP on loopback.
 

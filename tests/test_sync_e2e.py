@@ -193,8 +193,8 @@ VOD_TRADE = (
 
 def test_lse_assets_are_valued_at_their_worth_whatever_the_provider_quotes(
         wf: FakeWealthfolio, data_dir: Path, tmp_path: Path) -> None:
-    """§15.1: a GBP-quoted ETF (VUAG) and a GBp-quoted share (VOD) bought on the LSE are
-    valued at price × quantity; an asset created in GBp would value VUAG at 1/100."""
+    """docs/upstream.md#quote-currency: a GBP-quoted ETF (VUAG) and a GBp-quoted share (VOD) bought
+    on the LSE are valued at price × quantity; an asset created in GBp would value VUAG at 1/100."""
     statement = DEMO_STATEMENT.read_text()
     anchor = statement.index("<Trade ")
     flex = tmp_path / "with_vod.xml"

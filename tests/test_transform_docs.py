@@ -43,7 +43,8 @@ def test_the_documented_mapping_is_the_seed() -> None:
 
 
 def test_the_seed_is_the_spec_list() -> None:
-    """SPEC §4: runbook rows, both deposit spellings, safe extensions, refunds by sign, with
+    """docs/mapping.md#cash-transactions: runbook rows, both deposit spellings, safe extensions,
+    refunds by sign, with
     Wealthfolio's subtypes (issue 13: WITHHOLDING, NRA_WITHHOLDING, INTEREST_CHARGE,
     MANAGEMENT_FEE, COUPON)."""
     rows = set(_seed_rows())

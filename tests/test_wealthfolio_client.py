@@ -506,7 +506,7 @@ def test_validation_400_is_not_retried(wf_client: WealthfolioClient, wf_account_
 
 
 def test_oidc_only_server_is_not_taken_for_no_auth(tmp_path: Path) -> None:
-    """3.4 answers login 404 "not configured" on an OIDC-only server too (§15.6)."""
+    """3.4 answers login 404 "not configured" on an OIDC-only server too (docs/upstream.md#auth)."""
     with FakeWealthfolio(None, oidc_only=True) as fake:
         account = fake.create_account()["id"]
         with WealthfolioClient(fake.base_url, "a-password", session_path=tmp_path / "s",

@@ -1,4 +1,4 @@
-"""The fake Wealthfolio is strict: each item of contracts/wealthfolio-api.md §12 flexsync uses."""
+"""The fake Wealthfolio is strict: each item of docs/upstream.md#wealthfolio flexsync uses."""
 
 from __future__ import annotations
 
@@ -176,7 +176,8 @@ def test_create_normalises_and_returns_strings(api: httpx.Client, wf_account_id:
     uuid.UUID(created["id"])
     assert created["activityDate"] == "2025-03-14T13:30:00+00:00"
     assert created["currency"] == "GBP"
-    # Pence become pounds (× 0.01) and the text keeps the scale that gives (§15.7).
+    # Pence become pounds (× 0.01) and the text keeps the scale that gives
+    # (docs/upstream.md#server-quirks).
     assert created["unitPrice"] == "0.712" and created["fee"] == "3.00"
     assert created["quantity"] == "100"  # absolute value
     assert created["sourceSystem"] == "MANUAL"
@@ -405,7 +406,8 @@ def test_search_pages_filters_and_sorts(api: httpx.Client, wf_account_id: str,
     assert isinstance(row["quantity"], str)
 
 
-# ----------------------------------------------------------------------------- §15.7
+# -----------------------------------------------------------------------------
+# docs/upstream.md#server-quirks
 
 
 def test_cash_activity_with_a_symbol_links_the_asset(api: httpx.Client,
@@ -449,7 +451,8 @@ def test_page_size_zero_returns_everything(api: httpx.Client, wf_account_id: str
 
 def test_holdings_mode_and_archived_accounts_accept_posts(
         api: httpx.Client, fake_wealthfolio: FakeWealthfolio) -> None:
-    """§15.5: neither refuses a post; a HOLDINGS account's holdings ignore activities."""
+    """Neither refuses a post (docs/upstream.md#accounts); a HOLDINGS account's holdings ignore
+    activities."""
     holdings_mode = fake_wealthfolio.create_account("H", "GBP", tracking_mode="HOLDINGS")["id"]
     archived = fake_wealthfolio.create_account("A", "GBP", archived=True)["id"]
     for account in (holdings_mode, archived):
@@ -486,7 +489,8 @@ def test_holdings_from_posted_activities(api: httpx.Client, wf_account_id: str) 
     ("GBP", "92.15", "GBP", "92.15"),   # GBP-quoted ETF (VUAG.L), asset in GBP
     ("GBP", "9215", "GBp", "92.15"),    # GBp-quoted share, asset in GBP: still right
     ("GBp", "9215", "GBp", "92.15"),
-    ("GBp", "92.15", "GBP", "0.9215"),  # §15.1: the minor unit wins -> 1/100 of its worth
+    # the minor unit wins (docs/upstream.md#quote-currency) -> 1/100 of its worth
+    ("GBp", "92.15", "GBP", "0.9215"),
     ("USD", "10", "USD", "10"),
 ])
 def test_holdings_value_with_the_minor_unit_rule(

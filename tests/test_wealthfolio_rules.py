@@ -1,4 +1,5 @@
-"""Wealthfolio's §15.3 cash and holdings rules (fakes/wealthfolio/rules.py), per type."""
+"""Wealthfolio's cash and holdings rules (docs/upstream.md#cash-rules) (fakes/wealthfolio/rules.py),
+per type."""
 
 from __future__ import annotations
 

@@ -160,8 +160,9 @@ def test_snapshot_lands_every_activity_as_text(
     assert buy["id"] == buy_id and buy["account_id"] == wf_account_id
     assert buy["activity_type"] == "BUY" and buy["status"] == "POSTED"
     assert buy["activity_date"] == "2025-03-14T10:00:00+00:00"
+    # text as stored, scale kept (docs/upstream.md#server-quirks)
     assert (buy["quantity"], buy["unit_price"], buy["fee"], buy["amount"]) == (
-        "100", "0.7120", "3.00", "71.2000")  # text as stored, scale kept (§15.7)
+        "100", "0.7120", "3.00", "71.2000")
     assert buy["asset_symbol"] == "VOD" and buy["exchange_mic"] == "XLON"
     assert buy["instrument_type"] == "EQUITY" and buy["currency"] == "GBP"
     assert (buy["source_system"], buy["source_record_id"]) == ("IBKR", "1")

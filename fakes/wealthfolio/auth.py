@@ -1,6 +1,6 @@
 """The session half of the fake: password login, tokens, the login rate limit.
 
-What the client depends on (contracts/wealthfolio-api.md §2, §12.1-2, §15.6): the three
+What the client depends on (docs/upstream.md#auth): the three
 login shapes (v3.1 cookie only, v3.0.4 token + cookie, v3.0 token), a `Bearer` header
 checked before the `wf_session` cookie (a non-Bearer header is a 401), the 401 body,
 sessions that expire after their TTL and slide (past half their life a protected answer

@@ -1,10 +1,11 @@
 """A strict, in-memory fake of the Wealthfolio v3 web server, over real loopback HTTP.
 
-It serves what flexsync calls (contracts/wealthfolio-api.md §12, §15), as strictly as
+It serves what flexsync calls (docs/upstream.md#wealthfolio), as strictly as
 the server: password login and sessions (auth.py), body validation with the server's
 415/400/422 answers (validation.py), activities, accounts and assets with the server's
 normalisation, duplicate answers, update/delete and transfer links (store.py), holdings
-whose cash and quantities follow Wealthfolio's own rules (holdings.py, rules.py, §15.3),
+whose cash and quantities follow Wealthfolio's own rules (holdings.py, rules.py;
+docs/upstream.md#cash-rules),
 and the routes (routes.py). Tests drive failures through faults.py and assert on
 `requests` (secrets removed). It can play an OIDC-only 3.4 server (`oidc_only=True`).
 

@@ -69,7 +69,7 @@ class FaultsMixin:
     def lock_database(self, count: int, *, method: str | None = None,
                       path: str | None = None, skip: int = 0) -> Fault:
         """The 400 Wealthfolio answers while SQLite is locked (every core error is a 400,
-        §15.6); the request is not carried out."""
+        docs/upstream.md#errors); the request is not carried out."""
         return self.add_fault(Fault("status", method, path, skip=skip, times=count, status=400,
                                     message=MSG_DATABASE_LOCKED))
 

@@ -1,10 +1,10 @@
 """GET /holdings as the fake computes it: quantities and cash by Wealthfolio's own rules.
 
-Cash per currency and quantity per asset come from `rules` (§15.3), over the POSTED
-activities of the accounts that are rebuilt from activities (HOLDINGS-mode accounts are
-not, §15.5). Prices are the fake's stand-ins: a market quote set by a test, valued with
-§15.1's rule (a minor-unit currency wins), else the last activity's unit price.
-Decimals go out as JSON numbers, as the server's serde-float does.
+Cash per currency and quantity per asset come from `rules` (docs/upstream.md#cash-rules), over the
+POSTED activities of the accounts that are rebuilt from activities (HOLDINGS-mode accounts are
+not, docs/upstream.md#accounts). Prices are the fake's stand-ins: a market quote set by a test,
+valued with the quote-currency rule (docs/upstream.md#quote-currency: a minor-unit currency
+wins), else the last activity's unit price. Decimals go out as JSON numbers, as the server's serde-float does.
 
 A mixin of FakeWealthfolio: the caller holds `lock`.
 """
@@ -31,16 +31,18 @@ class HoldingsMixin:
     def set_market_quote(self, symbol: str, mic: str | None, price: Decimal | str,
                          currency: str) -> None:
         """The provider's latest quote for an asset, e.g. VUAG/XLON 92.15 GBP, VOD/XLON
-        71.2 GBp. Holdings then value the asset with §15.1's rule (minor unit wins)."""
+        71.2 GBp. Holdings then value the asset with the quote-currency rule
+        (docs/upstream.md#quote-currency) (minor unit wins)."""
         with self.lock:
             self.market_quotes[(symbol.upper(), (mic or "").upper())] = (Decimal(price), currency)
 
     def _compute_holdings(self, label: str, account_ids: set[str]) -> list[dict[str, Any]]:
-        # HOLDINGS-mode accounts are not rebuilt from activities (§15.5): posts there
-        # are stored and never move holdings.
+        # HOLDINGS-mode accounts are not rebuilt from activities (docs/upstream.md#accounts): posts
+        # there are stored and never move holdings.
         rebuilt = {i for i in account_ids
                    if self.accounts[i].get("trackingMode") != "HOLDINGS"}
-        # Cash and quantities by Wealthfolio's rules (wealthfolio_rules, §15.3), keyed by
+        # Cash and quantities by Wealthfolio's rules (wealthfolio_rules,
+        # docs/upstream.md#cash-rules), keyed by
         # asset id; prices and open dates are the fake's own valuation stand-ins.
         ledger = []
         for account_id in sorted(rebuilt):

@@ -1,6 +1,6 @@
 """What the fake answers: replies, the two error kinds, and the server's exact messages.
 
-Message texts are copied from the server (contracts/wealthfolio-api.md §3, §12, §15.6)
+Message texts are copied from the server (docs/upstream.md#errors)
 because the client matches on them ("Duplicate activity detected", "Record not found",
 "database is locked").
 """
@@ -92,7 +92,8 @@ def _json_default(value: Any) -> Any:
 
 
 def dec_str(value: Decimal | None) -> str | None:
-    """Decimal as the server returns it: the text that was stored, scale kept (§15.7)."""
+    """Decimal as the server returns it: the text that was stored, scale kept
+    (docs/upstream.md#server-quirks)."""
     if value is None:
         return None
     return format(value, "f")

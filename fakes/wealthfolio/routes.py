@@ -154,7 +154,8 @@ class RoutesMixin:
                                     "createdMappings": mappings, "errors": []})
 
     def _update_activity(self, req: IncomingRequest) -> Reply:
-        """PUT /activities (§5.4, §15.4): ActivityUpdate = id + the NewActivity fields.
+        """PUT /activities (docs/upstream.md#activities): ActivityUpdate = id + the NewActivity
+        fields.
 
         Like the server (activities_service.rs update_activity, repository.rs): the
         existing row is looked up first (unknown id → 400 "Record not found"); decimals
@@ -201,7 +202,7 @@ class RoutesMixin:
     def _search(self, req: IncomingRequest) -> Reply:
         """`page` (0-based) and `pageSize` required; `accountIdFilter` (one id or a
         list); date descending, then creation order; archived accounts never show;
-        `pageSize <= 0` returns everything (§15.7)."""
+        `pageSize <= 0` returns everything (docs/upstream.md#server-quirks)."""
         raw, shape = json_body(req)
         body = shape.obj(raw, "", "ActivitySearchBody")
         page = shape.req_int(body, "page")

@@ -1,4 +1,4 @@
-"""Wealthfolio v3's cash and holdings rules (contracts/wealthfolio-api.md §15.3), in one place.
+"""Wealthfolio v3's cash and holdings rules (docs/upstream.md#cash-rules), in one place.
 
 A pure function of activities: `compute_books(activities)` → cash per currency and
 quantity per asset, as Wealthfolio's snapshot service books them. Read from the server
@@ -29,8 +29,8 @@ booked in the account currency (× fxRate); without one, in its own currency (fl
 never sends fxRate). Every number is taken as its absolute value (the type gives the
 sign). Not modelled: option contract multipliers (the fake stores none: 1).
 
-Note on the §15.3 table: the server books a cash TRANSFER_IN as amount − fee (the table
-says +amount; they agree when there is no fee).
+Note on the cash-rules table (docs/upstream.md#cash-rules): the server books a cash TRANSFER_IN as
+amount − fee (the table says +amount; they agree when there is no fee).
 
 Keys: `asset_key` is whatever the caller uses to name an asset. The fake's /holdings
 uses its asset ids; `wealthfolio_books` uses "SYMBOL@MIC" (e.g. "VOD@XLON", "AAPL@XNAS"),

@@ -1,14 +1,14 @@
 """The fake's books: accounts, activities and assets, and the server's rules for writing them.
 
-Create (contracts/wealthfolio-api.md §12.4): validation in the core's order, dates to
+Create (docs/upstream.md#activities): validation in the core's order, dates to
 UTC, `.L`-style Yahoo suffixes to a MIC, GBp → GBP ÷ 100, absolute values, the global
 idempotency index (an explicit key, or a content hash) and its duplicate answer.
-Update and delete (§15.4), linking transfer legs (§5.4), and where the server differs
-from a naive reading (§15.7): a symbol sent with a cash activity links the asset;
-ETF/STOCK/FUND are stored as EQUITY; symbol and MIC are upper-cased before matching;
+Update and delete, linking transfer legs (docs/upstream.md#activities), and where the server differs
+from a naive reading (docs/upstream.md#server-quirks): a symbol sent with a cash activity links the
+asset; ETF/STOCK/FUND are stored as EQUITY; symbol and MIC are upper-cased before matching;
 unknown quoteMode strings and invalid metadata JSON (on create) are stored; archived
-and HOLDINGS-mode accounts accept posts (§15.5). The Yahoo suffix table is written from
-Wealthfolio's exchanges.json, never from flexsync's seeds.
+and HOLDINGS-mode accounts accept posts (docs/upstream.md#accounts). The Yahoo suffix table is
+written from Wealthfolio's exchanges.json, never from flexsync's seeds.
 
 A mixin of FakeWealthfolio: every method expects the caller to hold `lock`.
 """
@@ -43,7 +43,7 @@ ACTIVITY_TYPES = frozenset({
 })
 ASSET_REQUIRED_TYPES = frozenset({"BUY", "SELL", "SPLIT", "DIVIDEND", "ADJUSTMENT"})
 ASSET_REQUIRED_SUBTYPES = frozenset({"DRIP", "DIVIDEND_IN_KIND", "STAKING_REWARD"})
-# Instrument types the server stores as EQUITY (§15.7).
+# Instrument types the server stores as EQUITY (docs/upstream.md#server-quirks).
 EQUITY_ALIASES = {"ETF": "EQUITY", "STOCK": "EQUITY", "FUND": "EQUITY"}
 # Minor currency units the server converts to the major unit (amounts × 0.01).
 MINOR_UNITS = {"GBp": "GBP", "GBX": "GBP", "ZAc": "ZAR", "ZAC": "ZAR", "ILA": "ILS",
@@ -138,7 +138,8 @@ class StoreMixin:
             try:
                 metadata = json.loads(item["metadata"])
             except ValueError:
-                metadata = item["metadata"]  # stored as sent, not refused (§15.7)
+                # stored as sent, not refused (docs/upstream.md#server-quirks)
+                metadata = item["metadata"]
         self._seq += 1
         now = datetime.now(UTC)
         record = {
@@ -169,14 +170,15 @@ class StoreMixin:
                 raise DomainError(MSG_ASSET_REQUIRED)
             return None, None
         # A symbol sent with DEPOSIT/WITHDRAWAL/FEE/TAX/CREDIT links the asset on the
-        # create path (dropping it is the CSV import classifier's rule, §15.7).
+        # create path (dropping it is the CSV import classifier's rule,
+        # docs/upstream.md#server-quirks).
         assert sym is not None
         if not ticker:
             asset = self.assets.get(asset_id)
             if asset is None:
                 raise DomainError(MSG_NOT_FOUND)
             return asset, None
-        # Symbol and MIC are upper-cased before matching (§15.7).
+        # Symbol and MIC are upper-cased before matching (docs/upstream.md#server-quirks).
         ticker = ticker.upper()
         mic = (sym.get("exchangeMic") or "").strip().upper() or None
         if "." in ticker:

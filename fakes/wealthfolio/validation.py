@@ -214,7 +214,8 @@ def parse_new_activity(shape: BodyShape, raw: Any, path: str) -> dict[str, Any]:
         sym_obj = shape.obj(sym, sym_path, "SymbolInput")
         item["symbol"] = {k: shape.opt_str(sym_obj, k, sym_path) for k in (
             "symbol", "exchangeMic", "quoteCcy", "instrumentType", "kind", "name", "id")}
-        # An unknown quoteMode string is stored as sent, not refused (§15.7).
+        # An unknown quoteMode string is stored as sent, not refused
+        # (docs/upstream.md#server-quirks).
         item["symbol"]["quoteMode"] = shape.opt_str(sym_obj, "quoteMode", sym_path)
     return item
 

@@ -1,4 +1,4 @@
-"""Settings from the environment (SPEC §2), overridable by CLI flags.
+"""Settings from the environment (README.md#configuration), overridable by CLI flags.
 
 Secrets (the Flex token, the Wealthfolio password) are wrapped in `Secret`, whose
 str/repr never shows the value, so a settings object can be logged safely.

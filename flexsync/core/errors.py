@@ -1,4 +1,4 @@
-"""Error classes and the exit code each one maps to (SPEC §6).
+"""Error classes and the exit code each one maps to (README.md#exit-codes).
 
 Every error the program expects carries its exit code, so the CLI turns any of
 them into one clear line on stderr and the right code, never a traceback.

@@ -1,8 +1,10 @@
-"""IBKR Flex Web Service client: SendRequest, then poll GetStatement (contracts/ibkr-flex.md §2).
+"""IBKR Flex Web Service client: SendRequest, then poll GetStatement
+(docs/upstream.md#ibkr-flex-web-service).
 
 Our own httpx client rather than `ibflex.client`: that one re-sends HTTP errors in a
 tight loop, gives up after ~25 s, never retries 1001 and rejects envelopes whose
-timestamp zone is not EST/EDT (contract §2.4). Policy here (contract §2.6):
+timestamp zone is not EST/EDT (docs/upstream.md#flex-envelope). Policy here
+(docs/upstream.md#flex-retry-policy):
 
 * step 1 (SendRequest) retries transient codes a few times, 1018 after >= throttle;
 * step 2 (GetStatement) polls 1019/1009/1001/1004-1008/1021 with capped exponential

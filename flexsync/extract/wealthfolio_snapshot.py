@@ -1,4 +1,5 @@
-"""Snapshot the Wealthfolio activities of one account into raw_wealthfolio (SPEC §3.5).
+"""Snapshot the Wealthfolio activities of one account into raw_wealthfolio
+(docs/analysts.md#raw-and-bookkeeping-tables).
 
 Every snapshot fetches every page of POST /api/v1/activities/search and adds one
 `raw_wealthfolio.snapshots` row (even when nothing changed or the account is empty).

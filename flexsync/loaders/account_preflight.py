@@ -1,4 +1,4 @@
-"""Check the Wealthfolio accounts before anything is posted (contracts/wealthfolio-api.md §15.5).
+"""Check the Wealthfolio accounts before anything is posted (docs/upstream.md#accounts).
 
 Wealthfolio accepts activities in an archived, inactive or HOLDINGS-mode account and then
 ignores them (HOLDINGS accounts are skipped when holdings are rebuilt from activities;

@@ -3,7 +3,7 @@
 Rows are written one at a time, straight after each answer, so a crash mid-run
 loses at most the activity in flight (and that one is caught by the idempotency
 key next time). Status is 'posted', 'already_present' or 'failed'; an id with a
-'posted' or 'already_present' row is settled and is never posted again (SPEC §5).
+'posted' or 'already_present' row is settled and is never posted again (README.md#how-it-works).
 A correction (marts.activity_corrections: IBKR took back what was posted) appends
 'deleted', with the reason in `error`; the id stays settled, so it is never re-posted.
 """

@@ -1,4 +1,5 @@
-"""Push position drift, cash drift and run figures to a Prometheus Pushgateway (SPEC §5).
+"""Push position drift, cash drift and run figures to a Prometheus Pushgateway
+(docs/operations.md#alerts-and-metrics).
 
 Metrics are built with prometheus-client and sent with `push_to_gateway` (HTTP PUT),
 which replaces the whole group: a position closed since the last run has no series

@@ -1,4 +1,4 @@
-"""The Wealthfolio activity API flexsync uses (contracts/wealthfolio-api.md): search an
+"""The Wealthfolio activity API flexsync uses (docs/upstream.md#wealthfolio): search an
 account's activities, check idempotency keys, create, update, delete and link
 activities, list the accounts (the preflight). Login, the session cache and retries:
 wealthfolio_session.
@@ -159,7 +159,7 @@ class WealthfolioClient(WealthfolioSession):
 
     def update_activity(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """PUT /activities with an ActivityUpdate (`id` + the NewActivity fields) → the
-        updated Activity (§5.4, §15.4).
+        updated Activity (docs/upstream.md#activities).
 
         Decimals are patched by the server: leave a key out to keep the stored value,
         send null to clear it. Wealthfolio keeps the idempotencyKey, sourceSystem,

@@ -38,8 +38,8 @@ class Answer:
         return head if message in ("", self.reason) else f"{head}: {message}"
 
 
-# Wealthfolio maps every core error to 400 (§15.6), a locked SQLite database and an
-# exhausted connection pool included; those pass, so they are retried (bounded).
+# Wealthfolio maps every core error to 400 (docs/upstream.md#errors), a locked SQLite database and
+# an exhausted connection pool included; those pass, so they are retried (bounded).
 _TRANSIENT_400 = re.compile(
     r"database( table)? is locked|database is busy|timed out waiting for connection",
     re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""Post `marts.activities_to_post` to Wealthfolio, one activity at a time (SPEC §5).
+"""Post `marts.activities_to_post` to Wealthfolio, one activity at a time (README.md#how-it-works).
 
 For each row: `POST /api/v1/activities` with `idempotencyKey` = the external id,
 `sourceSystem` IBKR and `sourceRecordId` = the IBKR id. The batch is pre-checked

@@ -1,5 +1,5 @@
 """From a `marts.activities_to_post` row to the Wealthfolio NewActivity it becomes
-(contracts/wealthfolio-api.md §5): the row as read (money as Decimal, never float),
+(docs/upstream.md#activities): the row as read (money as Decimal, never float),
 the wire forms of numbers, dates and symbols, and the payload itself.
 
 `idempotencyKey` is the external id, `sourceSystem` IBKR and `sourceRecordId` the IBKR
@@ -22,7 +22,7 @@ from flexsync.core.errors import DbtError
 
 MART = "marts.activities_to_post"
 SOURCE_SYSTEM = "IBKR"
-# `ticker` (the bare ticker, SPEC §4.1 extension) is read when present.
+# `ticker` (the bare ticker, docs/analysts.md#marts) is read when present.
 REQUIRED_COLUMNS = (
     "external_id", "wf_account_id", "source_id", "activity_type", "subtype", "activity_at",
     "activity_date", "symbol", "exchange_mic", "quote_currency", "quantity", "unit_price",
@@ -47,7 +47,7 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class ActivityRow:
-    """One row of marts.activities_to_post (SPEC §4.1)."""
+    """One row of marts.activities_to_post (docs/analysts.md#marts)."""
 
     external_id: str
     wf_account_id: str | None
@@ -111,7 +111,7 @@ def read_activities_to_post(con: duckdb.DuckDBPyConnection) -> list[ActivityRow]
         raise DbtError(f"{MART} does not exist: run `flexsync transform` first") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in [d[0] for d in probe.description]]
     if missing:
-        raise DbtError(f"{MART} lacks column(s) {', '.join(missing)} (SPEC §4.1)")
+        raise DbtError(f"{MART} lacks column(s) {', '.join(missing)} (docs/analysts.md#marts)")
     cursor = con.execute(
         f"select * from {MART} order by activity_date, activity_at nulls first, external_id")
     names = [d[0] for d in cursor.description]
@@ -210,7 +210,7 @@ def symbol_object(row: ActivityRow) -> dict[str, str]:
 
 
 def build_payload(row: ActivityRow, default_account_id: str | None = None) -> dict[str, Any]:
-    """The NewActivity body for one mart row (contract §5.2)."""
+    """The NewActivity body for one mart row (docs/upstream.md#activities)."""
     account_id = row.wf_account_id or default_account_id
     if not account_id:
         raise PayloadError("no Wealthfolio account id (IBKR_ACCOUNT_ID)")

@@ -1,4 +1,4 @@
-"""A session with the Wealthfolio v3 web server (contracts/wealthfolio-api.md): login,
+"""A session with the Wealthfolio v3 web server (docs/upstream.md#wealthfolio): login,
 the session cache, and one call with its re-login and retries.
 
 Auth: password login only (Wealthfolio has no username). The session token comes
@@ -7,7 +7,7 @@ from `accessToken` in the login body (v3.0.x) or from the `wf_session` cookie
 (mode 0600) and reused across runs. A 401 triggers one fresh login per call.
 Login 429s are waited out as the server asks, within a bound. A login 404
 "Authentication is not configured" is checked before it is believed: Wealthfolio 3.4
-answers the same on an OIDC-only server that still requires tokens (§15.6).
+answers the same on an OIDC-only server that still requires tokens (docs/upstream.md#auth).
 
 Retries: 5xx, 429, the 400s Wealthfolio maps a locked database to, timeouts, dropped
 connections and unparseable JSON are retried with capped exponential backoff (at most
@@ -170,8 +170,8 @@ class WealthfolioSession:
 
     def _confirm_auth_off(self) -> None:
         """Login said "Authentication is not configured". On 3.4 an OIDC-only server says
-        the same and still requires tokens (§15.6): believe it only when the server's
-        status does not report OIDC and a protected read works without a token."""
+        the same and still requires tokens (docs/upstream.md#auth): believe it only when the
+        server's status does not report OIDC and a protected read works without a token."""
         status: dict[str, Any] = {}
         try:
             answer = read_answer(self._http.get("/auth/status"))

@@ -105,7 +105,7 @@ MART_COLUMNS = (
 
 def write_activities_to_post(con: duckdb.DuckDBPyConnection,
                              rows: list[dict[str, Any]]) -> None:
-    """Stand-in for the dbt mart (SPEC §4.1): same columns, DECIMAL money."""
+    """Stand-in for the dbt mart (docs/analysts.md#marts): same columns, DECIMAL money."""
     con.execute(ACTIVITIES_TO_POST_DDL)
     for row in rows:
         con.execute(

@@ -373,7 +373,7 @@ def _id(value: str | None) -> str | None:
 
 @dataclass
 class Expectations:
-    """What the marts must account for, from the generated rows (SPEC §4 filters).
+    """What the marts must account for, from the generated rows (docs/mapping.md#which-rows-count).
 
     An execution with ids is identified by its transactionID, else its tradeID; the
     latest version of an identity wins (dedup). Execution k is accounted for when its

@@ -43,7 +43,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.report import LEDGER
 
-MEMORY_BOUND_MIB = 256  # the CronJob pod's limit (SPEC)
+MEMORY_BOUND_MIB = 256  # the CronJob pod's limit (docs/deployment.md#cronjob)
 LANDING_EXAMPLES = 40
 TRANSFORM_BATCH = 24  # generated statements in the one dbt build
 _LEDGER: Counter[str] = Counter()  # landing examples by outcome, for the report row
@@ -183,7 +183,7 @@ def _check_marts(data_dir: Path, docs: list[Document]) -> tuple[list[str], int, 
     for k in sorted(expect.executions):
         trade_id, tx_id = flexgen.TRADE_IDS[k], flexgen.TRANSACTION_IDS[k]
         if k in expect.cancel_related:
-            continue  # a cancellation pair may drop out (SPEC §4)
+            continue  # a cancellation pair may drop out (docs/mapping.md#cancellations)
         if not (f"ibkr:trade:{trade_id}" in fct or ("trade", trade_id) in unmapped_ids
                 or ("trade", f"trade:tx:{tx_id}") in unmapped_keys):
             problems.append(f"execution {trade_id}/{tx_id} silently dropped")
