@@ -483,3 +483,52 @@ def test_fifteen_thousand_activities_stay_well_under_the_pod_memory(tmp_path: Pa
     assert probe.returncode == 0, probe.stderr[-2000:]
     peak_mib = int(probe.stdout.split()[-1]) / 1024
     assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_state_view_rebuilds_each_account_from_its_full_and_later_snapshots(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    """The one home of the current-state rule (raw_wealthfolio.activity_state_versions):
+    the latest full snapshot (kind NULL, as written before changes-only snapshots: f1; the
+    older full f0 and the changes snapshot c0 before f1 are not read) plus the later
+    'changes' snapshots, newest version per id — a1 updated in c1, a2 tombstoned in c1 and
+    re-added in c2, a3 tombstoned in c2, a4 new in c2 — and the id-less rows of the latest
+    snapshot (c3) only. acc2 never had a full snapshot: all its snapshots make its state.
+    dbt's staging model reads the same view, so it shows the same rows."""
+    snapshots = [("f0", "2025-01-01", "acc", None), ("c0", "2025-01-15", "acc", "changes"),
+                 ("f1", "2025-02-01", "acc", None), ("c1", "2025-03-01", "acc", "changes"),
+                 ("c2", "2025-04-01", "acc", "changes"), ("c3", "2025-05-01", "acc", "changes"),
+                 ("d1", "2025-03-01", "acc2", "changes"), ("d2", "2025-06-01", "acc2", "changes")]
+    for snapshot_id, at, account, kind in snapshots:
+        wf_warehouse.execute(
+            "insert into raw_wealthfolio.snapshots (snapshot_id, snapshot_at, wf_account_id, "
+            "kind) values (?, ?, ?, ?)", [snapshot_id, at, account, kind])
+    versions = [  # (snapshot, id, account, quantity, comment, deleted)
+        ("f0", "a0", "acc", "1", "gone-before-f1", None),
+        ("c0", "a9", "acc", "9", "before-f1", None),
+        ("f1", "a1", "acc", "10", None, None), ("f1", "a2", "acc", "100", None, None),
+        ("f1", "a3", "acc", "5", None, None), ("f1", None, "acc", None, "no-id-f1", None),
+        ("c1", "a1", "acc", "12", None, False), ("c1", "a2", "acc", "100", None, True),
+        ("c1", None, "acc", None, "no-id-c1", False), ("c2", "a2", "acc", "150", None, False),
+        ("c2", "a3", "acc", "5", None, True), ("c2", "a4", "acc", "2", None, False),
+        ("c2", None, "acc", None, "no-id-c2", False), ("c3", None, "acc", None, "no-id-c3", False),
+        ("d1", "b1", "acc2", "1", None, False), ("d1", "b2", "acc2", "3", None, False),
+        ("d2", "b1", "acc2", "2", None, False),
+    ]
+    for snapshot_id, activity_id, account, quantity, comment, deleted in versions:
+        wf_warehouse.execute(
+            "insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, id, account_id,"
+            " quantity, comment, _deleted, raw_json) values (?, now(), ?, ?, ?, ?, ?, ?)",
+            [snapshot_id, activity_id, account, quantity, comment, deleted,
+             json.dumps([snapshot_id, activity_id, comment])])
+    current = wf_warehouse.execute(
+        "select state_account_id, id, _snapshot_id, state_snapshot_id, quantity, comment "
+        "from raw_wealthfolio.activity_state_versions "
+        "where is_current and not coalesce(_deleted, false) order by all").fetchall()
+    assert current == [
+        ("acc", "a1", "c1", "c3", "12", None),
+        ("acc", "a2", "c2", "c3", "150", None),
+        ("acc", "a4", "c2", "c3", "2", None),
+        ("acc", None, "c3", "c3", None, "no-id-c3"),
+        ("acc2", "b1", "d2", "d2", "2", None),
+        ("acc2", "b2", "d1", "d2", "3", None),
+    ]

@@ -4,7 +4,8 @@ Cash per currency and quantity per asset come from `rules` (docs/upstream.md#cas
 POSTED activities of the accounts that are rebuilt from activities (HOLDINGS-mode accounts are
 not, docs/upstream.md#accounts). Prices are the fake's stand-ins: a market quote set by a test,
 valued with the quote-currency rule (docs/upstream.md#quote-currency: a minor-unit currency
-wins), else the last activity's unit price. Decimals go out as JSON numbers, as the server's serde-float does.
+wins), else the last activity's unit price. Decimals go out as JSON numbers, as the server's
+serde-float does.
 
 A mixin of FakeWealthfolio: the caller holds `lock`.
 """

@@ -196,6 +196,66 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# The one home of "the current state of a Wealthfolio account" (the snapshot extractor
+# diffs against it, staging.stg_wealthfolio__activities reads it, analysts may query it).
+# Per account: the rows of its latest full snapshot (kind 'full' or NULL — snapshots taken
+# before `kind` existed held every activity) and of every 'changes' snapshot after it (no
+# full snapshot: all of them); per activity id the newest version (a full snapshot that
+# repeated a row across pages holds two: the lowest md5(raw_json) wins). `is_current` marks
+# that version, or an id-less row of the latest snapshot; a current tombstone (_deleted)
+# means the activity is gone. Snapshots are ordered by (snapshot_at, snapshot_id).
+# Recreated by every ensure_schema, after the column additions: a view fixes `*` when made.
+WEALTHFOLIO_STATE_VIEW = """
+create or replace view raw_wealthfolio.activity_state_versions as
+with ranked_snapshots as (
+    select
+        snapshot_id,
+        wf_account_id,
+        snapshot_at,
+        coalesce(kind, 'full') as kind,
+        row_number() over (
+            partition by wf_account_id order by snapshot_at desc, snapshot_id desc
+        ) as recency
+    from raw_wealthfolio.snapshots
+),
+latest_full_snapshots as (
+    select wf_account_id, min(recency) as recency
+    from ranked_snapshots
+    where kind = 'full'
+    group by wf_account_id
+),
+state_snapshots as (
+    select
+        ranked.snapshot_id,
+        ranked.wf_account_id,
+        ranked.recency,
+        latest.snapshot_id as state_snapshot_id,
+        latest.snapshot_at as state_snapshot_at
+    from ranked_snapshots as ranked
+    inner join ranked_snapshots as latest
+        on ranked.wf_account_id is not distinct from latest.wf_account_id and latest.recency = 1
+    left join latest_full_snapshots as latest_full
+        on ranked.wf_account_id is not distinct from latest_full.wf_account_id
+    where latest_full.recency is null or ranked.recency <= latest_full.recency
+)
+select
+    activities.*,
+    state_snapshots.wf_account_id as state_account_id,
+    state_snapshots.recency,
+    state_snapshots.state_snapshot_id,
+    state_snapshots.state_snapshot_at,
+    case
+        when activities.id is null then state_snapshots.recency = 1
+        else row_number() over (
+            partition by state_snapshots.state_snapshot_id, activities.id
+            order by state_snapshots.recency, md5(activities.raw_json)
+        ) = 1
+    end as is_current
+from raw_wealthfolio.activities as activities
+inner join state_snapshots on activities._snapshot_id = state_snapshots.snapshot_id
+"""
+
+
 def _core_table_ddl() -> str:
     statements = []
     for table, columns in CORE_SECTION_COLUMNS.items():
@@ -255,6 +315,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for table, column, typ in _WEALTHFOLIO_ADDED_COLUMNS:
         con.execute(f"alter table raw_wealthfolio.{table} add column if not exists {column} {typ}")
     con.execute(_core_table_ddl())
+    con.execute(WEALTHFOLIO_STATE_VIEW)
 
 
 def prepare_data_dir(data_dir: Path) -> None:

@@ -8,14 +8,11 @@ a row is appended, under the snapshot's id and time, when an activity first
 appears, when its content changes (`_row_hash` differs), or when it disappears
 (a tombstone, `_deleted` = true). Activities without an id cannot be diffed and
 are appended by every snapshot. `stg_wealthfolio__activities` rebuilds the
-current state; `_latest_versions_sql` here applies the same rule to diff against it.
+current state; both read the rule from its one home, the view
+raw_wealthfolio.activity_state_versions (flexsync/core/warehouse.py).
 
-The state of an account: the rows of its latest 'full' snapshot (kind NULL: written
-before snapshots held only changes, each held every activity), overridden by the
-latest version per activity id from the 'changes' snapshots taken after it, minus
-tombstoned ids; rows without an id come from the latest snapshot only. Snapshots
-are ordered by (snapshot_at, snapshot_id); a new snapshot's time is kept strictly
-after the account's latest one, so a clock stepping back cannot reorder them.
+Snapshots are ordered by (snapshot_at, snapshot_id); a new snapshot's time is kept
+strictly after the account's latest one, so a clock stepping back cannot reorder them.
 
 Values are kept as Wealthfolio sent them: decimals stay strings, and the whole
 ActivityDetails object is kept in `raw_json`.
@@ -102,41 +99,19 @@ def row_hash_sql(alias: str) -> str:
 
 
 def _latest_versions_sql(account_param: str) -> str:
-    """The newest version of every activity id in the account's state, narrow: id, the
-    snapshot it came from, its hash (computed for rows landed before hashes existed)
-    and whether it is a tombstone. Duplicates of an id inside one
-    snapshot (an old full one repeated a row across pages): the lowest md5(raw_json)."""
+    """The newest version of every activity id in the account's state (the rule's one
+    home: warehouse.WEALTHFOLIO_STATE_VIEW), narrow: id, the snapshot it came from, its
+    hash (computed for rows landed before hashes existed) and whether it is a tombstone."""
     return f"""
-        with ranked_snapshots as (
-            select
-                snapshot_id,
-                coalesce(kind, 'full') as kind,
-                row_number() over (order by snapshot_at desc, snapshot_id desc) as recency
-            from raw_wealthfolio.snapshots
-            where wf_account_id = {account_param}
-        ),
-        state_snapshots as (
-            -- the latest full snapshot and every (changes) snapshot after it
-            select snapshot_id, recency
-            from ranked_snapshots
-            where recency <= coalesce(
-                (select min(recency) from ranked_snapshots where kind = 'full'), recency)
-        ),
-        versions as (
-            select
-                activities.id,
-                activities._snapshot_id,
-                state_snapshots.recency,
-                coalesce(activities._row_hash, {row_hash_sql('activities')}) as _row_hash,
-                coalesce(activities._deleted, false) as _deleted,
-                md5(activities.raw_json) as _raw_md5
-            from raw_wealthfolio.activities as activities
-            inner join state_snapshots on activities._snapshot_id = state_snapshots.snapshot_id
-            where activities.id is not null
-        )
-        select id, _snapshot_id, _row_hash, _deleted
-        from versions
-        qualify row_number() over (partition by id order by recency, _raw_md5) = 1
+        select
+            versions.id,
+            versions._snapshot_id,
+            coalesce(versions._row_hash, {row_hash_sql('versions')}) as _row_hash,
+            coalesce(versions._deleted, false) as _deleted
+        from raw_wealthfolio.activity_state_versions as versions
+        where versions.state_account_id = {account_param}
+            and versions.id is not null
+            and versions.is_current
     """
 
 

@@ -1,12 +1,10 @@
 {#- One row per activity of each account's current Wealthfolio state, typed, with the
     canonical symbol (Wealthfolio returns LSE assets as 'VOD' + MIC 'XLON': that is
-    'VOD.L'). raw_wealthfolio.activities holds one row per activity version: appended
-    when an activity first appears, changes, or disappears (a tombstone). The state of
-    an account is rebuilt here: the rows of its latest full snapshot (kind 'full' or
-    NULL: snapshots taken before kind existed held every activity), overridden by the
-    latest version per activity id from the 'changes' snapshots after it, tombstoned ids
-    dropped; rows without an id come from the latest snapshot only. The snapshot
-    extractor (flexsync/extract/wealthfolio_snapshot.py) diffs against the same state. -#}
+    'VOD.L'). raw_wealthfolio.activities holds one row per activity version (appended
+    when an activity first appears, changes, or disappears: a tombstone); which versions
+    make an account's current state is decided in one place, the warehouse view
+    raw_wealthfolio.activity_state_versions (flexsync/core/warehouse.py), which the
+    snapshot extractor diffs against too. -#}
 {#- A table, not a view: the holdings, the drift and their tests read the state several
     times, and re-planning the reconstruction each time ran out of dbt's DuckDB memory
     limit with 5 years of snapshots. The drift rebuild after posting rebuilds it. -#}
@@ -14,15 +12,9 @@
 
 with
 
-snapshots as (
+versions as (
 
-    select * from {{ source('wealthfolio', 'snapshots') }}
-
-),
-
-activities as (
-
-    select * from {{ source('wealthfolio', 'activities') }}
+    select * from {{ source('wealthfolio', 'activity_state_versions') }}
 
 ),
 
@@ -32,104 +24,12 @@ exchanges as (
 
 ),
 
--- Each account's snapshots, newest first (recency 1 = the latest).
-ranked_snapshots as (
-
-    select
-        snapshots.snapshot_id,
-        snapshots.wf_account_id,
-        snapshots.snapshot_at,
-        coalesce(snapshots.kind, 'full') as kind,
-        row_number() over (
-            partition by snapshots.wf_account_id
-            order by snapshots.snapshot_at desc, snapshots.snapshot_id desc
-        ) as recency
-    from snapshots
-
-),
-
-latest_snapshots as (
-
-    select
-        ranked_snapshots.wf_account_id,
-        ranked_snapshots.snapshot_id,
-        ranked_snapshots.snapshot_at
-    from ranked_snapshots
-    where ranked_snapshots.recency = 1
-
-),
-
-latest_full_snapshots as (
-
-    select
-        ranked_snapshots.wf_account_id,
-        min(ranked_snapshots.recency) as recency
-    from ranked_snapshots
-    where ranked_snapshots.kind = 'full'
-    group by ranked_snapshots.wf_account_id
-
-),
-
--- The snapshots an account's state is made of: its latest full snapshot and every
--- snapshot after it (all 'changes'); without a full snapshot, all of them.
-state_snapshots as (
-
-    select
-        ranked_snapshots.snapshot_id,
-        ranked_snapshots.recency,
-        latest_snapshots.snapshot_id as state_snapshot_id,
-        latest_snapshots.snapshot_at as state_snapshot_at
-    from ranked_snapshots
-    inner join latest_snapshots
-        on ranked_snapshots.wf_account_id is not distinct from latest_snapshots.wf_account_id
-    left join latest_full_snapshots
-        on
-            ranked_snapshots.wf_account_id
-            is not distinct from latest_full_snapshots.wf_account_id
-    where
-        latest_full_snapshots.recency is null
-        or ranked_snapshots.recency <= latest_full_snapshots.recency
-
-),
-
-versions as (
-
-    select
-        activities.*,
-        state_snapshots.recency,
-        state_snapshots.state_snapshot_id,
-        state_snapshots.state_snapshot_at
-    from activities
-    inner join state_snapshots
-        on activities._snapshot_id = state_snapshots.snapshot_id
-
-),
-
--- The newest version of each activity id (a full snapshot that repeated a row across
--- pages holds two: the lowest md5(raw_json) wins, as in the extractor).
-latest_versions as (
-
-    select *
-    from versions
-    where versions.id is not null
-    qualify row_number() over (
-            partition by versions.state_snapshot_id, versions.id
-            order by versions.recency, md5(versions.raw_json)
-        ) = 1
-
-),
-
+-- The current version of each activity; a current tombstone means it is gone.
 current_state as (
 
     select *
-    from latest_versions
-    where not coalesce(latest_versions._deleted, false)
-
-    union all
-
-    select *
     from versions
-    where versions.id is null and versions.recency = 1
+    where versions.is_current and not coalesce(versions._deleted, false)
 
 ),
 
