@@ -13,6 +13,7 @@ from typing import Final
 
 import httpx
 
+from flexsync.core.http_body import send_capped
 from flexsync.extract.flex_envelope import clean_text
 from flexsync.extract.flex_errors import (
     FlexClientError,
@@ -125,23 +126,11 @@ class FlexTransport:
                step: str) -> httpx.Response:
         """GET, reading the (decompressed) body in chunks up to the cap."""
         request = http.build_request("GET", url, params=params)
-        response = http.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes(1 << 16):
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise FlexResponseTooLargeError(
-                        f"IBKR Flex {step}: the answer from {redacted_url(url)} exceeds "
-                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
-                        "(a runaway or hostile body); nothing was landed")
-                chunks.append(chunk)
-            # The body, as read() would have stored it (so .content and .text work).
-            response._content = b"".join(chunks)
-        finally:
-            response.close()
-        return response
+        too_large = FlexResponseTooLargeError(
+            f"IBKR Flex {step}: the answer from {redacted_url(url)} exceeds "
+            f"{self.max_response_bytes // (1 << 20)} MiB once decompressed "
+            "(a runaway or hostile body); nothing was landed")
+        return send_capped(http, request, self.max_response_bytes, lambda: too_large)
 
     def _http_refusal(self, step: str, where: str, response: httpx.Response) -> str:
         status = response.status_code

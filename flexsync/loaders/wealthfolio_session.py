@@ -37,6 +37,7 @@ import httpx
 
 from flexsync.core.config import Secret
 from flexsync.core.errors import WealthfolioError
+from flexsync.core.http_body import send_capped
 from flexsync.core.logs import register_secret
 from flexsync.loaders.wealthfolio_http import (
     RETRYABLE_STATUS,
@@ -323,23 +324,11 @@ class WealthfolioSession:
         """One request, its (decompressed) body read in chunks up to the cap."""
         request = self._http.build_request(method, path, json=body, params=params,
                                            headers=headers)
-        response = self._http.send(request, stream=True)
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes(1 << 16):
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise WealthfolioError(
-                        f"Wealthfolio {what}: the answer exceeds "
-                        f"{self.max_response_bytes // (1 << 20)} MiB once decompressed (a "
-                        "runaway or hostile body); stopped reading it")
-                chunks.append(chunk)
-            # The body, as read() would have stored it (so .content and .text work).
-            response._content = b"".join(chunks)
-        finally:
-            response.close()
-        return response
+        too_large = WealthfolioError(
+            f"Wealthfolio {what}: the answer exceeds "
+            f"{self.max_response_bytes // (1 << 20)} MiB once decompressed (a "
+            "runaway or hostile body); stopped reading it")
+        return send_capped(self._http, request, self.max_response_bytes, lambda: too_large)
 
     def _backoff(self, failures: int, what: str, why: str,
                  asked: float | None = None) -> None:
