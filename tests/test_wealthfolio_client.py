@@ -17,7 +17,7 @@ import pytest
 from fakes.wealthfolio import FakeWealthfolio, Fault, json_reply
 from flexsync.core.config import Secret, Settings
 from flexsync.core.errors import WealthfolioError
-from flexsync.loaders.wealthfolio_client import ActivityNotFoundError, WealthfolioClient
+from flexsync.loaders.wealthfolio_client import WealthfolioClient
 from flexsync.loaders.wealthfolio_http import read_answer
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD, SleepRecorder
 
@@ -386,43 +386,7 @@ def test_secrets_never_logged(make_wf_client: MakeClient, fake_wealthfolio: Fake
         assert session not in text
 
 
-# ----------------------------------------------------------------------------- update, delete, link
-
-
-def test_update_activity_patches_and_marks_user_modified(
-        wf_client: WealthfolioClient, wf_account_id: str) -> None:
-    created = wf_client.create_activity(_buy(wf_account_id, "ibkr:up:1", fee="2"))
-    assert created.activity_id is not None
-    updated = wf_client.update_activity({
-        "id": created.activity_id, "accountId": wf_account_id, "activityType": "BUY",
-        "activityDate": "2025-03-14", "currency": "USD", "unitPrice": "11", "fee": None,
-        "symbol": {"symbol": "AAPL", "exchangeMic": "XNAS"}})
-    assert updated["id"] == created.activity_id
-    assert (updated["quantity"], updated["unitPrice"], updated["fee"]) == ("1", "11", None)
-    assert updated["isUserModified"] is True
-    assert updated["idempotencyKey"] == "ibkr:up:1"
-
-
-def test_update_unknown_activity_is_a_distinct_error(wf_client: WealthfolioClient,
-                                                     wf_account_id: str) -> None:
-    with pytest.raises(ActivityNotFoundError) as caught:
-        wf_client.update_activity({"id": "no-such-id", "accountId": wf_account_id,
-                                   "activityType": "DEPOSIT", "activityDate": "2025-03-14",
-                                   "currency": "USD", "amount": "1"})
-    assert caught.value.activity_id == "no-such-id"
-    assert isinstance(caught.value, WealthfolioError)
-    with pytest.raises(WealthfolioError, match="needs the activity's `id`"):
-        wf_client.update_activity({"accountId": wf_account_id})
-
-
-def test_update_refusal_names_the_server_message(wf_client: WealthfolioClient,
-                                                 wf_account_id: str) -> None:
-    created = wf_client.create_activity(_buy(wf_account_id, "ibkr:up:2"))
-    with pytest.raises(WealthfolioError, match="Invalid date format") as caught:
-        wf_client.update_activity({"id": created.activity_id, "accountId": wf_account_id,
-                                   "activityType": "BUY", "activityDate": "14/03/2025",
-                                   "currency": "USD", "symbol": {"symbol": "AAPL"}})
-    assert not isinstance(caught.value, ActivityNotFoundError)
+# ----------------------------------------------------------------------------- delete
 
 
 def test_delete_activity_and_already_gone(wf_client: WealthfolioClient,
@@ -452,28 +416,7 @@ def test_delete_is_retried_and_a_lost_answer_converges(
     assert wf_sleep.calls
 
 
-def test_link_activities_pairs_two_accounts_and_refuses_one(
-        wf_client: WealthfolioClient, fake_wealthfolio: FakeWealthfolio,
-        wf_account_id: str) -> None:
-    other = fake_wealthfolio.create_account("Bank", "GBP")["id"]
 
-    def transfer(account: str, kind: str, key: str) -> str:
-        outcome = wf_client.create_activity({
-            "accountId": account, "activityType": kind, "activityDate": "2025-03-01",
-            "currency": "GBP", "amount": "10", "idempotencyKey": key})
-        assert outcome.activity_id is not None
-        return outcome.activity_id
-
-    out_id = transfer(wf_account_id, "TRANSFER_OUT", "t:1")
-    in_id = transfer(other, "TRANSFER_IN", "t:2")
-    same_in = transfer(wf_account_id, "TRANSFER_IN", "t:3")
-    pair = wf_client.link_activities(out_id, in_id)
-    assert [a["id"] for a in pair] == [in_id, out_id]
-    assert pair[0]["sourceGroupId"] == pair[1]["sourceGroupId"] is not None
-    with pytest.raises(WealthfolioError, match="already linked"):
-        wf_client.link_activities(out_id, same_in)
-    with pytest.raises(WealthfolioError, match="share the same account"):
-        wf_client.link_activities(transfer(wf_account_id, "TRANSFER_OUT", "t:4"), same_in)
 # ----------------------------------------------------------------------------- issue 14
 
 

@@ -32,14 +32,6 @@ _DUPLICATE_ID = re.compile(r"already exists \(id: ([^)\s]+)\)")
 # --------------------------------------------------------------------------- results
 
 
-class ActivityNotFoundError(WealthfolioError):
-    """Wealthfolio has no activity with that id (400 "…Record not found…")."""
-
-    def __init__(self, message: str, activity_id: str) -> None:
-        super().__init__(message)
-        self.activity_id = activity_id
-
-
 @dataclass(frozen=True)
 class CreateOutcome:
     """What happened to one POST /activities."""
@@ -157,32 +149,6 @@ class WealthfolioClient(WealthfolioSession):
             return CreateOutcome("already_present", activity_id)
         return CreateOutcome("failed", error=answer.describe())
 
-    def update_activity(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT /activities with an ActivityUpdate (`id` + the NewActivity fields) → the
-        updated Activity (docs/upstream.md#activities).
-
-        Decimals are patched by the server: leave a key out to keep the stored value,
-        send null to clear it. Wealthfolio keeps the idempotencyKey, sourceSystem,
-        sourceRecordId, sourceGroupId and createdAt, and marks the row isUserModified;
-        a missing `status` becomes POSTED and a missing `symbol` makes it a cash row, so
-        send both. Raises ActivityNotFoundError when Wealthfolio answers "Record not
-        found" (an unknown id; the server gives the same answer for an unknown
-        accountId), WealthfolioError for any other refusal. Retried like every call (a
-        PUT repeats harmlessly)."""
-        activity_id = payload.get("id")
-        if not isinstance(activity_id, str) or not activity_id:
-            raise WealthfolioError("update_activity needs the activity's `id`")
-        answer = self._call("PUT", "/activities", dict(payload), what="PUT /activities")
-        if self._not_found(answer):
-            raise ActivityNotFoundError(
-                f"Wealthfolio has no activity {activity_id} to update ({answer.describe()})",
-                activity_id)
-        data = self._ok(answer, f"update activity {activity_id}").data
-        if not isinstance(data, dict) or data.get("id") != activity_id:
-            raise WealthfolioError(
-                f"Wealthfolio answered the update of {activity_id} without that activity")
-        return data
-
     def delete_activity(self, activity_id: str) -> dict[str, Any] | None:
         """DELETE /activities/{id} → the deleted Activity; None when Wealthfolio has no
         such activity (already deleted, e.g. by a retried call whose answer was lost).
@@ -199,24 +165,6 @@ class WealthfolioClient(WealthfolioSession):
         if not isinstance(data, dict) or data.get("id") != activity_id:
             raise WealthfolioError(
                 f"Wealthfolio answered the delete of {activity_id} without that activity")
-        return data
-
-    def link_activities(self, a_id: str, b_id: str) -> list[dict[str, Any]]:
-        """POST /activities/link → [TRANSFER_IN, TRANSFER_OUT] (that order, whatever the
-        order of the ids), now sharing a new sourceGroupId.
-
-        Wealthfolio links only one TRANSFER_IN and one TRANSFER_OUT of two DIFFERENT
-        accounts, neither already linked: an FX conversion within one account cannot be
-        linked afterwards; create its legs with a shared `sourceGroupId` instead. Any
-        refusal (including an unknown id) raises WealthfolioError with the server's
-        message."""
-        answer = self._call("POST", "/activities/link",
-                            {"activityAId": a_id, "activityBId": b_id},
-                            what="POST /activities/link")
-        data = self._ok(answer, f"link activities {a_id} and {b_id}").data
-        if not isinstance(data, list) or len(data) != 2 or not all(
-                isinstance(item, dict) for item in data):
-            raise WealthfolioError("Wealthfolio link answer is not a pair of activities")
         return data
 
     @staticmethod
