@@ -229,6 +229,11 @@ def _invoke_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> An
     _use_fork_locks()
     from dbt.cli.main import dbtRunner
 
+    heap_trim = _trim_heap()
+    if heap_trim is not None:
+        # What the run freed before dbt (the warehouse's DuckDB instance, the run record)
+        # goes back to the kernel now rather than under dbt's peak.
+        heap_trim(0)
     try:
         callbacks = _trim_after_nodes() if trim else []
         return dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
