@@ -452,8 +452,10 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         verdicts.append(("(info) backfill transform peak RSS ≤ 256 MiB",
                          f"{rss:.0f} MiB (worst run)",
                          _rss_verdict(rss),
-                         "dbt's ≈190 MiB process plus DuckDB's limit (80MB; 64MB saves "
-                         "12 MiB but failed 1 build in 6, 48MB always)"))
+                         "≈178 MiB once dbt has parsed, DuckDB's 64MB limit and ≈20 MiB "
+                         "outside it, peaking in activities_to_post/fct_activities; 56MB: "
+                         "255 MiB, 48MB fails int_ibkr__symbols_canonicalised "
+                         "(benchmarks/README.md, session 6)"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader

@@ -14,6 +14,7 @@ marts.unmapped_transactions is logged at WARNING (logger `flexsync.transform`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -122,9 +123,20 @@ def global_args(project_dir: Path, log_format: str) -> list[str]:
     return args
 
 
+# dbt threads for a build that makes an incremental staging table from every landed row
+# (the first build, --full-refresh, changed SQL): one node at a time, so DuckDB's
+# memory_limit is not shared by two big nodes (benchmarks/README.md, session 6: the
+# 10-year backfill 268 -> 255 MiB, and two threads at 64MB ran out of DuckDB memory).
+# A nightly build, incremental, keeps the profile's two threads.
+FROM_SCRATCH_THREADS = 1
+
+
 def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
-               log_format: str, skip_seeds: list[str] | None = None) -> list[str]:
+               log_format: str, skip_seeds: list[str] | None = None,
+               threads: int | None = None) -> list[str]:
     args = ["build", *global_args(project_dir, log_format)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
     if not include_unit_tests:
         # Unit tests check the SQL logic, not the data: `make test` runs them.
         args += ["--exclude-resource-type", "unit_test"]
@@ -186,12 +198,45 @@ def _use_fork_locks() -> None:
     dbt.mp_context._MP_CONTEXT = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
-def _invoke_dbt(args: list[str], manifest: Any = None) -> Any:
+def _trim_heap() -> Any:
+    """glibc's `malloc_trim`, or None off glibc."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+
+
+def _trim_after_nodes() -> list[Any]:
+    """A dbt callback that hands the heap's free pages back to the kernel after each node.
+
+    DuckDB frees a node's working memory when its query ends, but glibc keeps freed
+    chunks in its arenas (every thread has one): the next node's allocations land
+    elsewhere and the process' RSS is the sum of the nodes' high-water marks rather than
+    the largest. `malloc_trim(0)` releases the free pages of every arena (a few ms a
+    node, ~0.4 s CPU over a build: only builds from scratch, the big ones, pay it)."""
+    trim = _trim_heap()
+    if trim is None:
+        return []
+
+    def callback(event: Any) -> None:
+        if event.info.name == "NodeFinished":
+            trim(0)
+
+    return [callback]
+
+
+def _invoke_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> Any:
     _use_fork_locks()
     from dbt.cli.main import dbtRunner
 
+    heap_trim = _trim_heap()
+    if heap_trim is not None:
+        # What the run freed before dbt (the warehouse's DuckDB instance, the run record)
+        # goes back to the kernel now rather than under dbt's peak.
+        heap_trim(0)
     try:
-        return dbtRunner(manifest=manifest).invoke(args)
+        callbacks = _trim_after_nodes() if trim else []
+        return dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
     finally:
         _close_dbt_connections()
 
@@ -296,6 +341,14 @@ def drop_stale_incremental_models(settings: Settings, fingerprints: dict[str, st
     return dropped
 
 
+def missing_relations(settings: Settings, relations: list[str]) -> list[str]:
+    """The schema.table names among `relations` that the warehouse does not hold."""
+    with connect(settings.warehouse_path) as con:
+        existing = {f"{schema}.{name}" for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables").fetchall()}
+    return sorted(relation for relation in relations if relation not in existing)
+
+
 def record_incremental_models(settings: Settings, fingerprints: dict[str, str],
                               built: set[str]) -> None:
     """Remember which SQL built each incremental table (see drop_stale_incremental_models),
@@ -380,13 +433,14 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
         for relation in drop_stale_incremental_models(settings, fingerprints, full_refresh):
             log.info("rebuilding %s from every landed row (%s)", relation,
                      "--full-refresh" if full_refresh else "its SQL changed")
+        from_scratch = missing_relations(settings, list(fingerprints))
         seeds = seed_fingerprints(manifest) if not select else {}
         skip_seeds = loaded_seeds(settings, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
         args = build_args(project_dir, select, include_unit_tests, settings.log_format,
-                          skip_seeds)
+                          skip_seeds, FROM_SCRATCH_THREADS if from_scratch else None)
         log.debug("dbt %s", " ".join(args))
-        outcome = _invoke_dbt(args, manifest)
+        outcome = _invoke_dbt(args, manifest, trim=bool(from_scratch))
     nodes_run, warnings = _raise_for_failures(outcome)
     for warning in warnings:
         log.warning("dbt warning: %s", warning)

@@ -467,6 +467,7 @@ def test_dockerfile_environment() -> None:
         "DBT_LOG_PATH=/tmp/",
         "TMPDIR=/tmp",
         "PATH=/opt/venv/bin:",
+        "MALLOC_ARENA_MAX=2",
     ):
         assert setting in runtime_env, setting
 

@@ -16,10 +16,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from flexsync.core.arrow_memory import system_memory_pool
 from flexsync.core.errors import InputFileError
@@ -27,12 +28,14 @@ from flexsync.core.warehouse import LINEAGE_COLUMNS
 from flexsync.extract import flex_markup
 from flexsync.extract.flex_markup import MarkupBatch
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 FLUSH_CELLS = 150_000  # buffered attribute values before a batch goes to DuckDB (memory bound)
 MARKUP_BATCH_BYTES = 4 << 20  # row markup of one kind sent to DuckDB in one insert
 FLUSH_MARKUP_BYTES = 12 << 20  # all buffered row markup: every batch goes to DuckDB
-_ARROW_POOL = system_memory_pool()  # flexsync/core/arrow_memory.py says why
 # Bounds that keep a hostile --flex-file within the pod (256 MiB), far above real
 # statements (the widest real row: 235 attributes). Past them the file is refused (exit 2).
 MAX_TABLE_COLUMNS = 384  # DuckDB keeps every ALTER's table version until commit
@@ -42,10 +45,22 @@ CSV_MAX_ATTRIBUTES = 128
 # A batch's own row-index column: never an attribute name (those cannot hold NUL).
 _ROW_INDEX_KEY = "\x00_row_index"
 _LINEAGE_LOWER = frozenset(name.lower() for name in LINEAGE_COLUMNS)
-# The constant lineage columns as Arrow types (flexsync.core.warehouse.LINEAGE_COLUMNS).
-_LINEAGE_ARROW_TYPES = {"_extract_id": pa.string(), "_file_sha256": pa.string(),
-                        "_statement_index": pa.int32(), "_statement_account_id": pa.string(),
-                        "_row_tag": pa.string(), "_extracted_at": pa.timestamp("us")}
+
+
+@cache
+def _arrow() -> tuple[Any, Any, dict[str, Any]]:
+    """pyarrow, its pool and the lineage columns' Arrow types, imported on first use:
+    only rows that need expat's reading go in as Arrow, and a process that imports the
+    landing without landing a file (`flexsync transform`, `load`: flexsync.stages
+    imports it at module level) must not carry pyarrow's 25-27 MiB into dbt's build."""
+    import pyarrow
+
+    pool = system_memory_pool()  # flexsync/core/arrow_memory.py says why
+    # The constant lineage columns (flexsync.core.warehouse.LINEAGE_COLUMNS).
+    types = {"_extract_id": pyarrow.string(), "_file_sha256": pyarrow.string(),
+             "_statement_index": pyarrow.int32(), "_statement_account_id": pyarrow.string(),
+             "_row_tag": pyarrow.string(), "_extracted_at": pyarrow.timestamp("us")}
+    return pyarrow, pool, types
 
 
 def attribute_column(name: str) -> str:
@@ -327,9 +342,10 @@ class TableWriter:
         # Aligned to the table's column order and appended positionally through a
         # relation: a registered view, dropped inside the open transaction, would keep
         # every batch's Arrow buffers alive until commit (memory growing with the file).
+        pa, pool, lineage_types = _arrow()
         rows = batch.data.num_rows
-        lineage = {name: pa.repeat(pa.scalar(value, _LINEAGE_ARROW_TYPES[name]), rows,
-                                   memory_pool=_ARROW_POOL)
+        lineage = {name: pa.repeat(pa.scalar(value, lineage_types[name]), rows,
+                                   memory_pool=pool)
                    for name, value in self._lineage_values(batch.lineage).items()}
         source_of = {column_of[name].lower(): name for name in names}
         source_of["_row_index"] = _ROW_INDEX_KEY
@@ -340,7 +356,7 @@ class TableWriter:
             elif column.lower() in source_of:
                 arrays.append(batch.data.column(source_of[column.lower()]))
             else:
-                arrays.append(pa.nulls(rows, pa.string(), memory_pool=_ARROW_POOL))
+                arrays.append(pa.nulls(rows, pa.string(), memory_pool=pool))
         aligned = pa.table(arrays, names=columns)
         self.con.from_arrow(aligned).insert_into(f'raw_ibkr."{batch.table}"')
 
@@ -356,11 +372,12 @@ class _Batch:
            group: _Group) -> _Batch:
         # Every attribute (expat refused a name twice in one tag); each spelling gets its
         # own column on insert (TableWriter._add_columns).
+        arrow, pool, _ = _arrow()
         columns = list(zip(*group.values, strict=True))
         arrays: dict[str, pa.Array] = {
-            name: pa.array(columns[p], pa.string(), memory_pool=_ARROW_POOL)
+            name: arrow.array(columns[p], arrow.string(), memory_pool=pool)
             for p, name in enumerate(group.names)
         }
-        arrays[_ROW_INDEX_KEY] = pa.array(group.row_indexes, pa.int64(),
-                                          memory_pool=_ARROW_POOL)
-        return cls(table, lineage, pa.table(arrays))
+        arrays[_ROW_INDEX_KEY] = arrow.array(group.row_indexes, arrow.int64(),
+                                             memory_pool=pool)
+        return cls(table, lineage, arrow.table(arrays))

@@ -41,6 +41,55 @@ executions as (
 
 ),
 
+-- Latest extract wins, decided on a narrow projection (a landed row's identity and its
+-- key): a window over the full rows held every column of every landed execution in
+-- DuckDB's memory at once (a 10-year backfill ran out of 64 MB). The winners' full
+-- rows then stream through a join. (_extract_id, _row_index) is unique per landed row.
+keyed as (
+
+    select
+        _extract_id,
+        _statement_index,
+        _row_index,
+        _extracted_at,
+        coalesce(
+            {{ flex_text('_statement_account_id') }}, {{ flex_text('"accountId"') }}
+        ) as broker_account_id,
+        -- Identity of the source row across extracts: the transaction id when there is
+        -- one, else the trade id, else a digest of what the row says (macros/flex_parsing).
+        {{ flex_row_key(trade_base_key) }} as trade_row_key
+
+    from executions
+
+),
+
+latest as (
+
+    select
+        _extract_id as latest_extract_id,
+        _row_index as latest_row_index,
+        trade_row_key
+    from keyed
+    qualify row_number() over (
+            partition by broker_account_id, trade_row_key
+            order by _extracted_at desc, _extract_id desc, _statement_index desc, _row_index desc
+        ) = 1
+
+),
+
+latest_executions as (
+
+    select
+        executions.*,
+        latest.trade_row_key
+    from executions
+    inner join latest
+        on
+            executions._extract_id = latest.latest_extract_id
+            and executions._row_index = latest.latest_row_index
+
+),
+
 renamed as (
 
     select
@@ -115,24 +164,10 @@ renamed as (
         _statement_index as statement_index,
         _row_index as row_index,
         _extracted_at as extracted_at,
+        trade_row_key
 
-        -- Identity of the source row across extracts: the transaction id when there is
-        -- one, else the trade id, else a digest of what the row says (macros/flex_parsing).
-        {{ flex_row_key(trade_base_key) }} as trade_row_key
-
-    from executions
-
-),
-
-deduplicated as (
-
-    select *
-    from renamed
-    qualify row_number() over (
-            partition by broker_account_id, trade_row_key
-            order by extracted_at desc, extract_id desc, statement_index desc, row_index desc
-        ) = 1
+    from latest_executions
 
 )
 
-select * from deduplicated
+select * from renamed
