@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,28 +145,6 @@ def _close_dbt_connections() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def preload_dbt() -> None:
-    """Import dbt (~2 s, most of it while the extract waits on DuckDB, the network or the
-    disk) on a background thread, so the transform finds it imported; it is on the
-    critical path of a nightly run, so the thread starts as early as it safely can.
-
-    Call it once the run's own modules are imported (flexsync.stages imports the extract
-    and the loaders at module level): two threads importing modules that import each
-    other could deadlock on the import locks. ibflex (~0.3 s) is not among them: the
-    validator imports it inside a function, where this thread holds no import lock the
-    dbt thread could be waiting for."""
-    threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
-
-
-def _import_dbt() -> None:
-    try:
-        _use_fork_locks()
-        import dbt.adapters.duckdb
-        import dbt.cli.main  # noqa: F401
-    except Exception:
-        log.debug("dbt preload failed", exc_info=True)
-
-
 def _use_fork_locks() -> None:
     """Design note (private API): dbt makes its locks from `dbt.mp_context._MP_CONTEXT`, a
     'spawn' multiprocessing context, although in-process it only ever runs threads. A
@@ -176,8 +153,8 @@ def _use_fork_locks() -> None:
     256 MiB (a `Manifest()` shows the child; with this, none). A 'fork'-context lock is
     the same lock without a name, so no tracker starts. dbt has no setting for it, hence
     the module attribute is replaced; it must happen before dbt's manifest module is
-    imported (its dataclass binds the context's Lock at import), so both the preload
-    thread and `_invoke_dbt` call this first. Should dbt drop the attribute, the
+    imported (its dataclass binds the context's Lock at import), so `_invoke_dbt` calls
+    this first. Should dbt drop the attribute, the
     assignment is inert and dbt keeps its spawn locks: same results, the tracker back."""
     import multiprocessing
 
