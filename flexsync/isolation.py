@@ -73,7 +73,9 @@ def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) ->
         reader.close()
     if message is None:
         raise _died(stage, child.exitcode)
-    ok, payload, record_state = message
+    ok, payload, record_state, output = message
+    for name, text in output:  # what the child wrote to an in-memory stdout/stderr
+        getattr(sys, name).write(text)
     record.__dict__.update(record_state)
     if ok:
         return payload  # type: ignore[no-any-return]
@@ -112,17 +114,42 @@ def _child_main(writer: Connection, parent_pid: int, record: RunRecord,
                 fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     _die_with_parent(parent_pid)
     parent_modules = set(sys.modules)
+    output = _capture_in_memory_streams()
     try:
-        message: tuple[bool, Any, dict[str, Any]] = (True, fn(*args), dict(vars(record)))
+        ok, payload = True, fn(*args)
     except BaseException as exc:  # every exception goes to the parent
         if not isinstance(exc, FlexsyncError):
             log.debug("traceback", exc_info=True)
-        message = (False, _portable(exc, parent_modules), dict(vars(record)))
+        ok, payload = False, _portable(exc, parent_modules)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     try:
-        writer.send(message)
+        writer.send((ok, payload, dict(vars(record)), output))
     except Exception as exc:  # an unpicklable result: still an answer, not a hang
-        writer.send((False, FlexsyncError(f"{type(exc).__name__}: {exc}"), dict(vars(record))))
+        error = FlexsyncError(f"{type(exc).__name__}: {exc}")
+        writer.send((False, error, dict(vars(record)), output))
     writer.close()
+
+
+def _capture_in_memory_streams() -> list[tuple[str, str]]:
+    """A real stdout/stderr (a file descriptor) is shared with the parent: the child's
+    lines appear as they are written. An in-memory one (typer's CliRunner, pytest's
+    capsys) is the child's own copy, so what the child writes there is kept, in order,
+    and written to the parent's when the stage is done."""
+    output: list[tuple[str, str]] = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            stream.fileno()
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            def write(text: str, name: str = name) -> int:
+                output.append((name, text))
+                return len(text)
+            try:  # the logging handlers hold this same stream object
+                stream.write = write
+            except AttributeError:  # pragma: no cover - a stream that takes no attribute
+                pass
+    return output
 
 
 def _die_with_parent(parent_pid: int) -> None:
