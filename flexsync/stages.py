@@ -50,7 +50,7 @@ from flexsync.loaders.wealthfolio_loader import (
     summary_text,
 )
 from flexsync.runs import RunRecord, last_success
-from flexsync.transform import run_transform
+from flexsync.transform import preload_dbt, run_transform
 
 if TYPE_CHECKING:
     from flexsync.extract.flex_landing import LandingResult
@@ -175,6 +175,7 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
     """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift)."""
+    preload_dbt()  # in the drift's own child: dbt's import overlaps the snapshot
     snapshot(settings, record, count_as="wf_snapshot_rows_after")
     transform(settings, record, select=DRIFT_MODELS, label="drift")
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +146,26 @@ def _close_dbt_connections() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
+def preload_dbt() -> None:
+    """Import dbt (~2 s) on a background thread while the caller does something else
+    (the drift refresh's child: while it snapshots Wealthfolio), so the build finds it
+    imported. Never in the run's own process, which must not hold dbt
+    (flexsync/isolation.py); never in a process about to fork (a thread and fork).
+
+    Call it once the caller's own modules are imported: two threads importing modules
+    that import each other could deadlock on the import locks."""
+    threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
+
+
+def _import_dbt() -> None:
+    try:
+        _use_fork_locks()
+        import dbt.adapters.duckdb
+        import dbt.cli.main  # noqa: F401
+    except Exception:
+        log.debug("dbt preload failed", exc_info=True)
+
+
 def _use_fork_locks() -> None:
     """Design note (private API): dbt makes its locks from `dbt.mp_context._MP_CONTEXT`, a
     'spawn' multiprocessing context, although in-process it only ever runs threads. A
@@ -153,8 +174,8 @@ def _use_fork_locks() -> None:
     256 MiB (a `Manifest()` shows the child; with this, none). A 'fork'-context lock is
     the same lock without a name, so no tracker starts. dbt has no setting for it, hence
     the module attribute is replaced; it must happen before dbt's manifest module is
-    imported (its dataclass binds the context's Lock at import), so `_invoke_dbt` calls
-    this first. Should dbt drop the attribute, the
+    imported (its dataclass binds the context's Lock at import), so both the preload
+    thread and `_invoke_dbt` call this first. Should dbt drop the attribute, the
     assignment is inert and dbt keeps its spawn locks: same results, the tracker back."""
     import multiprocessing
 
