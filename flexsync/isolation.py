@@ -62,13 +62,14 @@ def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) ->
             child.start()
             writer.close()
             ready = wait([reader, child.sentinel])
-            message = reader.recv() if reader in ready or reader.poll() else None
-        except EOFError:
-            message = None
+            try:
+                message = reader.recv() if reader in ready or reader.poll() else None
+            except EOFError:  # it died without a word: its exit code says how
+                message = None
+            child.join()
         except BaseException:  # SIGTERM (TerminatedError), Ctrl-C: the child goes first
             _stop(child, stage)
             raise
-        child.join()
     finally:
         reader.close()
     if message is None:
