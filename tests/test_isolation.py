@@ -189,3 +189,18 @@ def test_the_sync_process_never_imports_pyarrow_ibflex_or_dbt(tmp_path: Path) ->
     for stage in ("extract:", "transform:", "load:", "drift:"):
         assert stage in result.stderr
     assert "PARENT-MODULES -" in result.stderr, result.stderr[-2000:]
+
+
+def _say(text: str) -> None:
+    print(text)
+    print(f"{text} on stderr", file=sys.stderr)
+
+
+def test_what_a_child_prints_to_an_in_memory_stream_reaches_the_parent(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """typer's CliRunner and pytest's capsys give the process in-memory streams: the
+    child's copies are not the parent's, so its output is handed over with its result."""
+    in_child("show_plan", _record(), _say, "the plan")
+    captured = capsys.readouterr()
+    assert captured.out == "the plan\n"
+    assert captured.err == "the plan on stderr\n"
