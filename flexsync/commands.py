@@ -5,11 +5,16 @@ makes the run exit 5 although the others were posted (and the drift still shows
 Wealthfolio as it is after them); the Pushgateway failing makes it exit 7 with the
 activities posted and recorded; the analytics copy is published only after a fully
 successful run, and the metrics are pushed after it, with the run's true outcome.
+
+The heavy stages (extract, snapshot, transform, load, the drift refresh) each run in a
+forked child process (`in_child`, flexsync/isolation.py), so this process never holds
+pyarrow, ibflex or dbt and the run's peak memory is one stage's, not their sum.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +28,9 @@ from flexsync.core.config import (
 )
 from flexsync.core.errors import FlexsyncError, WealthfolioError
 from flexsync.core.logs import register_secret
+from flexsync.isolation import in_child
 from flexsync.runs import RunRecord, recorded
 from flexsync.status import show_status
-from flexsync.transform import preload_dbt
 
 log = logging.getLogger("flexsync")
 
@@ -45,14 +50,13 @@ def settings_from_environment(**flags: Any) -> Settings:
 
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     """The nightly job: extract → snapshot → transform → load → publish, push last."""
-    preload_dbt()  # dbt's ~2 s import overlaps the extract's waits on network and disk
     with recorded(settings, "sync") as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
         with stages.pushed_last(settings, record, dry_run):
-            stages.extract(settings, record, files)
-            stages.snapshot(settings, record)
-            stages.transform(settings, record)
+            in_child("extract", record, stages.extract, settings, record, files)
+            in_child("snapshot", record, stages.snapshot, settings, record)
+            in_child("transform", record, stages.transform, settings, record)
             _load(settings, record, dry_run, publish=True)
         record.log_stage(
             "sync", f"done — {record.counts.get('posted', 0)} posted, "
@@ -66,15 +70,16 @@ def extract(settings: Settings, files: list[Path]) -> int:
     """Land the statement(s), then snapshot Wealthfolio (when configured)."""
     with recorded(settings, "extract") as record:
         stages.require_extract(settings, files)
-        stages.extract(settings, record, files)
-        stages.snapshot(settings, record)
+        in_child("extract", record, stages.extract, settings, record, files)
+        in_child("snapshot", record, stages.snapshot, settings, record)
     return 0
 
 
 def transform(settings: Settings, full_refresh: bool = False) -> int:
     """`dbt build` on what is landed."""
     with recorded(settings, "transform") as record:
-        stages.transform(settings, record, full_refresh=full_refresh)
+        in_child("transform", record, partial(stages.transform, full_refresh=full_refresh),
+                 settings, record)
     return 0
 
 
@@ -100,16 +105,16 @@ def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool) -
         stages.show_plan(settings)
         return
     try:
-        stages.load(settings, record)
+        in_child("load", record, stages.load, settings, record)
     except WealthfolioError:
         # Drift must show Wealthfolio as it is after this run, even a partly failed one;
         # the load's error stays the run's error.
         if record.counts.get("posted", 0):
             try:
-                stages.refresh_drift(settings, record)
+                in_child("drift", record, stages.refresh_drift, settings, record)
             except FlexsyncError as exc:
                 log.warning("drift not refreshed after the failed load: %s", exc)
         raise
-    stages.refresh_drift(settings, record)
+    in_child("drift", record, stages.refresh_drift, settings, record)
     if publish:
         stages.publish(settings, record)

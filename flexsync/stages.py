@@ -4,6 +4,9 @@ Every stage takes the run's settings and its RunRecord, times itself there, adds
 counts and logs one summary line. Each opens the warehouse for as short a time as it
 can and closes it, so dbt (in-process) and the loaders can open it in turn; the run
 lock (an flock on the data directory) is held around the whole command by `runs`.
+The commands run the heavy ones in a child process each (flexsync/isolation.py), so
+this module imports nothing heavy at the top: the landing (pyarrow) is imported inside
+`_land`, dbt inside flexsync.transform's functions.
 The settings each stage needs are checked by the command before its first stage, with
 `require_extract` and `require_load` (exit 2 before any network call or write).
 """
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from prometheus_client import CollectorRegistry
@@ -24,7 +28,6 @@ from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, FlexsyncError
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
 from flexsync.extract.flex_client import FlexClient
-from flexsync.extract.flex_landing import LandingResult, land_sources
 from flexsync.extract.flex_source import FlexSource
 from flexsync.extract.wealthfolio_snapshot import snapshot_activities
 from flexsync.loaders.account_preflight import check_accounts, statement_base_currencies
@@ -47,7 +50,10 @@ from flexsync.loaders.wealthfolio_loader import (
     summary_text,
 )
 from flexsync.runs import RunRecord, last_success
-from flexsync.transform import run_transform
+from flexsync.transform import preload_dbt, run_transform
+
+if TYPE_CHECKING:
+    from flexsync.extract.flex_landing import LandingResult
 
 log = logging.getLogger("flexsync")
 
@@ -109,6 +115,10 @@ def download_and_land(settings: Settings) -> list[LandingResult]:
 
 
 def _land(settings: Settings, sources: list[FlexSource]) -> list[LandingResult]:
+    # Imported here, in the extract's child process: it brings pyarrow (≈26 MiB), which
+    # the run's thin parent process must never hold (flexsync/isolation.py).
+    from flexsync.extract.flex_landing import land_sources
+
     prepare_data_dir(settings.data_dir)
     remove_orphaned_archive_temps(settings.archive_dir)
     with connect(settings.warehouse_path) as con:
@@ -165,6 +175,7 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
     """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift)."""
+    preload_dbt()  # in the drift's own child: dbt's import overlaps the snapshot
     snapshot(settings, record, count_as="wf_snapshot_rows_after")
     transform(settings, record, select=DRIFT_MODELS, label="drift")
 

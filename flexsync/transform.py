@@ -159,15 +159,13 @@ def _close_dbt_connections() -> None:
 
 
 def preload_dbt() -> None:
-    """Import dbt (~2 s, most of it while the extract waits on DuckDB, the network or the
-    disk) on a background thread, so the transform finds it imported; it is on the
-    critical path of a nightly run, so the thread starts as early as it safely can.
+    """Import dbt (~2 s) on a background thread while the caller does something else
+    (the drift refresh's child: while it snapshots Wealthfolio), so the build finds it
+    imported. Never in the run's own process, which must not hold dbt
+    (flexsync/isolation.py); never in a process about to fork (a thread and fork).
 
-    Call it once the run's own modules are imported (flexsync.stages imports the extract
-    and the loaders at module level): two threads importing modules that import each
-    other could deadlock on the import locks. ibflex (~0.3 s) is not among them: the
-    validator imports it inside a function, where this thread holds no import lock the
-    dbt thread could be waiting for."""
+    Call it once the caller's own modules are imported: two threads importing modules
+    that import each other could deadlock on the import locks."""
     threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
 
 

@@ -2,7 +2,7 @@
 inside functions, under `if TYPE_CHECKING`), drawn as a graph, must point down or
 sideways within a package, and the graph must have no cycle.
 
-    top     runs, stages, commands, cli, status, __main__
+    top     runs, isolation, stages, commands, cli, status, __main__
     middle  extract.*  |  loaders.*  |  transform      (each: core + its own package)
     core    core.*                                      (nothing else of flexsync)
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "flexsync"
-TOP = {"flexsync.runs", "flexsync.stages", "flexsync.commands", "flexsync.cli",
-       "flexsync.status", "flexsync.__main__"}
+TOP = {"flexsync.runs", "flexsync.isolation", "flexsync.stages", "flexsync.commands",
+       "flexsync.cli", "flexsync.status", "flexsync.__main__"}
 # Middle-layer groups: each may import the core and itself, nothing else.
 MIDDLE = ("flexsync.extract", "flexsync.loaders", "flexsync.transform")
 

@@ -1,0 +1,206 @@
+"""The process boundaries of a run (flexsync/isolation.py): a stage in a forked child gives
+back its result, its RunRecord changes and its exception; a killed child is a clear error
+and leaves no process behind; and the run's own process never imports pyarrow, ibflex or
+dbt, so its memory is not the sum of every stage's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.wealthfolio import FakeWealthfolio
+from flexsync.core.errors import (
+    ExitCode,
+    FlexsyncError,
+    IBKRAccountMismatchError,
+    WealthfolioError,
+)
+from flexsync.isolation import StageKilledError, in_child
+from flexsync.loaders.wealthfolio_loader import LoadAborted, LoadResult
+from flexsync.runs import RunRecord
+from tests.helpers import DEMO_STATEMENT, REPO_ROOT, cli_env
+
+PASSWORD = "iso-Wf-Pa55word"
+
+
+def _record() -> RunRecord:
+    return RunRecord("run-1", "sync")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (not yet reaped) counts as gone: it runs nothing and holds no lock.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _stage_counting(record: RunRecord, posted: int) -> str:
+    with record.stage("load"):
+        record.counts["posted"] = posted
+    return f"pid {os.getpid()}"
+
+
+def test_the_result_and_the_record_changes_come_back_to_the_parent() -> None:
+    record = _record()
+    record.counts["raw_rows"] = 3
+    result = in_child("load", record, _stage_counting, record, 8)
+    assert result != f"pid {os.getpid()}"  # it did run in another process
+    assert record.counts == {"raw_rows": 3, "posted": 8}
+    assert "load" in record.stage_seconds
+
+
+def _raise(record: RunRecord, exc: BaseException) -> None:
+    record.counts["posted"] = 2  # what the load did before failing must reach the parent
+    raise exc
+
+
+@pytest.mark.parametrize(("exc", "expected_type", "code"), [
+    (WealthfolioError("Wealthfolio load incomplete: 1 failed"), WealthfolioError,
+     ExitCode.WEALTHFOLIO),
+    # LoadAborted(message, result) cannot be unpickled: it arrives as its nearest
+    # FlexsyncError ancestor, so commands._load's `except WealthfolioError` still sees it.
+    (LoadAborted("Wealthfolio unreachable", LoadResult()), WealthfolioError,
+     ExitCode.WEALTHFOLIO),
+    (IBKRAccountMismatchError("U7654321", ["U1234567"]), FlexsyncError,
+     ExitCode.ACCOUNT_GUARD),
+    (ValueError("not a number"), ValueError, ExitCode.UNEXPECTED),
+])
+def test_a_child_exception_arrives_with_its_type_message_and_exit_code(
+        exc: BaseException, expected_type: type[BaseException], code: ExitCode) -> None:
+    record = _record()
+    with pytest.raises(expected_type) as raised:
+        in_child("load", record, _raise, record, exc)
+    assert str(raised.value) == str(exc)
+    assert int(getattr(raised.value, "exit_code", ExitCode.UNEXPECTED)) == code
+    assert record.counts == {"posted": 2}
+
+
+def _killed_by(record: RunRecord, signum: int, pid_file: Path) -> None:
+    pid_file.write_text(str(os.getpid()))
+    os.kill(os.getpid(), signum)
+    time.sleep(30)
+
+
+def test_a_child_killed_by_sigkill_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(StageKilledError) as raised:
+        in_child("snapshot", _record(), _killed_by, _record(), signal.SIGKILL, pid_file)
+    assert raised.value.exit_code == ExitCode.UNEXPECTED
+    assert "snapshot" in str(raised.value)
+    assert "killed (SIGKILL) — out of memory?" in str(raised.value)
+    assert not _alive(int(pid_file.read_text()))
+
+
+_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from flexsync.core.errors import TerminatedError
+    from flexsync.isolation import in_child
+    from flexsync.runs import RunRecord, _sigterm_raises
+
+    def stage(pid_file):
+        Path(pid_file).write_text(str(os.getpid()))
+        time.sleep(60)
+
+    with _sigterm_raises():
+        try:
+            in_child("transform", RunRecord("r", "sync"), stage, sys.argv[1])
+        except TerminatedError as exc:
+            print("TERMINATED", exc.exit_code, flush=True)
+""")
+
+
+def _start_parent(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(pid_file)], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None, "no child started"
+        time.sleep(0.05)
+    return parent, int(pid_file.read_text())
+
+
+def test_a_killed_parent_leaves_no_orphan_child_holding_the_run_lock(tmp_path: Path) -> None:
+    parent, child = _start_parent(tmp_path)
+    parent.kill()  # SIGKILL: no handler runs in the parent
+    parent.wait(10)
+    assert _gone_within(child, 10), "the stage's child outlived its killed parent"
+
+
+def test_sigterm_is_passed_on_to_the_child_and_waited_for(tmp_path: Path) -> None:
+    parent, child = _start_parent(tmp_path)
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=30)
+    assert "TERMINATED 1" in out
+    assert not _alive(child)
+
+
+_SYNC_THEN_LIST_MODULES = textwrap.dedent("""
+    import atexit, sys
+    def heavy_modules():
+        found = sorted(m for m in ("pyarrow", "dbt", "ibflex", "flexsync.extract.flex_landing")
+                       if m in sys.modules)
+        print("PARENT-MODULES", ",".join(found) or "-", file=sys.stderr, flush=True)
+    atexit.register(heavy_modules)  # the CLI runs the atexit handlers before os._exit
+    sys.argv = ["flexsync", *sys.argv[1:]]
+    from flexsync.cli import entrypoint
+    entrypoint()
+""")
+
+
+def test_the_sync_process_never_imports_pyarrow_ibflex_or_dbt(tmp_path: Path) -> None:
+    with FakeWealthfolio(PASSWORD) as wf:
+        wf.create_account("IBKR ISA", "GBP")
+        env: dict[str, Any] = {
+            "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567", "IBKR_ACCOUNT_ID": next(iter(wf.accounts)),
+            "WF_BASE_URL": wf.base_url, "WF_PASSWORD": PASSWORD,
+            "WF_SESSION_PATH": str(tmp_path / "wf-session.json"), "PUSHGATEWAY_URL": "",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", _SYNC_THEN_LIST_MODULES, "-v", "sync", "--flex-file",
+             str(DEMO_STATEMENT)],
+            env=cli_env(tmp_path / "data", **env), cwd=REPO_ROOT, capture_output=True,
+            text=True, timeout=240, check=False)
+        posted = len(wf.activities_for(next(iter(wf.accounts))))
+    assert result.returncode == 0, result.stderr
+    assert posted > 0
+    # The stages did run (in their children), and their log lines reached stderr.
+    for stage in ("extract:", "transform:", "load:", "drift:"):
+        assert stage in result.stderr
+    assert "PARENT-MODULES -" in result.stderr, result.stderr[-2000:]
+
+
+def _say(text: str) -> None:
+    print(text)
+    print(f"{text} on stderr", file=sys.stderr)
+
+
+def test_what_a_child_prints_to_an_in_memory_stream_reaches_the_parent(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """typer's CliRunner and pytest's capsys give the process in-memory streams: the
+    child's copies are not the parent's, so its output is handed over with its result."""
+    in_child("show_plan", _record(), _say, "the plan")
+    captured = capsys.readouterr()
+    assert captured.out == "the plan\n"
+    assert captured.err == "the plan on stderr\n"
