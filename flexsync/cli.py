@@ -59,8 +59,8 @@ QueryOpt = Annotated[str | None, typer.Option(
 SendUrlOpt = Annotated[str | None, typer.Option(
     "--flex-send-url", help="Flex SendRequest URL. Env: IBKR_FLEX_SEND_URL.")]
 GetUrlOpt = Annotated[str | None, typer.Option(
-    "--flex-get-url", help="Fallback GetStatement URL (used when the returned <Url> fails). "
-    "Env: IBKR_FLEX_GET_URL.")]
+    "--flex-get-url", help="Fallback GetStatement URL (used when the URL in IBKR's "
+    "SendRequest answer fails). Env: IBKR_FLEX_GET_URL.")]
 DeadlineOpt = Annotated[float | None, typer.Option(
     "--flex-deadline", help="Seconds to wait for IBKR to generate the statement before "
     "StatementGenerationTimeout (default 600). Env: IBKR_FLEX_DEADLINE_SECONDS.")]
