@@ -5,8 +5,10 @@ Two independent readings of memory:
   the exact peak of the largest single process (the command or anything it waited
   for). Not os.wait4 from here: a child spawned by a big parent inherits the parent's
   high-water mark at exec, so every command would report this harness's own peak;
-- psutil samples the process tree every SAMPLE_SECONDS: peak per process (by pid and
-  name) and the peak of the sum over the tree (what a pod's memory limit counts).
+- psutil samples the process tree every SAMPLE_SECONDS: peak RSS per process (by pid
+  and name) and the peak of the tree's summed PSS (proportional set size: a page shared
+  by a forked stage child and its parent counts once, as in the pod's cgroup; a sum of
+  RSS would count it twice).
 Without /usr/bin/time the sampled per-process peak stands in for the first.
 """
 
@@ -35,7 +37,7 @@ class Measured:
     wall: float
     returncode: int
     max_process_rss: int  # bytes: the kernel's peak of the largest process (GNU time)
-    tree_rss_peak: int  # bytes, largest sampled sum over the process tree
+    tree_rss_peak: int  # bytes, largest sampled sum of PSS over the process tree
     processes: dict[str, int] = field(default_factory=dict)  # "name[pid]" -> sampled peak
     cpu: float = 0.0  # user + system seconds of the command and its waited-for children
     stdout: str = ""
@@ -113,11 +115,12 @@ def _sample(root: psutil.Process, peaks: dict[int, tuple[str, int]]) -> int:
         return 0
     for proc in procs:
         try:
-            rss = proc.memory_info().rss
+            full = proc.memory_full_info()
+            rss = full.rss
             name = peaks[proc.pid][0] if proc.pid in peaks else _name(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        total += rss
+        total += getattr(full, "pss", rss)
         if rss > peaks.get(proc.pid, ("", 0))[1]:
             peaks[proc.pid] = (name, rss)
     return total

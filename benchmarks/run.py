@@ -336,7 +336,8 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         "",
         "Peak RSS: `max process` is the kernel's peak of the largest single process (GNU "
         "time %M); "
-        "`tree` is the largest sampled sum over the process tree (what a pod's memory limit "
+        "`tree PSS` is the largest sampled sum of PSS over the process tree (a page shared "
+        "by the run and its forked stage child counts once: what a pod's memory limit "
         "counts). Stage seconds come from `sync.runs.stage_durations_json`.",
         "",
     ]
@@ -344,7 +345,7 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
     daily = results.get("daily")
     if daily:
         lines += ["## Daily sync (90-day window, fake Wealthfolio + Pushgateway)", "",
-                  "| case | wall s | CPU s | max process RSS MiB | tree RSS MiB | posted | "
+                  "| case | wall s | CPU s | max process RSS MiB | tree PSS MiB | posted | "
                   "stages (s) |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for label, runs in daily.items():
