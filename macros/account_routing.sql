@@ -5,6 +5,7 @@
     of [IBKR account, Wealthfolio account] pairs; empty in the one-account form
     (IBKR_ACCOUNT_ID). flexsync validates the text before dbt runs. -#}
 {% macro flexsync_account_map() -%}
+    {%- if not execute -%}{{- return([]) -}}{%- endif -%}  {#- see run_context.sql -#}
     {%- set text = var('account_map', env_var('IBKR_ACCOUNT_MAP', '')) -%}
     {%- set pairs = [] -%}
     {%- for item in (text ~ '').split(',') if '=' in item -%}

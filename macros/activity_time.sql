@@ -7,6 +7,7 @@
     every user from UTC-11 to UTC+11. -#}
 
 {% macro flexsync_timezone() -%}
+    {%- if not execute -%}{{- return('Europe/London') -}}{%- endif -%}  {#- see run_context.sql -#}
     {{- return(var('ibkr_timezone', env_var('IBKR_TIMEZONE', '') or 'Europe/London')) -}}
 {%- endmacro %}
 
