@@ -7,8 +7,9 @@ activities posted and recorded; the analytics copy is published only after a ful
 successful run, and the metrics are pushed after it, with the run's true outcome.
 
 The heavy stages (extract, snapshot, transform, load, the drift refresh) each run in a
-forked child process (`in_child`, flexsync/isolation.py), so this process never holds
-pyarrow, ibflex or dbt and the run's peak memory is one stage's, not their sum.
+forked child process (`in_child`, flexsync/isolation.py; a sync's two dbt builds share
+one worker, `stage_worker`), so this process never holds pyarrow, ibflex or dbt and the
+run's peak memory is a stage's (with the idle dbt worker during a sync), not their sum.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flexsync.core.config import (
 )
 from flexsync.core.errors import FlexsyncError, WealthfolioError
 from flexsync.core.logs import register_secret
-from flexsync.isolation import in_child
+from flexsync.isolation import StageRunner, in_child, stage_worker
 from flexsync.runs import RunRecord, recorded
 from flexsync.status import show_status
 
@@ -49,15 +50,23 @@ def settings_from_environment(**flags: Any) -> Settings:
 
 
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
-    """The nightly job: extract → snapshot → transform → load → publish, push last."""
+    """The nightly job: extract → snapshot → transform → load → drift → publish, push last.
+
+    dbt runs in one worker process, started first: it imports dbt and parses the project
+    while the statement lands, builds what the load needs, then (after the load) the drift
+    marts — one import and one parse for both builds."""
     with recorded(settings, "sync") as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
-        with stages.pushed_last(settings, record, dry_run):
+        with stages.pushed_last(settings, record, dry_run), \
+                stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
             in_child("extract", record, stages.extract, settings, record, files)
             in_child("snapshot", record, stages.snapshot, settings, record)
-            in_child("transform", record, stages.transform, settings, record)
-            _load(settings, record, dry_run, publish=True)
+            # A dry run posts nothing, so nothing rebuilds the drift after it: build it now.
+            dbt.call("transform", record, partial(
+                stages.transform, exclude=None if dry_run else stages.DRIFT_MARTS),
+                settings, record)
+            _load(settings, record, dry_run, publish=True, run_drift=dbt.call)
         record.log_stage(
             "sync", f"done — {record.counts.get('posted', 0)} posted, "
                     f"{record.counts.get('already_present', 0)} already there, "
@@ -98,23 +107,24 @@ def status(settings: Settings, runs: int) -> int:
     return 0
 
 
-def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool) -> None:
-    """The load half of `sync` and of `load`: post, refresh the drift, publish the analytics
-    copy (sync only). --dry-run prints the plan instead and changes nothing."""
+def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool,
+          run_drift: StageRunner = in_child) -> None:
+    """The load half of `sync` and of `load`: post, refresh the drift (in `run_drift`: a
+    child of its own, or the sync's dbt worker), publish the analytics copy (sync only).
+    --dry-run prints the plan instead and changes nothing."""
     if dry_run:
         stages.show_plan(settings)
         return
     try:
         in_child("load", record, stages.load, settings, record)
     except WealthfolioError:
-        # Drift must show Wealthfolio as it is after this run, even a partly failed one;
-        # the load's error stays the run's error.
-        if record.counts.get("posted", 0):
-            try:
-                in_child("drift", record, stages.refresh_drift, settings, record)
-            except FlexsyncError as exc:
-                log.warning("drift not refreshed after the failed load: %s", exc)
+        # Drift must show Wealthfolio as it is after this run, even a failed one (a sync
+        # built no drift marts before the load); the load's error stays the run's error.
+        try:
+            run_drift("drift", record, stages.refresh_drift, settings, record)
+        except FlexsyncError as exc:
+            log.warning("drift not refreshed after the failed load: %s", exc)
         raise
-    in_child("drift", record, stages.refresh_drift, settings, record)
+    run_drift("drift", record, stages.refresh_drift, settings, record)
     if publish:
         stages.publish(settings, record)

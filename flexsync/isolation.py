@@ -12,6 +12,13 @@ type, message and exit code (an exception that cannot cross the pipe becomes its
 FlexsyncError ancestor that can, or a FlexsyncError with exit 1). A child killed by a
 signal (the OOM killer's SIGKILL) is a FlexsyncError naming the stage and the signal.
 
+`stage_worker(name, prepare, *args)` is a child that stays up for several stages:
+it runs `prepare(*args)` at once (dbt's import and parse, while the parent's other
+children land the statement and snapshot Wealthfolio), then `worker.call(stage, record,
+fn, *args)` runs each stage in it, one at a time, with the same answers as `in_child`
+(the arguments and the record cross the pipe pickled). A sync's two dbt builds share one
+import and one parse this way.
+
 The child shares the run lock's file with the parent and must never outlive it: it asks
 the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and a SIGTERM or Ctrl-C
 in the parent is passed on to the child and waited for before the parent goes on to
@@ -28,16 +35,19 @@ import os
 import pickle
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
-from flexsync.core.errors import ExitCode, FlexsyncError
+from flexsync.core.errors import ExitCode, FlexsyncError, TerminatedError
 from flexsync.runs import RunRecord
 
 log = logging.getLogger("flexsync")
 
 T = TypeVar("T")
+# `in_child` or a StageWorker's `call`: (stage, record, fn, *args) -> fn's result.
+StageRunner = Callable[..., Any]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # How long a child may take to unwind after a forwarded SIGTERM (the kubelet's grace
@@ -51,8 +61,7 @@ class StageKilledError(FlexsyncError):
 
 def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)` in a forked child; its result, record changes and exception come back."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # or the child would print the parent's buffered output again
+    _flush_streams()
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
     child = context.Process(target=_child_main, args=(writer, os.getpid(), record, fn, args),
@@ -72,23 +81,96 @@ def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) ->
             raise
     finally:
         reader.close()
+    return _answer(stage, record, message, child.exitcode)  # type: ignore[no-any-return]
+
+
+def _answer(stage: str, record: RunRecord, message: Any, exitcode: int | None) -> Any:
+    """The parent's side of a stage's reply: output, record changes, result or error."""
     if message is None:
-        raise _died(stage, child.exitcode)
+        raise _died(stage, exitcode)
     ok, payload, record_state, output = message
     for name, text in output:  # what the child wrote to an in-memory stdout/stderr
         getattr(sys, name).write(text)
     record.__dict__.update(record_state)
     if ok:
-        return payload  # type: ignore[no-any-return]
+        return payload
     raise payload
 
 
-def _stop(child: multiprocessing.process.BaseProcess, stage: str) -> None:
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would print the parent's buffered output again
+
+
+class StageWorker:
+    """The parent's handle on a child that runs several stages (see the module's doc)."""
+
+    def __init__(self, name: str, process: multiprocessing.process.BaseProcess,
+                 conn: Connection) -> None:
+        self.name = name
+        self._process = process
+        self._conn = conn
+
+    def call(self, stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the worker (args pickled); as `in_child` otherwise."""
+        _flush_streams()
+        try:
+            self._conn.send((fn, record, args))
+        except (BrokenPipeError, ConnectionResetError, EOFError):  # it died while idle
+            self._process.join()
+            raise _died(stage, self._process.exitcode) from None
+        ready = wait([self._conn, self._process.sentinel])
+        try:
+            message = self._conn.recv() if self._conn in ready or self._conn.poll() else None
+        except EOFError:
+            message = None
+        if message is None:
+            self._process.join()
+        return _answer(stage, record, message, self._process.exitcode)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Ask the worker to exit and wait for it."""
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            pass
+        self._process.join(TERMINATE_WAIT_SECONDS)
+        if self._process.is_alive():
+            _stop(self._process, self.name)
+        self._conn.close()
+
+
+@contextmanager
+def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[StageWorker]:
+    """A forked worker that runs `prepare(*args)` now and stages later; it is stopped
+    (SIGTERM passed on, waited for) when the block ends, however it ends. An error in
+    `prepare` is the answer to the worker's first call."""
+    _flush_streams()
+    context = multiprocessing.get_context("fork")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_worker_main,
+                              args=(child_end, os.getpid(), prepare, args),
+                              name=f"flexsync-{name}", daemon=False)
+    process.start()
+    child_end.close()
+    worker = StageWorker(name, process, parent_end)
+    try:
+        yield worker
+    except BaseException as exc:  # SIGTERM, Ctrl-C, a failed stage: the worker goes too
+        parent_end.close()  # an idle worker reads EOF and exits
+        _stop(process, name, announce=isinstance(exc, TerminatedError | KeyboardInterrupt))
+        raise
+    worker.close()
+
+
+def _stop(child: multiprocessing.process.BaseProcess, stage: str,
+          announce: bool = True) -> None:
     """Forward SIGTERM and wait for the child to unwind; SIGKILL it if it will not."""
     if child.pid is None:  # not started
         return
     if child.is_alive():
-        log.info("passing SIGTERM on to the %s stage (pid %d)", stage, child.pid)
+        if announce:
+            log.info("passing SIGTERM on to the %s stage (pid %d)", stage, child.pid)
         os.kill(child.pid, signal.SIGTERM)
         child.join(TERMINATE_WAIT_SECONDS)
         if child.is_alive():
@@ -116,20 +198,68 @@ def _child_main(writer: Connection, parent_pid: int, record: RunRecord,
     _die_with_parent(parent_pid)
     parent_modules = set(sys.modules)
     output = _capture_in_memory_streams()
+    _run_and_reply(writer, record, fn, args, parent_modules, output)
+    writer.close()
+
+
+def _worker_main(conn: Connection, parent_pid: int, prepare: Callable[..., Any],
+                 prepare_args: tuple[Any, ...]) -> None:
+    _die_with_parent(parent_pid)
+    parent_modules = set(sys.modules)
+    output = _capture_in_memory_streams()
+    failure: BaseException | None = None
+    try:
+        prepare(*prepare_args)
+    except TerminatedError:  # the parent passed a SIGTERM on: it is stopping
+        return
+    except Exception as exc:  # the first call answers with it
+        failure = exc
+    while (request := _next_request(conn)) is not None:
+        fn, call_record, args = request
+        if failure is not None:
+            fn, args = _raise_it, (failure,)
+        if not _run_and_reply(conn, call_record, fn, args, parent_modules, output):
+            break  # a SIGTERM or Ctrl-C ended the call: the parent is stopping
+    conn.close()
+
+
+def _next_request(conn: Connection) -> Any:
+    try:
+        return conn.recv()
+    except (EOFError, TerminatedError, KeyboardInterrupt):  # the parent is gone or stopping
+        return None
+
+
+def _raise_it(exc: BaseException) -> None:
+    raise exc
+
+
+def _run_and_reply(conn: Connection, record: RunRecord, fn: Callable[..., Any],
+                   args: tuple[Any, ...], parent_modules: set[str],
+                   output: list[tuple[str, str]]) -> bool:
+    """Run the call and send its answer; False when it was stopped by a signal."""
+    stopped = False
     try:
         ok, payload = True, fn(*args)
     except BaseException as exc:  # every exception goes to the parent
         if not isinstance(exc, FlexsyncError):
             log.debug("traceback", exc_info=True)
+        stopped = isinstance(exc, TerminatedError | KeyboardInterrupt)
         ok, payload = False, _portable(exc, parent_modules)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    written, output[:] = output[:], []
     try:
-        writer.send((ok, payload, dict(vars(record)), output))
-    except Exception as exc:  # an unpicklable result: still an answer, not a hang
-        error = FlexsyncError(f"{type(exc).__name__}: {exc}")
-        writer.send((False, error, dict(vars(record)), output))
-    writer.close()
+        try:
+            conn.send((ok, payload, dict(vars(record)), written))
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as exc:  # an unpicklable result: still an answer, not a hang
+            error = FlexsyncError(f"{type(exc).__name__}: {exc}")
+            conn.send((False, error, dict(vars(record)), written))
+    except (BrokenPipeError, ConnectionResetError):  # the parent stopped listening
+        return False
+    return not stopped
 
 
 def _capture_in_memory_streams() -> list[tuple[str, str]]:

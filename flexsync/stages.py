@@ -50,7 +50,7 @@ from flexsync.loaders.wealthfolio_loader import (
     summary_text,
 )
 from flexsync.runs import RunRecord, last_success
-from flexsync.transform import preload_dbt, run_transform
+from flexsync.transform import parse_project, preload_dbt, run_transform
 
 if TYPE_CHECKING:
     from flexsync.extract.flex_landing import LandingResult
@@ -62,6 +62,10 @@ log = logging.getLogger("flexsync")
 # snapshot just taken.
 DRIFT_MODELS = ["stg_wealthfolio__activities", "activities_to_post", "position_drift",
                 "position_drift_history", "cash_drift", "cash_drift_history"]
+# The marts only the drift needs: a sync that posts builds them once, after the load
+# (the rest of the project before it, to know what to post).
+DRIFT_MARTS = ["position_drift", "position_drift_history", "cash_drift",
+               "cash_drift_history"]
 
 
 def require_extract(settings: Settings, files: list[Path]) -> None:
@@ -163,12 +167,21 @@ def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot
 # ------------------------------------------------------------------------- transform
 
 
+def prepare_dbt(settings: Settings) -> None:
+    """Import dbt and parse the project, no warehouse needed: a sync's dbt worker does it
+    while the statement lands, so its builds start at once."""
+    parse_project(settings)
+
+
 def transform(settings: Settings, record: RunRecord, select: list[str] | None = None,
-              label: str = "transform", full_refresh: bool = False) -> None:
-    """`dbt build` (all of it, or the `select`ed models), timed and counted as `label`."""
+              label: str = "transform", full_refresh: bool = False,
+              exclude: list[str] | None = None) -> None:
+    """`dbt build` (all of it, or the `select`ed models, less the `exclude`d), timed and
+    counted as `label`."""
     with record.stage(label):
         result = run_transform(settings, record.run_id, select=select,
-                               run_at=record.started_at, full_refresh=full_refresh)
+                               run_at=record.started_at, full_refresh=full_refresh,
+                               exclude=exclude)
     record.counts.update({f"{label}_{k}": v for k, v in result.counts.items()})
     record.log_stage(label, result.summary())
 

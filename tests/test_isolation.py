@@ -18,12 +18,13 @@ import pytest
 
 from fakes.wealthfolio import FakeWealthfolio
 from flexsync.core.errors import (
+    DbtError,
     ExitCode,
     FlexsyncError,
     IBKRAccountMismatchError,
     WealthfolioError,
 )
-from flexsync.isolation import StageKilledError, in_child
+from flexsync.isolation import StageKilledError, in_child, stage_worker
 from flexsync.loaders.wealthfolio_loader import LoadAborted, LoadResult
 from flexsync.runs import RunRecord
 from tests.helpers import DEMO_STATEMENT, REPO_ROOT, cli_env
@@ -204,3 +205,133 @@ def test_what_a_child_prints_to_an_in_memory_stream_reaches_the_parent(
     captured = capsys.readouterr()
     assert captured.out == "the plan\n"
     assert captured.err == "the plan on stderr\n"
+
+
+# --- stage_worker: one child for several stages (a sync's dbt) ------------------------
+
+_PREPARED: list[int] = []
+
+
+def _prepare(marker: Path) -> None:
+    _PREPARED.append(os.getpid())
+    marker.write_text(str(os.getpid()))
+
+
+def _worker_stage(record: RunRecord, name: str) -> tuple[int, list[int]]:
+    with record.stage(name):
+        record.counts[name] = len(_PREPARED)
+    return os.getpid(), list(_PREPARED)
+
+
+def test_a_worker_prepares_once_then_runs_each_stage_in_the_same_child(
+        tmp_path: Path) -> None:
+    record = _record()
+    record.counts["raw_rows"] = 3
+    with stage_worker("dbt", _prepare, tmp_path / "prepared") as worker:
+        first_pid, prepared = worker.call("transform", record, _worker_stage, record,
+                                          "transform")
+        record.counts["posted"] = 5  # what a stage between the two did, in the parent
+        second_pid, _ = worker.call("drift", record, _worker_stage, record, "drift")
+    assert first_pid == second_pid == int((tmp_path / "prepared").read_text())
+    assert first_pid != os.getpid()
+    assert prepared == [first_pid]  # prepared once, in the worker, before the first call
+    assert _PREPARED == []  # never in the parent
+    # Each call saw the parent's record as it was, and its changes came back.
+    assert record.counts == {"raw_rows": 3, "transform": 1, "posted": 5, "drift": 1}
+    assert {"transform", "drift"} <= set(record.stage_seconds)
+    assert _gone_within(first_pid, 10), "the worker outlived its block"
+
+
+def _fail_to_prepare() -> None:
+    raise DbtError("dbt could not parse the project: bad yaml")
+
+
+def test_an_error_in_prepare_is_the_first_call_s_answer() -> None:
+    record = _record()
+    with stage_worker("dbt", _fail_to_prepare) as worker, \
+            pytest.raises(DbtError, match="could not parse the project: bad yaml") as raised:
+        worker.call("transform", record, _worker_stage, record, "transform")
+    assert raised.value.exit_code == ExitCode.DBT
+    assert "transform" not in record.counts
+
+
+def test_a_worker_killed_while_idle_is_a_clear_error_at_the_next_call(tmp_path: Path) -> None:
+    with stage_worker("dbt", _prepare, tmp_path / "prepared") as worker:
+        pid, _ = worker.call("transform", _record(), _worker_stage, _record(), "transform")
+        os.kill(pid, signal.SIGKILL)
+        assert _gone_within(pid, 10)
+        with pytest.raises(StageKilledError, match=r"drift stage's process was killed \(SIGKILL"):
+            worker.call("drift", _record(), _worker_stage, _record(), "drift")
+
+
+def test_a_failure_in_the_block_stops_the_worker_at_once(tmp_path: Path) -> None:
+    """A failed extract must not wait for dbt's import: the worker is stopped, not asked."""
+    started = time.monotonic()
+    with pytest.raises(IBKRAccountMismatchError), \
+            stage_worker("dbt", _slow_prepare, tmp_path / "prepared"):
+        _wait_for_file(tmp_path / "prepared")
+        raise IBKRAccountMismatchError("U7654321", ["U1234567"])
+    assert time.monotonic() - started < 10
+    assert _gone_within(int((tmp_path / "prepared").read_text()), 5)
+
+
+def _slow_prepare(marker: Path) -> None:
+    marker.write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def _wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+
+
+_WORKER_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from flexsync.core.errors import TerminatedError
+    from flexsync.isolation import stage_worker
+    from flexsync.runs import RunRecord, _sigterm_raises
+
+    def prepare(pid_file):
+        Path(pid_file).write_text(str(os.getpid()))
+
+    def stage():
+        time.sleep(60)
+
+    with _sigterm_raises():
+        try:
+            with stage_worker("dbt", prepare, sys.argv[1]) as worker:
+                if sys.argv[2] == "busy":
+                    worker.call("transform", RunRecord("r", "sync"), stage)
+                else:
+                    time.sleep(60)
+        except TerminatedError as exc:
+            print("TERMINATED", exc.exit_code, flush=True)
+""")
+
+
+@pytest.mark.parametrize("state", ["busy", "idle"])
+def test_sigterm_stops_a_busy_or_idle_worker(tmp_path: Path, state: str) -> None:
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _WORKER_PARENT, str(pid_file), state],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    _wait_for_file(pid_file)
+    time.sleep(0.3)  # into the call (or the wait)
+    started = time.monotonic()
+    parent.send_signal(signal.SIGTERM)
+    out, _ = parent.communicate(timeout=30)
+    assert "TERMINATED 1" in out
+    assert time.monotonic() - started < 10, "the worker was not stopped by the SIGTERM"
+    assert _gone_within(int(pid_file.read_text()), 5)
+
+
+def test_a_killed_parent_leaves_no_orphan_worker(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen([sys.executable, "-c", _WORKER_PARENT, str(pid_file), "idle"],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    _wait_for_file(pid_file)
+    parent.kill()
+    parent.wait(10)
+    assert _gone_within(int(pid_file.read_text()), 10), "the worker outlived its killed parent"
