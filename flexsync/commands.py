@@ -66,7 +66,8 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
             dbt.call("transform", record, partial(
                 stages.transform, exclude=None if dry_run else stages.DRIFT_MARTS),
                 settings, record)
-            _load(settings, record, dry_run, publish=True, run_drift=dbt.call)
+            _load(settings, record, dry_run, publish=True, run_drift=dbt.call,
+                  drift_marts_built=dry_run)
         record.log_stage(
             "sync", f"done — {record.counts.get('posted', 0)} posted, "
                     f"{record.counts.get('already_present', 0)} already there, "
@@ -108,7 +109,7 @@ def status(settings: Settings, runs: int) -> int:
 
 
 def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool,
-          run_drift: StageRunner = in_child) -> None:
+          run_drift: StageRunner = in_child, drift_marts_built: bool = True) -> None:
     """The load half of `sync` and of `load`: post, refresh the drift (in `run_drift`: a
     child of its own, or the sync's dbt worker), publish the analytics copy (sync only).
     --dry-run prints the plan instead and changes nothing."""
@@ -118,10 +119,16 @@ def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool,
     try:
         in_child("load", record, stages.load, settings, record)
     except WealthfolioError:
-        # Drift must show Wealthfolio as it is after this run, even a failed one (a sync
-        # built no drift marts before the load); the load's error stays the run's error.
+        # Drift must show Wealthfolio as it is after this run, even a failed one; the
+        # load's error stays the run's error. Nothing posted: the snapshot taken before
+        # the load still holds, so no new one (Wealthfolio may be down).
         try:
-            run_drift("drift", record, stages.refresh_drift, settings, record)
+            if record.counts.get("posted", 0):
+                run_drift("drift", record, stages.refresh_drift, settings, record)
+            elif not drift_marts_built:  # a sync builds them after the load
+                run_drift("drift", record, partial(
+                    stages.transform, select=stages.DRIFT_MARTS, label="drift"),
+                    settings, record)
         except FlexsyncError as exc:
             log.warning("drift not refreshed after the failed load: %s", exc)
         raise

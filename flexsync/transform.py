@@ -125,12 +125,14 @@ def global_args(project_dir: Path, log_format: str) -> list[str]:
     return args
 
 
-# dbt threads for a build that makes an incremental staging table from every landed row
-# (the first build, --full-refresh, changed SQL): one node at a time, so DuckDB's
-# memory_limit is not shared by two big nodes (benchmarks/README.md, session 6: the
-# 10-year backfill 268 -> 255 MiB, and two threads at 64MB ran out of DuckDB memory).
-# A nightly build, incremental, keeps the profile's two threads.
+# dbt threads for a build that makes an incremental staging table from many landed rows
+# (the first build of a backfill, --full-refresh, changed SQL): one node at a time, so
+# DuckDB's memory_limit is not shared by two big nodes (benchmarks/README.md, session 6:
+# the 10-year backfill 268 -> 255 MiB, and two threads at 64MB ran out of DuckDB memory).
+# A nightly build, incremental, and a first build of a few thousand rows (a 90-day
+# statement lands ≈1,000) keep the profile's two threads: ≈1 s faster.
 FROM_SCRATCH_THREADS = 1
+FROM_SCRATCH_ONE_THREAD_ROWS = 50_000
 
 
 def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
@@ -351,6 +353,14 @@ def missing_relations(settings: Settings, relations: list[str]) -> list[str]:
     return sorted(relation for relation in relations if relation not in existing)
 
 
+def landed_row_estimate(settings: Settings) -> int:
+    """About how many rows raw_ibkr holds (DuckDB's own count, no scan)."""
+    with connect(settings.warehouse_path) as con:
+        row = con.execute("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
+                          "where schema_name = 'raw_ibkr'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def record_incremental_models(settings: Settings, fingerprints: dict[str, str],
                               built: set[str]) -> None:
     """Remember which SQL built each incremental table (see drop_stale_incremental_models),
@@ -449,13 +459,16 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             log.info("rebuilding %s from every landed row (%s)", relation,
                      "--full-refresh" if full_refresh else "its SQL changed")
         from_scratch = missing_relations(settings, list(fingerprints))
+        big_from_scratch = bool(from_scratch) and (
+            landed_row_estimate(settings) > FROM_SCRATCH_ONE_THREAD_ROWS)
         seeds = seed_fingerprints(manifest) if not select else {}
         skip_seeds = loaded_seeds(settings, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
         args = build_args(project_dir, select, include_unit_tests, settings.log_format,
-                          skip_seeds, FROM_SCRATCH_THREADS if from_scratch else None, exclude)
+                          skip_seeds, FROM_SCRATCH_THREADS if big_from_scratch else None,
+                          exclude)
         log.debug("dbt %s", " ".join(args))
-        outcome = _invoke_dbt(args, manifest, trim=bool(from_scratch))
+        outcome = _invoke_dbt(args, manifest, trim=big_from_scratch)
     nodes_run, warnings = _raise_for_failures(outcome)
     for warning in warnings:
         log.warning("dbt warning: %s", warning)

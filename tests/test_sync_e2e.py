@@ -348,6 +348,11 @@ def test_an_account_that_would_swallow_activities_exits_5_with_nothing_posted(
     assert wf.requests_to("POST", "/activities") == []
     assert wf.activities == {}
     assert query(data_dir, "select count(*) from sync.posted_activities") == [(0,)]
+    # The drift marts (built after the load in a sync) are built all the same, from the
+    # snapshot taken before it: this run's drift, one row per IBKR position.
+    [(run_id,)] = query(data_dir, "select run_id from sync.runs")
+    assert query(data_dir, "select count(*), count(*) filter (where drift <> 0) from "
+                 "marts.position_drift_history where run_id = ?", [run_id]) == [(4, 4)]
 
 
 # --- exit codes, each class triggered for real ---------------------------------------------

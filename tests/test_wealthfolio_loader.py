@@ -362,7 +362,29 @@ class CrashingClient(StalePrecheck):
         return self.inner.create_activity(payload)
 
 
-def test_ledger_written_after_each_answer(mart: Callable[..., None],
+def test_the_ledger_is_written_in_batches_and_whenever_the_loop_stops(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    """One insert per LEDGER_COMMIT_ROWS activities, not one per answer (≈1 ms each); a
+    kill loses at most the outcomes since the last insert, which Wealthfolio's
+    idempotency keys recover (tests/reliability/test_crash_consistency.py)."""
+    from flexsync.core.warehouse import ensure_schema
+    from flexsync.loaders.ledger import LedgerBuffer
+
+    ensure_schema(wf_warehouse)
+    with pytest.raises(RuntimeError), LedgerBuffer(wf_warehouse, rows=2) as out:
+        for n in range(1, 4):
+            out.record(f"ibkr:trade:{n}", "posted", wf_activity_id=f"wf-{n}", run_id="r")
+            out.activity_done()
+            written = [row[0] for row in ledger(wf_warehouse)]
+            assert written == (["ibkr:trade:1", "ibkr:trade:2"] if n >= 2 else [])
+        out.record("ibkr:trade:4", "failed", error="bad", run_id="r")
+        raise RuntimeError("killed")
+    assert [(r[0], r[2]) for r in ledger(wf_warehouse)] == [
+        ("ibkr:trade:1", "posted"), ("ibkr:trade:2", "posted"), ("ibkr:trade:3", "posted"),
+        ("ibkr:trade:4", "failed")]
+
+
+def test_ledger_written_when_the_posting_loop_is_interrupted(mart: Callable[..., None],
                                           wf_warehouse: duckdb.DuckDBPyConnection,
                                           wf_client: WealthfolioClient) -> None:
     mart([trade(n) for n in range(1, 5)])

@@ -135,37 +135,45 @@ def load_activities(
         foreign = _not_in_account(client, todo, existing, default_account_id)
     except WealthfolioError as exc:
         raise LoadAborted(str(exc), result) from None
-    for key in unrecorded:
-        if key in existing:  # a lost acknowledgement: Wealthfolio has it, the ledger did not
-            _settle(con, result, key, "already_present", existing[key], run_id)
-
-    with StepProgress("posting to Wealthfolio", len(todo)) as progress:
+    with StepProgress("posting to Wealthfolio", len(todo)) as progress, \
+            ledger.LedgerBuffer(con) as out:
+        for key in unrecorded:
+            if key in existing:  # a lost acknowledgement: Wealthfolio has it, the ledger not
+                _settle(out, result, key, "already_present", existing[key], run_id)
         for row in todo:
             progress.advance()
-            key = row.external_id
-            if key in foreign:
-                _fail(con, result, key, foreign[key], run_id)
-                continue
-            if key in existing:
-                _settle(con, result, key, "already_present", existing[key], run_id)
-                continue
-            try:
-                payload = build_payload(row, default_account_id)
-            except PayloadError as exc:
-                _fail(con, result, key, f"not sent: {exc}", run_id)
-                continue
-            try:
-                outcome = client.create_activity(payload)
-            except WealthfolioError as exc:
-                _fail(con, result, key, str(exc), run_id)
-                raise LoadAborted(f"{exc} (stopped loading: {summary_text(result)})",
-                                  result) from None
-            if outcome.status == "failed":
-                _fail(con, result, key, outcome.error or "failed", run_id)
-            else:
-                _settle(con, result, key, outcome.status, outcome.activity_id, run_id)
+            _post_one(out, client, row, existing, foreign, result, run_id, default_account_id)
+            out.activity_done()
     log.info("Wealthfolio: %s", summary_text(result))
     return result
+
+
+def _post_one(out: ledger.LedgerBuffer, client: ActivityPoster, row: ActivityRow,
+              existing: dict[str, str], foreign: dict[str, str], result: LoadResult,
+              run_id: str | None, default_account_id: str | None) -> None:
+    """Post one activity (unless it is known already) and write its outcome to the ledger."""
+    key = row.external_id
+    if key in foreign:
+        _fail(out, result, key, foreign[key], run_id)
+        return
+    if key in existing:
+        _settle(out, result, key, "already_present", existing[key], run_id)
+        return
+    try:
+        payload = build_payload(row, default_account_id)
+    except PayloadError as exc:
+        _fail(out, result, key, f"not sent: {exc}", run_id)
+        return
+    try:
+        outcome = client.create_activity(payload)
+    except WealthfolioError as exc:
+        _fail(out, result, key, str(exc), run_id)
+        raise LoadAborted(f"{exc} (stopped loading: {summary_text(result)})",
+                          result) from None
+    if outcome.status == "failed":
+        _fail(out, result, key, outcome.error or "failed", run_id)
+    else:
+        _settle(out, result, key, outcome.status, outcome.activity_id, run_id)
 
 
 @dataclass(frozen=True)
@@ -201,34 +209,42 @@ def apply_corrections(con: duckdb.DuckDBPyConnection, client: ActivityPoster,
     if not corrections:
         return
     by_account: dict[str, dict[str, dict[str, Any]]] = {}
-    for item in corrections:
-        account_id = item.wf_account_id or default_account_id
-        if not account_id:
-            _fail(con, result, item.external_id,
-                  "correction not applied: no Wealthfolio account id", run_id)
-            continue
-        try:
-            if account_id not in by_account:
-                by_account[account_id] = _activities_by_key(client.search_activities(account_id))
-            known = by_account[account_id]
-            activity = known.get(item.wf_activity_id or "") or known.get(item.external_id)
-            if activity is not None and activity.get("idempotencyKey") != item.external_id:
-                _fail(con, result, item.external_id,
-                      f"correction not applied: Wealthfolio activity {activity.get('id')} has "
-                      f"idempotencyKey {activity.get('idempotencyKey')!r}, not "
-                      f"{item.external_id!r} — flexsync only changes what it posted", run_id)
-                continue
-            note = item.reason
-            if activity is None:
-                note += " (already gone from Wealthfolio)"
-            else:
-                client.delete_activity(str(activity["id"]))
-        except WealthfolioError as exc:
-            raise LoadAborted(f"{exc} (while correcting {item.external_id})", result) from None
-        ledger.record_outcome(con, item.external_id, "deleted",
-                              wf_activity_id=item.wf_activity_id, error=note, run_id=run_id)
-        result.corrected.append(item.external_id)
-        log.info("corrected %s: deleted from Wealthfolio — %s", item.external_id, note)
+    with ledger.LedgerBuffer(con, rows=1) as out:
+        for item in corrections:
+            _correct_one(out, client, item, by_account, run_id, result, default_account_id)
+            out.activity_done()
+
+
+def _correct_one(out: ledger.LedgerBuffer, client: ActivityPoster, item: Correction,
+                 by_account: dict[str, dict[str, dict[str, Any]]], run_id: str | None,
+                 result: LoadResult, default_account_id: str | None) -> None:
+    account_id = item.wf_account_id or default_account_id
+    if not account_id:
+        _fail(out, result, item.external_id,
+              "correction not applied: no Wealthfolio account id", run_id)
+        return
+    try:
+        if account_id not in by_account:
+            by_account[account_id] = _activities_by_key(client.search_activities(account_id))
+        known = by_account[account_id]
+        activity = known.get(item.wf_activity_id or "") or known.get(item.external_id)
+        if activity is not None and activity.get("idempotencyKey") != item.external_id:
+            _fail(out, result, item.external_id,
+                  f"correction not applied: Wealthfolio activity {activity.get('id')} has "
+                  f"idempotencyKey {activity.get('idempotencyKey')!r}, not "
+                  f"{item.external_id!r} — flexsync only changes what it posted", run_id)
+            return
+        note = item.reason
+        if activity is None:
+            note += " (already gone from Wealthfolio)"
+        else:
+            client.delete_activity(str(activity["id"]))
+    except WealthfolioError as exc:
+        raise LoadAborted(f"{exc} (while correcting {item.external_id})", result) from None
+    out.record(item.external_id, "deleted", wf_activity_id=item.wf_activity_id, error=note,
+               run_id=run_id)
+    result.corrected.append(item.external_id)
+    log.info("corrected %s: deleted from Wealthfolio — %s", item.external_id, note)
 
 
 def _activities_by_key(activities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -283,18 +299,18 @@ def _not_in_account(client: ActivityPoster, todo: Sequence[ActivityRow],
     return foreign
 
 
-def _settle(con: duckdb.DuckDBPyConnection, result: LoadResult, key: str,
+def _settle(out: ledger.LedgerBuffer, result: LoadResult, key: str,
             status: ledger.LedgerStatus, activity_id: str | None, run_id: str | None) -> None:
-    ledger.record_outcome(con, key, status, wf_activity_id=activity_id, run_id=run_id)
+    out.record(key, status, wf_activity_id=activity_id, run_id=run_id)
     (result.posted if status == "posted" else result.already_present).append(key)
     if activity_id:
         result.wf_activity_ids[key] = activity_id
     log.debug("%s %s (Wealthfolio id %s)", status, key, activity_id)
 
 
-def _fail(con: duckdb.DuckDBPyConnection, result: LoadResult, key: str, reason: str,
+def _fail(out: ledger.LedgerBuffer, result: LoadResult, key: str, reason: str,
           run_id: str | None) -> None:
-    ledger.record_outcome(con, key, "failed", error=reason, run_id=run_id)
+    out.record(key, "failed", error=reason, run_id=run_id)
     result.failed.append(FailedActivity(key, reason))
     log.warning("Wealthfolio refused %s: %s", key, reason)
 
