@@ -28,6 +28,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from flexsync.core.config import Settings
 from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
 from flexsync.core.warehouse import connect, is_lock_message
@@ -146,12 +148,12 @@ def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: 
         args += ["--exclude-resource-type", "unit_test"]
     if select:
         args += ["--select", *select]
+    if skip_seeds or exclude:
+        args += ["--exclude", *(skip_seeds or []), *(exclude or [])]
     if skip_seeds:
         # Seeds already loaded from the same CSV: skip them and the tests on them alone;
         # `cautious` keeps the tests that read a seed *and* a model (codes known to a seed).
         args += ["--indirect-selection", "cautious"]
-    if skip_seeds or exclude:
-        args += ["--exclude", *(skip_seeds or []), *(exclude or [])]
     return args
 
 
@@ -310,66 +312,60 @@ def seed_fingerprints(manifest: Any) -> dict[str, str]:
     return fingerprints
 
 
-def loaded_seeds(settings: Settings, fingerprints: dict[str, str]) -> list[str]:
+def loaded_seeds(con: duckdb.DuckDBPyConnection, fingerprints: dict[str, str]) -> list[str]:
     """The seeds (by name) whose table exists and was loaded from the same CSV and config."""
-    with connect(settings.warehouse_path) as con:
-        built = dict(con.execute(
-            "select relation, fingerprint from sync.dbt_incremental_models").fetchall())
-        existing = {f"{schema}.{name}" for schema, name in con.execute(
-            "select table_schema, table_name from information_schema.tables").fetchall()}
+    built = dict(con.execute(
+        "select relation, fingerprint from sync.dbt_incremental_models").fetchall())
+    existing = {f"{schema}.{name}" for schema, name in con.execute(
+        "select table_schema, table_name from information_schema.tables").fetchall()}
     return sorted(relation.split(".", 1)[1] for relation, digest in fingerprints.items()
                   if relation in existing and built.get(relation) == digest)
 
 
-def drop_stale_incremental_models(settings: Settings, fingerprints: dict[str, str],
+def drop_stale_incremental_models(con: duckdb.DuckDBPyConnection, fingerprints: dict[str, str],
                                   full_refresh: bool) -> list[str]:
     """Drop the incremental tables built by other SQL than tonight's (or all of them on
     --full-refresh) so that dbt builds them again from every landed row."""
     dropped: list[str] = []
-    with connect(settings.warehouse_path) as con:
-        built = dict(con.execute(
-            "select relation, fingerprint from sync.dbt_incremental_models").fetchall())
-        existing = {
-            f"{schema}.{name}": kind for schema, name, kind in con.execute(
-                "select table_schema, table_name, table_type from information_schema.tables"
-            ).fetchall()
-        }
-        for relation, fingerprint in sorted(fingerprints.items()):
-            if relation not in existing or (not full_refresh
-                                            and built.get(relation) == fingerprint):
-                continue
-            kind = "view" if existing[relation] == "VIEW" else "table"
-            schema, name = relation.split(".", 1)
-            con.execute(f'drop {kind} "{schema}"."{name}"')
-            dropped.append(relation)
+    built = dict(con.execute(
+        "select relation, fingerprint from sync.dbt_incremental_models").fetchall())
+    existing = {
+        f"{schema}.{name}": kind for schema, name, kind in con.execute(
+            "select table_schema, table_name, table_type from information_schema.tables"
+        ).fetchall()
+    }
+    for relation, fingerprint in sorted(fingerprints.items()):
+        if relation not in existing or (not full_refresh
+                                        and built.get(relation) == fingerprint):
+            continue
+        kind = "view" if existing[relation] == "VIEW" else "table"
+        schema, name = relation.split(".", 1)
+        con.execute(f'drop {kind} "{schema}"."{name}"')
+        dropped.append(relation)
     return dropped
 
 
-def missing_relations(settings: Settings, relations: list[str]) -> list[str]:
+def missing_relations(con: duckdb.DuckDBPyConnection, relations: list[str]) -> list[str]:
     """The schema.table names among `relations` that the warehouse does not hold."""
-    with connect(settings.warehouse_path) as con:
-        existing = {f"{schema}.{name}" for schema, name in con.execute(
-            "select table_schema, table_name from information_schema.tables").fetchall()}
+    existing = {f"{schema}.{name}" for schema, name in con.execute(
+        "select table_schema, table_name from information_schema.tables").fetchall()}
     return sorted(relation for relation in relations if relation not in existing)
 
 
-def landed_row_estimate(settings: Settings) -> int:
+def landed_row_estimate(con: duckdb.DuckDBPyConnection) -> int:
     """About how many rows raw_ibkr holds (DuckDB's own count, no scan)."""
-    with connect(settings.warehouse_path) as con:
-        row = con.execute("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
-                          "where schema_name = 'raw_ibkr'").fetchone()
+    row = con.execute("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
+                      "where schema_name = 'raw_ibkr'").fetchone()
     return int(row[0]) if row else 0
 
 
-def record_incremental_models(settings: Settings, fingerprints: dict[str, str],
+def record_incremental_models(con: duckdb.DuckDBPyConnection, fingerprints: dict[str, str],
                               built: set[str]) -> None:
     """Remember which SQL built each incremental table (see drop_stale_incremental_models),
     or which CSV loaded each seed (see loaded_seeds)."""
     rows = [(relation, fingerprint) for relation, fingerprint in fingerprints.items()
             if relation.split(".", 1)[1] in built]
-    if not rows:
-        return
-    with connect(settings.warehouse_path) as con:
+    if rows:
         con.executemany(
             "insert or replace into sync.dbt_incremental_models values (?, ?, now()::timestamp)",
             rows)
@@ -455,14 +451,16 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             # Drop only what this build rebuilds (the drift rebuild selects no staging).
             fingerprints = {relation: digest for relation, digest in fingerprints.items()
                             if relation.split(".", 1)[1] in select}
-        for relation in drop_stale_incremental_models(settings, fingerprints, full_refresh):
-            log.info("rebuilding %s from every landed row (%s)", relation,
-                     "--full-refresh" if full_refresh else "its SQL changed")
-        from_scratch = missing_relations(settings, list(fingerprints))
-        big_from_scratch = bool(from_scratch) and (
-            landed_row_estimate(settings) > FROM_SCRATCH_ONE_THREAD_ROWS)
         seeds = seed_fingerprints(manifest) if not select else {}
-        skip_seeds = loaded_seeds(settings, seeds) if seeds and not full_refresh else []
+        # One connection for what the build must know first (each open/close ≈30 ms).
+        with connect(settings.warehouse_path) as con:
+            for relation in drop_stale_incremental_models(con, fingerprints, full_refresh):
+                log.info("rebuilding %s from every landed row (%s)", relation,
+                         "--full-refresh" if full_refresh else "its SQL changed")
+            from_scratch = missing_relations(con, list(fingerprints))
+            big_from_scratch = bool(from_scratch) and (
+                landed_row_estimate(con) > FROM_SCRATCH_ONE_THREAD_ROWS)
+            skip_seeds = loaded_seeds(con, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
         args = build_args(project_dir, select, include_unit_tests, settings.log_format,
                           skip_seeds, FROM_SCRATCH_THREADS if big_from_scratch else None,
@@ -473,9 +471,9 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
     for warning in warnings:
         log.warning("dbt warning: %s", warning)
     built = _built_nodes(outcome)
-    record_incremental_models(settings, fingerprints, built)
-    result = _read_marts(settings, log_unmapped="unmapped_transactions" in built,
-                         run_id=run_id)
+    with connect(settings.warehouse_path) as con:
+        record_incremental_models(con, fingerprints, built)
+        result = _read_marts(con, log_unmapped="unmapped_transactions" in built, run_id=run_id)
     result.nodes_run = nodes_run
     result.warnings = warnings
     return result
@@ -491,35 +489,35 @@ def format_amount(value: Decimal | None) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def _read_marts(settings: Settings, log_unmapped: bool, run_id: str) -> TransformResult:
+def _read_marts(con: duckdb.DuckDBPyConnection, log_unmapped: bool,
+                run_id: str) -> TransformResult:
     result = TransformResult()
-    with connect(settings.warehouse_path) as con:
-        existing = {
-            row[0] for row in con.execute(
-                "select table_name from information_schema.tables where table_schema = 'marts'"
-            ).fetchall()
-        }
-        for table, attribute in MART_COUNTS.items():
-            if table in existing:
-                row = con.execute(f"select count(*) from marts.{table}").fetchone()
-                setattr(result, attribute, int(row[0]) if row else 0)
-        if "unmapped_transactions" in existing:
-            rows = con.execute(
-                "select source, coalesce(source_id, source_row_key), flex_type, asset_category,"
-                " broker_account_id, amount, currency, activity_date, reason"
-                " from marts.unmapped_transactions"
-                " order by source, activity_date, source_row_key"
-            ).fetchall()
-            for (source, ident, flex_type, category, account, amount, currency, day,
-                 reason) in rows:
-                result.unmapped_by_reason[reason] = result.unmapped_by_reason.get(reason, 0) + 1
-                if log_unmapped:
-                    log.warning(
-                        "unmapped %s %s (%s, %s) account %s on %s: %s %s — %s",
-                        source, ident, flex_type or "no type", category or "no category",
-                        account, day, format_amount(amount), currency or "", reason,
-                        extra={"event": "unmapped", "run_id": run_id},
-                    )
+    existing = {
+        row[0] for row in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'marts'"
+        ).fetchall()
+    }
+    for table, attribute in MART_COUNTS.items():
+        if table in existing:
+            row = con.execute(f"select count(*) from marts.{table}").fetchone()
+            setattr(result, attribute, int(row[0]) if row else 0)
+    if "unmapped_transactions" in existing:
+        rows = con.execute(
+            "select source, coalesce(source_id, source_row_key), flex_type, asset_category,"
+            " broker_account_id, amount, currency, activity_date, reason"
+            " from marts.unmapped_transactions"
+            " order by source, activity_date, source_row_key"
+        ).fetchall()
+        for (source, ident, flex_type, category, account, amount, currency, day,
+             reason) in rows:
+            result.unmapped_by_reason[reason] = result.unmapped_by_reason.get(reason, 0) + 1
+            if log_unmapped:
+                log.warning(
+                    "unmapped %s %s (%s, %s) account %s on %s: %s %s — %s",
+                    source, ident, flex_type or "no type", category or "no category",
+                    account, day, format_amount(amount), currency or "", reason,
+                    extra={"event": "unmapped", "run_id": run_id},
+                )
     if log_unmapped and result.unmapped_by_reason:
         parts = ", ".join(f"{count} × {reason}"
                           for reason, count in sorted(result.unmapped_by_reason.items()))
