@@ -305,9 +305,15 @@ def machine() -> dict[str, str]:
     }
 
 
+def _pod_memory(run: Run) -> int:
+    """What the pod's limit counts: the process tree's PSS (a page shared by the run's
+    process and its forked children once), or the largest process if that is more."""
+    return max(run.max_rss, run.tree_rss)
+
+
 def _stage_text(runs: list[Run]) -> str:
     names = list(dict.fromkeys(k for r in runs for k in r.stages))
-    return ", ".join(f"{n} {_med(runs, lambda r, n=n: r.stages.get(n, 0.0)):.2f}" for n in names)
+    return ", ".join(f"{n} {median([r.stages.get(n, 0.0) for r in runs]):.2f}" for n in names)
 
 
 REFERENCE_PARSE_SECONDS = 8.8  # ibflex parse() of the backfill file, 2026-11-22 machine
@@ -358,27 +364,28 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         lines.append("")
         for label, runs in daily.items():
             wall = _med(runs, lambda r: r.wall)
-            rss = mib(max(r.max_rss for r in runs))
+            rss = mib(max(_pod_memory(r) for r in runs))
             dbt = _med(runs, lambda r: r.stages.get("transform", 0.0) + r.stages.get("drift", 0.0))
+            outside = _med(runs, lambda r: r.wall - sum(r.stages.values()))
             verdicts.append((f"daily sync wall ≤ {TARGETS['daily_wall']:.0f} s ({label})",
                              f"{wall:.2f} s",
                              _verdict(wall <= TARGETS["daily_wall"],
                                       f"{wall / TARGETS['daily_wall']:.2f}× the budget"),
-                             f"dbt (transform + drift) is {dbt:.1f} s of it: its import, parse "
-                             "and the build's tests; see the machine yardstick above"))
-            verdicts.append((f"daily sync: every process ≤ 256 MiB ({label})",
+                             f"dbt's two builds (transform + drift) are {dbt:.1f} s of it, "
+                             f"{outside:.1f} s is outside the stages (start-up, waiting for "
+                             "dbt's import and parse, exit); see the machine yardstick above"))
+            verdicts.append((f"daily sync: the pod ≤ 256 MiB ({label})",
                              f"{rss:.0f} MiB (worst run)",
                              _verdict(rss <= TARGETS["rss_mib"],
                                       f"{rss - TARGETS['rss_mib']:+.0f} MiB"),
-                             "one process holds duckdb, pyarrow and dbt (≈190 MiB) plus "
-                             "DuckDB's working memory (80MB for dbt)"))
+                             "the run's process, the dbt worker and one stage child at once"))
     growth = results.get("growth")
     if growth:
         base = _med(growth["1 night"], lambda r: r.wall)
         lines += ["## Growth: the same night after N nights of history", "",
                   "| history | raw_ibkr rows | WF snapshot rows | warehouse MB | wall s | "
-                  "CPU s | ratio | max process RSS MiB | stages (s) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "CPU s | ratio | max process RSS MiB | tree PSS MiB | stages (s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for label, runs in growth.items():
             wall = _med(runs, lambda r: r.wall)
             extra = runs[0].extra
@@ -390,6 +397,7 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                 f"{'> ' if stopped else ''}"
                 f"{wall / base:.2f} | "
                 f"{'—' if stopped else format(mib(_med(runs, lambda r: r.max_rss)), '.0f')} | "
+                f"{'—' if stopped else format(mib(_med(runs, lambda r: r.tree_rss)), '.0f')} | "
                 f"{_stage_text(runs) if not stopped else 'stopped at the night timeout'} "
                 f"({len(runs)} night(s)) |")
         lines.append("")
@@ -400,8 +408,8 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          "see the growth table's stages"))
         runs5 = [r for r in growth["5 years"] if not r.extra.get("aborted")]
         if runs5:
-            rss = mib(max(r.max_rss for r in runs5))
-            verdicts.append(("daily with 5 years of history: every process ≤ 256 MiB",
+            rss = mib(max(_pod_memory(r) for r in runs5))
+            verdicts.append(("daily with 5 years of history: the pod ≤ 256 MiB",
                              f"{rss:.0f} MiB (worst run)", _rss_verdict(rss),
                              "the measured night also builds the incremental staging from "
                              "every landed row (the history starts without dbt's tables), "

@@ -46,8 +46,6 @@ from flexsync.runs import RunRecord
 log = logging.getLogger("flexsync")
 
 T = TypeVar("T")
-# `in_child` or a StageWorker's `call`: (stage, record, fn, *args) -> fn's result.
-StageRunner = Callable[..., Any]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # How long a child may take to unwind after a forwarded SIGTERM (the kubelet's grace
@@ -105,14 +103,28 @@ def _flush_streams() -> None:
 class StageWorker:
     """The parent's handle on a child that runs several stages (see the module's doc)."""
 
-    def __init__(self, name: str, process: multiprocessing.process.BaseProcess,
-                 conn: Connection) -> None:
+    def __init__(self, name: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.name = name
-        self._process = process
-        self._conn = conn
+        self._prepare = (prepare, args)
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def start(self) -> None:
+        """Fork the worker; it runs `prepare` at once."""
+        _flush_streams()
+        context = multiprocessing.get_context("fork")
+        self._conn, child_end = context.Pipe()
+        prepare, args = self._prepare
+        self._process = context.Process(target=_worker_main,
+                                        args=(child_end, os.getpid(), prepare, args),
+                                        name=f"flexsync-{self.name}", daemon=False)
+        self._process.start()
+        child_end.close()
 
     def call(self, stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the worker (args pickled); as `in_child` otherwise."""
+        if self._process is None or self._conn is None:
+            raise FlexsyncError(f"the {self.name} worker was not started (or released)")
         _flush_streams()
         try:
             self._conn.send((fn, record, args))
@@ -128,8 +140,10 @@ class StageWorker:
             self._process.join()
         return _answer(stage, record, message, self._process.exitcode)  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        """Ask the worker to exit and wait for it."""
+    def release(self) -> None:
+        """Ask the worker to exit and wait for it (its memory goes back)."""
+        if self._process is None or self._conn is None:
+            return
         try:
             self._conn.send(None)
         except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -138,6 +152,15 @@ class StageWorker:
         if self._process.is_alive():
             _stop(self._process, self.name)
         self._conn.close()
+        self._process = self._conn = None
+
+    def stop(self, announce: bool) -> None:
+        """Stop it now (the block failed): SIGTERM passed on and waited for."""
+        if self._process is None or self._conn is None:
+            return
+        self._conn.close()  # an idle worker reads EOF and exits
+        _stop(self._process, self.name, announce=announce)
+        self._process = self._conn = None
 
 
 @contextmanager
@@ -145,22 +168,14 @@ def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator
     """A forked worker that runs `prepare(*args)` now and stages later; it is stopped
     (SIGTERM passed on, waited for) when the block ends, however it ends. An error in
     `prepare` is the answer to the worker's first call."""
-    _flush_streams()
-    context = multiprocessing.get_context("fork")
-    parent_end, child_end = context.Pipe()
-    process = context.Process(target=_worker_main,
-                              args=(child_end, os.getpid(), prepare, args),
-                              name=f"flexsync-{name}", daemon=False)
-    process.start()
-    child_end.close()
-    worker = StageWorker(name, process, parent_end)
+    worker = StageWorker(name, prepare, args)
+    worker.start()
     try:
         yield worker
     except BaseException as exc:  # SIGTERM, Ctrl-C, a failed stage: the worker goes too
-        parent_end.close()  # an idle worker reads EOF and exits
-        _stop(process, name, announce=isinstance(exc, TerminatedError | KeyboardInterrupt))
+        worker.stop(announce=isinstance(exc, TerminatedError | KeyboardInterrupt))
         raise
-    worker.close()
+    worker.release()
 
 
 def _stop(child: multiprocessing.process.BaseProcess, stage: str,

@@ -245,6 +245,8 @@ def _invoke_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> An
         return dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
     finally:
         _close_dbt_connections()
+        if heap_trim is not None:
+            heap_trim(0)  # what the build freed goes back before the process goes on
 
 
 # The parsed project, per (project, dbt target path): a sync's drift rebuild after posting

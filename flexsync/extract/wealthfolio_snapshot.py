@@ -62,9 +62,11 @@ COLUMN_FIELDS: dict[str, str] = {
 LANDED_COLUMNS: tuple[str, ...] = (*COLUMN_FIELDS, "raw_json")
 
 SNAPSHOT_KIND = "changes"
-# The pod has 256 MiB for everything: without a limit DuckDB may use 80 % of the
-# machine. Like the Flex landing's (flexsync/extract/flex_landing.py), it spills beyond this.
-SNAPSHOT_MEMORY_LIMIT = "96MB"
+# The pod has 256 MiB for everything, and a sync's dbt worker waits through the snapshot:
+# without a limit DuckDB may use 80 % of the machine. Like the Flex landing's
+# (flexsync/extract/flex_landing.py), it spills beyond this. 5 years of history (15,000
+# activities) snapshots in 64MB; 32MB fails ("failed to allocate data of size 32.0 MiB").
+SNAPSHOT_MEMORY_LIMIT = "64MB"
 
 
 class ActivitySource(Protocol):
