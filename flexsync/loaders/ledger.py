@@ -51,8 +51,7 @@ class LedgerBuffer:
     def record(self, external_id: str, status: LedgerStatus, *,
                wf_activity_id: str | None = None, error: str | None = None,
                run_id: str | None = None) -> None:
-        self._outcomes.append(_outcome_row(external_id, status, wf_activity_id, error, run_id,
-                                           None))
+        self._outcomes.append(_outcome_row(external_id, status, wf_activity_id, error, run_id))
 
     def activity_done(self) -> None:
         self._activities += 1
@@ -77,29 +76,13 @@ _INSERT = ("insert into sync.posted_activities (external_id, wf_activity_id, sta
 
 
 def _outcome_row(external_id: str, status: LedgerStatus, wf_activity_id: str | None,
-                 error: str | None, run_id: str | None,
-                 recorded_at: datetime | None) -> list[object]:
+                 error: str | None, run_id: str | None) -> list[object]:
     if status not in get_args(LedgerStatus):
         raise ValueError(f"unknown ledger status {status!r}")
-    when = (recorded_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    when = datetime.now(UTC).replace(tzinfo=None)
     # Wealthfolio's error text may echo the request: scrubbed before it is stored.
     return [external_id, wf_activity_id, status, None if error is None else scrub(error),
             run_id, when]
-
-
-def record_outcome(
-    con: duckdb.DuckDBPyConnection,
-    external_id: str,
-    status: LedgerStatus,
-    *,
-    wf_activity_id: str | None = None,
-    error: str | None = None,
-    run_id: str | None = None,
-    recorded_at: datetime | None = None,
-) -> None:
-    """Append one outcome, committed at once (the loader uses LedgerBuffer)."""
-    con.execute(f"{_INSERT} values (?, ?, ?, ?, ?, ?)",
-                _outcome_row(external_id, status, wf_activity_id, error, run_id, recorded_at))
 
 
 def settled_external_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
