@@ -57,15 +57,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flexsync")
 
-# What the drift needs rebuilt once Wealthfolio has changed. stg_wealthfolio__activities
-# is a table (the state rebuilt from the snapshot rows): first, so the drift reads the
-# snapshot just taken.
-DRIFT_MODELS = ["stg_wealthfolio__activities", "activities_to_post", "position_drift",
-                "position_drift_history", "cash_drift", "cash_drift_history"]
 # The marts only the drift needs: a sync that posts builds them once, after the load
 # (the rest of the project before it, to know what to post).
 DRIFT_MARTS = ["position_drift", "position_drift_history", "cash_drift",
                "cash_drift_history"]
+# What the drift refresh rebuilds once Wealthfolio has changed. stg_wealthfolio__activities
+# is a table (the state rebuilt from the snapshot rows): first, so the drift reads the
+# snapshot just taken.
+DRIFT_MODELS = ["stg_wealthfolio__activities", "activities_to_post", *DRIFT_MARTS]
 
 
 def require_extract(settings: Settings, files: list[Path]) -> None:
