@@ -31,6 +31,7 @@ from flexsync.extract.wealthfolio_snapshot import (
     _latest_versions_sql,
     _raw_json,
     _text,
+    row_hash_sql,
     snapshot_activities,
 )
 from flexsync.loaders.wealthfolio_client import WealthfolioClient
@@ -102,7 +103,7 @@ def account_state_sql(account_param: str = "$account") -> str:
         inner join raw_wealthfolio.activities as activities
             on activities._snapshot_id = latest._snapshot_id and activities.id = latest.id
         where not latest._deleted
-        qualify row_number() over (partition by latest.id order by md5(activities.raw_json)) = 1
+        qualify row_number() over (partition by latest.id order by activities._row_hash) = 1
     """
 
 
@@ -371,11 +372,14 @@ def test_an_old_full_snapshot_is_the_state_to_diff_against(
         result = snapshot_activities(con, wf_client, wf_account_id, "r-new",
                                      now=datetime(2025, 1, 3, tzinfo=UTC))
 
-        # Migrated in place: old rows keep NULL kind / hash / deleted.
+        # Migrated in place: old rows keep NULL kind / deleted and get their hash, the
+        # one a snapshot computes for the same columns.
         assert con.execute("select kind, activity_count from raw_wealthfolio.snapshots "
                            "where snapshot_id = 'wf-old-2'").fetchone() == (None, None)
-        assert con.execute("select count(*) from raw_wealthfolio.activities where "
-                           "_row_hash is null and _deleted is null").fetchone() == (9,)
+        assert con.execute(
+            "select count(*) from raw_wealthfolio.activities where _snapshot_id like "
+            f"'wf-old-%' and _deleted is null and _row_hash = {row_hash_sql('activities')}"
+        ).fetchone() == (9,)
         # Diffed against wf-old-2 (not wf-old-1, which still had `stale`): the two
         # untouched activities are not copied again.
         assert (result.new_count, result.changed_count, result.deleted_count) == (1, 1, 1)

@@ -201,7 +201,8 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 # Per account: the rows of its latest full snapshot (kind 'full' or NULL — snapshots taken
 # before `kind` existed held every activity) and of every 'changes' snapshot after it (no
 # full snapshot: all of them); per activity id the newest version (a full snapshot that
-# repeated a row across pages holds two: the lowest md5(raw_json) wins). `is_current` marks
+# repeated a row across pages holds two: the lowest _row_hash wins; the snapshot
+# extractor fills the hash of rows landed before it existed). `is_current` marks
 # that version, or an id-less row of the latest snapshot; a current tombstone (_deleted)
 # means the activity is gone. Snapshots are ordered by (snapshot_at, snapshot_id).
 # Recreated by every ensure_schema, after the column additions: a view fixes `*` when made.
@@ -248,7 +249,7 @@ select
         when activities.id is null then state_snapshots.recency = 1
         else row_number() over (
             partition by state_snapshots.state_snapshot_id, activities.id
-            order by state_snapshots.recency, md5(activities.raw_json)
+            order by state_snapshots.recency, activities._row_hash
         ) = 1
     end as is_current
 from raw_wealthfolio.activities as activities

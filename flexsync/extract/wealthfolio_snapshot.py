@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import duckdb
 
@@ -67,6 +67,9 @@ SNAPSHOT_KIND = "changes"
 # (flexsync/extract/flex_landing.py), it spills beyond this. 5 years of history (15,000
 # activities) snapshots in 64MB; 32MB fails ("failed to allocate data of size 32.0 MiB").
 SNAPSHOT_MEMORY_LIMIT = "64MB"
+# DuckDB's JSON reader fills a buffer with up to 32 MiB of a file: the spool is cut into
+# files of this many rows (≈3 MiB), so reading it back holds one file, not the account.
+SPOOL_FILE_ROWS = 2000
 
 
 class ActivitySource(Protocol):
@@ -103,12 +106,13 @@ def row_hash_sql(alias: str) -> str:
 def _latest_versions_sql(account_param: str) -> str:
     """The newest version of every activity id in the account's state (the rule's one
     home: warehouse.WEALTHFOLIO_STATE_VIEW), narrow: id, the snapshot it came from, its
-    hash (computed for rows landed before hashes existed) and whether it is a tombstone."""
+    hash and whether it is a tombstone. Narrow on purpose: a query that touches raw_json
+    here holds every version's JSON (≈30 MiB more at 15,000 activities)."""
     return f"""
         select
             versions.id,
             versions._snapshot_id,
-            coalesce(versions._row_hash, {row_hash_sql('versions')}) as _row_hash,
+            versions._row_hash,
             coalesce(versions._deleted, false) as _deleted
         from raw_wealthfolio.activity_state_versions as versions
         where versions.state_account_id = {account_param}
@@ -126,9 +130,9 @@ def snapshot_activities(
     now: datetime | None = None,
 ) -> SnapshotResult:
     """Fetch all activities of `wf_account_id`; append what changed as one new snapshot."""
-    # Each page goes to a spool file as it arrives (one JSON line per row, DuckDB reads
-    # it back): the parsed JSON of one page is all the process holds, whatever the
-    # account's size, and no pyarrow is needed.
+    # Each page goes to the spool as it arrives (one JSON line per row, DuckDB reads it
+    # back twice, streaming): the parsed JSON of one page and one spool file are all the
+    # process holds, whatever the account's size, and no pyarrow is needed.
     with _Spool() as spool:
         page = client.search_all(wf_account_id, on_page=spool.add)
         total_row_count = int(page.total_row_count)
@@ -137,7 +141,7 @@ def snapshot_activities(
         spool.close_file()
         ensure_schema(con)
         with _bounded(con):
-            return _append_snapshot(con, spool.path, wf_account_id, run_id, now,
+            return _append_snapshot(con, spool.paths, wf_account_id, run_id, now,
                                     total_row_count, spool.rows)
 
 
@@ -145,32 +149,36 @@ def snapshot_activities(
 def _bounded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB limited for the snapshot, the caller's settings restored after. One thread:
     the work is small, and every extra thread's malloc arena adds to the peak."""
-    [(limit, threads)] = con.execute(
-        "select current_setting('memory_limit'), current_setting('threads')").fetchall()
+    [(limit, threads, order)] = con.execute(
+        "select current_setting('memory_limit'), current_setting('threads'), "
+        "current_setting('preserve_insertion_order')").fetchall()
     con.execute(f"set memory_limit = '{SNAPSHOT_MEMORY_LIMIT}'")
     con.execute("set threads = 1")
+    con.execute("set preserve_insertion_order = false")
     try:
         yield
     finally:
         con.execute(f"set memory_limit = '{limit}'")
         con.execute(f"set threads = {int(threads)}")
+        con.execute(f"set preserve_insertion_order = {bool(order)}")
 
 
-def _append_snapshot(con: duckdb.DuckDBPyConnection, spool_path: str, wf_account_id: str,
+def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_account_id: str,
                      run_id: str | None, now: datetime | None, total_row_count: int,
                      activity_count: int) -> SnapshotResult:
     suffix = uuid.uuid4().hex
-    view, changes = f"_wf_fetched_{suffix}", f"_wf_changes_{suffix}"
+    keys, changes = f"_wf_fetched_{suffix}", f"_wf_changes_{suffix}"
     con.execute("begin transaction")
     try:
         snapshot_at = _next_snapshot_at(con, wf_account_id, now)
         snapshot_id = f"wf-{snapshot_at:%Y%m%dT%H%M%S}-{suffix[:12]}"
-        con.execute(_fetched_sql(view, spool_path))
-        con.execute(_changes_sql(view, changes), {"account": wf_account_id})
+        con.execute(_FILL_MISSING_ROW_HASHES)
+        con.execute(_fetched_keys_sql(keys, spool))
+        con.execute(_changes_sql(keys, changes), {"account": wf_account_id})
+        con.execute(f"drop table {keys}")
         [(appended,)] = con.execute(
-            _insert_sql(view, changes),
+            _insert_sql(spool, changes),
             {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at}).fetchall()
-        con.execute(f"drop table {view}")
         counts = dict(con.execute(
             f"select change, count(*) from {changes} group by change").fetchall())
         con.execute(f"drop table {changes}")
@@ -196,20 +204,35 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, spool_path: str, wf_account
     return result
 
 
-def _fetched_sql(view: str, spool_path: str) -> str:
-    """A temp table of the fetched rows, read back from the spool with every column
-    named and typed (no detection: a value is the text that was written)."""
+# Rows landed before `_row_hash` existed get it (once; a no-op after), so the state is
+# diffed and ordered on the hash column alone.
+_FILL_MISSING_ROW_HASHES = f"""
+    update raw_wealthfolio.activities as activities
+    set _row_hash = {row_hash_sql('activities')}
+    where activities._row_hash is null
+"""
+
+
+def _spool_sql(spool: list[str]) -> str:
+    """The spooled rows, read back with every column named and typed (no detection: a
+    value is the text that was written). Scanned twice (keys, then the changed rows),
+    never held: the account's size sets no memory."""
     columns = ", ".join(f"'{c}': 'VARCHAR'" for c in LANDED_COLUMNS)
-    path = spool_path.replace("'", "''")
+    paths = ", ".join("'" + path.replace("'", "''") + "'" for path in spool)
+    return (f"read_json([{paths}], format = 'newline_delimited', "
+            f"columns = {{{columns}, '_ord': 'BIGINT'}})")
+
+
+def _fetched_keys_sql(keys: str, spool: list[str]) -> str:
+    """A narrow temp table of the fetched rows: row number, id and content hash."""
     return f"""
-        create temp table {view} as
-        select {", ".join(LANDED_COLUMNS)}, _ord
-        from read_json('{path}', format = 'newline_delimited',
-                       columns = {{{columns}, '_ord': 'BIGINT'}})
+        create temp table {keys} as
+        select fetched._ord, fetched.id, {row_hash_sql('fetched')} as _row_hash
+        from {_spool_sql(spool)} as fetched
     """
 
 
-def _changes_sql(view: str, changes: str) -> str:
+def _changes_sql(keys: str, changes: str) -> str:
     """A narrow temp table of what to append: fetched rows that are new, changed or
     without id (by `_ord`), and tombstones (by the id and snapshot of the last version)."""
     return f"""
@@ -218,8 +241,7 @@ def _changes_sql(view: str, changes: str) -> str:
             select * from ({_latest_versions_sql('$account')}) where not _deleted
         ),
         fetched as (
-            select fetched._ord, fetched.id, {row_hash_sql('fetched')} as _row_hash
-            from {view} as fetched
+            select fetched._ord, fetched.id, fetched._row_hash from {keys} as fetched
         )
         select
             case
@@ -241,18 +263,20 @@ def _changes_sql(view: str, changes: str) -> str:
     """
 
 
-def _insert_sql(view: str, changes: str) -> str:
-    """Append the changed rows as fetched, and each tombstone as a copy of the last
-    version with `_deleted` set (so analysts see what disappeared)."""
+def _insert_sql(spool: list[str], changes: str) -> str:
+    """Append the changed rows as fetched (read from the spool again, only those kept),
+    and each tombstone as a copy of the last version with `_deleted` set (so analysts
+    see what disappeared)."""
     columns = ", ".join(LANDED_COLUMNS)
     fetched_cols = ", ".join(f"fetched.{c}" for c in LANDED_COLUMNS)
     last_cols = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
     return f"""
         insert into raw_wealthfolio.activities
             (_snapshot_id, _snapshot_at, {columns}, _row_hash, _deleted)
-        select $snapshot_id, $snapshot_at, {fetched_cols}, changes._row_hash, false
-        from {changes} as changes
-        inner join {view} as fetched on changes._ord = fetched._ord
+        select $snapshot_id, $snapshot_at, {fetched_cols}, {row_hash_sql('fetched')}, false
+        from {_spool_sql(spool)} as fetched
+        where fetched._ord in (select changes._ord from {changes} as changes
+                               where changes._ord is not null)
         union all
         select $snapshot_id, $snapshot_at, {last_cols}, changes._row_hash, true
         from {changes} as changes
@@ -261,7 +285,7 @@ def _insert_sql(view: str, changes: str) -> str:
             and activities.id = changes.id
         where changes.change = 'deleted'
         qualify row_number() over (
-            partition by changes.id order by md5(activities.raw_json)) = 1
+            partition by changes.id order by activities._row_hash) = 1
     """
 
 
@@ -278,14 +302,14 @@ def _next_snapshot_at(con: duckdb.DuckDBPyConnection, wf_account_id: str,
 
 
 class _Spool:
-    """The landed columns as text and a row number, one JSON line per row, in a temporary
-    file; one id once (the first seen: a page boundary that moved while paging repeats a
-    row; rows without an id are all kept)."""
+    """The landed columns as text and a row number, one JSON line per row, in temporary
+    files of SPOOL_FILE_ROWS rows each; one id once (the first seen: a page boundary that
+    moved while paging repeats a row; rows without an id are all kept)."""
 
     def __init__(self) -> None:
-        self._file = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", prefix="flexsync-wf-", suffix=".jsonl")
-        self.path = self._file.name
+        self._folder = tempfile.TemporaryDirectory(prefix="flexsync-wf-")
+        self.paths: list[str] = []
+        self._file: TextIO | None = None
         self.seen: set[str] = set()
         self.rows = 0
 
@@ -293,13 +317,20 @@ class _Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._file.close()  # deletes it
+        self._close_current()
+        self._folder.cleanup()
 
     def close_file(self) -> None:
-        self._file.flush()
+        if not self.paths:  # an empty account: DuckDB reads one empty file
+            self._next_file()
+        self._close_current()
+
+    def _close_current(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        lines = []
         for row in rows:
             key = _text(row.get("id"))
             if key is not None:
@@ -310,10 +341,16 @@ class _Spool:
                 column: _text(row.get(name)) for column, name in COLUMN_FIELDS.items()}
             record["raw_json"] = _raw_json(row)
             record["_ord"] = self.rows
+            self._next_file().write(json.dumps(record, ensure_ascii=False) + "\n")
             self.rows += 1
-            lines.append(json.dumps(record, ensure_ascii=False))
-        if lines:
-            self._file.write("\n".join(lines) + "\n")
+
+    def _next_file(self) -> TextIO:
+        if self._file is None or self.rows % SPOOL_FILE_ROWS == 0:
+            self._close_current()
+            path = f"{self._folder.name}/{len(self.paths):05d}.jsonl"
+            self._file = open(path, "w", encoding="utf-8")  # closed by _close_current
+            self.paths.append(path)
+        return self._file
 
 
 def _text(value: Any) -> str | None:
