@@ -127,14 +127,16 @@ def global_args(project_dir: Path, log_format: str) -> list[str]:
     return args
 
 
-# dbt threads for a build that makes an incremental staging table from many landed rows
-# (the first build of a backfill, --full-refresh, changed SQL): one node at a time, so
-# DuckDB's memory_limit is not shared by two big nodes (benchmarks/README.md, session 6:
-# the 10-year backfill 268 -> 255 MiB, and two threads at 64MB ran out of DuckDB memory).
-# A nightly build, incremental, and a first build of a few thousand rows (a 90-day
-# statement lands ≈1,000) keep the profile's two threads: ≈1 s faster.
-FROM_SCRATCH_THREADS = 1
-FROM_SCRATCH_ONE_THREAD_ROWS = 50_000
+# dbt threads once raw_ibkr is large: one node at a time, so DuckDB's memory_limit is not
+# shared by two big nodes. The intermediate IBKR models are tables rebuilt from every
+# staged row each night, so not only a build from scratch is big: with 5 years of history
+# (1.9 M raw rows) two threads ran out of the 64MB now and then (int_ibkr__trades_classified
+# beside int_wealthfolio__cash_balances' checks; benchmarks/README.md, session 8), and the
+# 10-year backfill needed one thread to fit (session 6). One thread costs ≈0.2 s a night
+# at 5 years; below the threshold (a first statement lands ≈1,000 rows, a year ≈375,000)
+# the profile's two threads stay: ≈1 s faster on a small first build.
+LARGE_WAREHOUSE_THREADS = 1
+LARGE_WAREHOUSE_ROWS = 50_000
 
 
 def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
@@ -459,13 +461,13 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             for relation in drop_stale_incremental_models(con, fingerprints, full_refresh):
                 log.info("rebuilding %s from every landed row (%s)", relation,
                          "--full-refresh" if full_refresh else "its SQL changed")
-            from_scratch = missing_relations(con, list(fingerprints))
-            big_from_scratch = bool(from_scratch) and (
-                landed_row_estimate(con) > FROM_SCRATCH_ONE_THREAD_ROWS)
+            large = landed_row_estimate(con) > LARGE_WAREHOUSE_ROWS
+            # Only a big build from scratch pays for a trim after every node (≈0.4 s).
+            big_from_scratch = large and bool(missing_relations(con, list(fingerprints)))
             skip_seeds = loaded_seeds(con, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
         args = build_args(project_dir, select, include_unit_tests, settings.log_format,
-                          skip_seeds, FROM_SCRATCH_THREADS if big_from_scratch else None,
+                          skip_seeds, LARGE_WAREHOUSE_THREADS if large else None,
                           exclude)
         log.debug("dbt %s", " ".join(args))
         outcome = _invoke_dbt(args, manifest, trim=big_from_scratch)
