@@ -6,7 +6,7 @@ Sections (see benchmarks/README.md for what each measures and why):
 - daily    `flexsync sync --flex-file` of a 90-day window (≈300 trades, ≈400 cash rows,
            ≈55 positions) against the fake Wealthfolio and a real Pushgateway: once on an
            empty warehouse (everything posted) and in steady state (yesterday's run done);
-- growth   the same steady-state night after 1 night, 1 year and 5 years of nightly
+- growth   the same steady-state night after 1 night, 1, 2 and 5 years of nightly
            history (benchmarks/history.py builds it with SQL), ratio to 1 night;
 - backfill `flexsync extract` + `flexsync transform` of a ≈110 MB 10-year statement,
            next to `ibflex.parser.parse` of the same bytes, alternated in one run;
@@ -46,7 +46,7 @@ from benchmarks.services import WealthfolioSession, services
 
 TODAY = dt.date(2025, 12, 31)  # the synthetic "tonight": its window is [TODAY-89, TODAY]
 SEED = 7
-GROWTH_NIGHTS = {"1 night": 1, "1 year": 365, "5 years": 1825}
+GROWTH_NIGHTS = {"1 night": 1, "1 year": 365, "2 years": 730, "5 years": 1825}
 LOADER_DAYS = 1300  # the active profile maps ≈7.7 activities a day: ≈10,000
 TARGETS = {
     "daily_wall": 8.0, "rss_mib": 256.0, "growth_ratio": 1.25, "ibflex_ratio": 5.0,
@@ -209,9 +209,8 @@ def bench_growth(reps: int, daily_steady: list[Run] | None,
         if label == "1 night" and daily_steady:
             out[label] = daily_steady  # the daily bench ran exactly this
         else:
-            # Five years of the current design take minutes a night: one night is enough.
-            count = 1 if nights > 1000 else reps
-            out[label] = sync_nights(f"growth-{nights}", template, count, night_timeout)
+            # A night of 5 years takes ≈9 s: consecutive nights, a median like the others.
+            out[label] = sync_nights(f"growth-{nights}", template, reps, night_timeout)
         sizes = history.size_summary(template / "warehouse.duckdb")
         out[label][0].extra.update(
             raw_ibkr_rows=sum(v for k, v in sizes.items() if k.startswith("raw_ibkr.")),
@@ -401,11 +400,16 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                 f"{_stage_text(runs) if not stopped else 'stopped at the night timeout'} "
                 f"({len(runs)} night(s)) |")
         lines.append("")
-        five = _med(growth["5 years"], lambda r: r.wall) / base
-        verdicts.append(("daily with 5 years of history ≤ 1.25× 1 night", f"{five:.2f}×",
-                         _verdict(five <= TARGETS["growth_ratio"],
-                                  f"{five / TARGETS['growth_ratio']:.2f}× the allowance"),
-                         "see the growth table's stages"))
+        # Issue 17 sets the ratio at 2 years of history; 5 years is the same check further on.
+        for label in ("2 years", "5 years"):
+            ratio = _med(growth[label], lambda r: r.wall) / base
+            verdicts.append((f"daily with {label} of history ≤ 1.25× 1 night", f"{ratio:.2f}×",
+                             _verdict(ratio <= TARGETS["growth_ratio"],
+                                      f"{ratio / TARGETS['growth_ratio']:.2f}× the allowance"),
+                             "what grows with the history: the two Wealthfolio snapshots "
+                             "(every activity fetched twice a night), the intermediate "
+                             "tables rebuilt from every staged row, the analytics copy; "
+                             "see the growth table's stages"))
         runs5 = [r for r in growth["5 years"] if not r.extra.get("aborted")]
         if runs5:
             rss = mib(max(_pod_memory(r) for r in runs5))

@@ -177,3 +177,35 @@ def test_the_run_context_does_not_re_parse_the_project(tmp_path: Path) -> None:
     perf = json.loads((target / "perf_info.json").read_text())
     assert perf["is_partial_parse_enabled"]
     assert perf["parsed_path_count"] == 0, "the run's settings made dbt re-parse files"
+
+
+@pytest.mark.parametrize(("threshold", "threads"), [(2, ["--threads", "1"]), (10_000, [])])
+def test_a_large_warehouse_builds_one_node_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int,
+        threads: list[str]) -> None:
+    """Two dbt threads share DuckDB's memory_limit: once raw_ibkr is large, every build
+    (a nightly one too: the intermediate tables rebuild from every staged row) runs one
+    node at a time — at 5 years of history two threads ran out of the 64MB now and then.
+    A small warehouse keeps the profile's two threads. dbt itself is faked here."""
+    from flexsync.core.config import load_settings
+    from flexsync.core.warehouse import connect, ensure_schema
+
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path), "IBKR_ACCOUNT_ID": ""})
+    tmp_path.mkdir(exist_ok=True)
+    with connect(settings.warehouse_path) as con:
+        ensure_schema(con)
+        con.execute("insert into raw_ibkr.trades (_extract_id) select 'x' from range(5)")
+    invoked: list[list[str]] = []
+
+    def fake_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> Any:
+        invoked.append(args)
+        return _outcome()
+
+    monkeypatch.setattr(transform, "LARGE_WAREHOUSE_ROWS", threshold)
+    monkeypatch.setattr(transform, "parsed_manifest",
+                        lambda *_: SimpleNamespace(nodes={}, macros={}))
+    monkeypatch.setattr(transform, "_invoke_dbt", fake_dbt)
+    transform.run_transform(settings, "run-1")
+    [args] = invoked
+    given = args[args.index("--threads"):args.index("--threads") + 2] if "--threads" in args else []
+    assert given == threads
