@@ -64,8 +64,9 @@ LANDED_COLUMNS: tuple[str, ...] = (*COLUMN_FIELDS, "raw_json")
 SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything, and a sync's dbt worker waits through the snapshot:
 # without a limit DuckDB may use 80 % of the machine. Like the Flex landing's
-# (flexsync/extract/flex_landing.py), it spills beyond this. 5 years of history (15,000
-# activities) snapshots in 64MB; 32MB fails ("failed to allocate data of size 32.0 MiB").
+# (flexsync/extract/flex_landing.py), it spills beyond this. 5 years of history (15,600
+# activities) snapshots in 48MB; 40MB fails ("failed to allocate data of size 32.0 MiB":
+# the JSON reader's buffer). 64MB leaves room for a larger account.
 SNAPSHOT_MEMORY_LIMIT = "64MB"
 # DuckDB's JSON reader fills a buffer with up to 32 MiB of a file: the spool is cut into
 # files of this many rows (≈3 MiB), so reading it back holds one file, not the account.
