@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from fakes.wealthfolio import FakeWealthfolio
-from fakes.wealthfolio.activities import FreshActivitySource, pages_of
+from fakes.wealthfolio.activities import FreshActivitySource, activity_details, pages_of
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     LANDED_COLUMNS,
@@ -458,6 +458,61 @@ def test_fifteen_thousand_activities_are_fast_and_restore_the_memory_limit(
     assert (second.changed_count, second.deleted_count) == (1, 1)
     assert elapsed < 20, f"three snapshots of 15,000 activities took {elapsed:.1f}s"
     assert limit == before  # the caller's setting is back
+
+
+def test_sixty_thousand_new_activities_append_within_the_snapshot_memory_limit(
+        tmp_path: Path) -> None:
+    """The first snapshot after a backfill sync finds ≈60,000 new activities: appended in
+    one transaction they ran out of the snapshot's DuckDB memory (SNAPSHOT_MEMORY_LIMIT),
+    the run failed after posting, and so did every night after it. Batches fit."""
+    con = duckdb.connect(str(tmp_path / "big.duckdb"))
+    try:
+        source = FreshActivitySource(60_000)
+        first = snapshot_activities(con, source, "acc", None)
+        source.deleted.update(range(0, 60_000, 2))  # half deleted: 30,000 tombstones
+        second = snapshot_activities(con, source, "acc", None)
+        state = con.execute("select count(*) from raw_wealthfolio.activity_state_versions "
+                            "where is_current and not coalesce(_deleted, false)").fetchone()
+    finally:
+        con.close()
+    assert (first.new_count, first.row_count) == (60_000, 60_000)
+    assert (second.deleted_count, second.row_count) == (30_000, 30_000)
+    assert state == (30_000,)
+
+
+def test_a_snapshot_killed_while_appending_leaves_nothing_visible(
+        wf_warehouse: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are committed one by one and the snapshot's header row last: rows whose
+    header never came belong to no snapshot (the state does not see them), and the next
+    snapshot removes them before it diffs."""
+    import flexsync.extract.wealthfolio_snapshot as module
+
+    monkeypatch.setattr(module, "SPOOL_FILE_ROWS", 3)
+    source = _StubSource([activity_details(i) for i in range(7)])
+    real_insert = module._insert_sql
+
+    def dies_on_the_second_batch(spool_file: str | None, changes: str, batch: int) -> str:
+        if batch == 1:
+            raise KeyboardInterrupt  # as a SIGTERM or Ctrl-C mid-append
+        return real_insert(spool_file, changes, batch)
+
+    monkeypatch.setattr(module, "_insert_sql", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        snapshot_activities(wf_warehouse, source, "acc", None)
+    assert wf_warehouse.execute(
+        "select count(*) from raw_wealthfolio.activities").fetchone() == (3,)  # batch 0
+    assert wf_warehouse.execute(
+        "select count(*) from raw_wealthfolio.activity_state_versions").fetchone() == (0,)
+    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.snapshots").fetchone() \
+        == (0,)
+
+    monkeypatch.setattr(module, "_insert_sql", real_insert)
+    result = snapshot_activities(wf_warehouse, source, "acc", None)
+    assert (result.new_count, result.row_count) == (7, 7)
+    assert wf_warehouse.execute(
+        "select count(*), count(distinct _snapshot_id) from raw_wealthfolio.activities"
+    ).fetchone() == (7, 1)
+    assert set(_state(wf_warehouse, "acc")) == {activity_details(i)["id"] for i in range(7)}
 
 
 _PEAK_RSS_CHILD = """

@@ -33,6 +33,7 @@ from typing import Any, Protocol, TextIO
 
 import duckdb
 
+from flexsync.core.errors import WarehouseError
 from flexsync.core.warehouse import ensure_schema
 
 log = logging.getLogger("flexsync.wealthfolio")
@@ -167,33 +168,42 @@ def _bounded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_account_id: str,
                      run_id: str | None, now: datetime | None, total_row_count: int,
                      activity_count: int) -> SnapshotResult:
+    """Diff the spooled rows against the account's state and append what changed.
+
+    The rows are appended in batches of SPOOL_FILE_ROWS, each committed, and the
+    snapshot's header row last: one transaction holding every new row of a big first
+    snapshot (60,000 activities after a backfill) ran out of the snapshot's DuckDB
+    memory. Until its header exists a snapshot's rows belong to nothing (the state view
+    joins them to their snapshot), and rows whose header never came (a killed run) are
+    removed by the next snapshot."""
     suffix = uuid.uuid4().hex
     keys, changes = f"_wf_fetched_{suffix}", f"_wf_changes_{suffix}"
-    con.execute("begin transaction")
+    con.execute(_REMOVE_HEADERLESS_ROWS)
+    con.execute(_FILL_MISSING_ROW_HASHES)
+    snapshot_at = _next_snapshot_at(con, wf_account_id, now)
+    snapshot_id = f"wf-{snapshot_at:%Y%m%dT%H%M%S}-{suffix[:12]}"
     try:
-        snapshot_at = _next_snapshot_at(con, wf_account_id, now)
-        snapshot_id = f"wf-{snapshot_at:%Y%m%dT%H%M%S}-{suffix[:12]}"
-        con.execute(_FILL_MISSING_ROW_HASHES)
         con.execute(_fetched_keys_sql(keys, spool))
         con.execute(_changes_sql(keys, changes), {"account": wf_account_id})
         con.execute(f"drop table {keys}")
-        [(appended,)] = con.execute(
-            _insert_sql(spool, changes),
-            {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at}).fetchall()
         counts = dict(con.execute(
             f"select change, count(*) from {changes} group by change").fetchall())
-        con.execute(f"drop table {changes}")
-        con.execute(
-            "insert into raw_wealthfolio.snapshots (snapshot_id, snapshot_at, wf_account_id, "
-            "run_id, total_row_count, row_count, kind, activity_count) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [snapshot_id, snapshot_at, wf_account_id, run_id, total_row_count, appended,
-             SNAPSHOT_KIND, activity_count],
-        )
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        appended = _append_batches(con, spool, changes,
+                                   {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at})
+        expected = sum(counts.values())
+        if appended != expected:  # the spool's files and batches must line up
+            raise WarehouseError(f"Wealthfolio snapshot {snapshot_id}: appended {appended} "
+                                 f"rows of {expected}; the snapshot was not recorded")
+    finally:
+        con.execute(f"drop table if exists {keys}")
+        con.execute(f"drop table if exists {changes}")
+    con.execute(
+        "insert into raw_wealthfolio.snapshots (snapshot_id, snapshot_at, wf_account_id, "
+        "run_id, total_row_count, row_count, kind, activity_count) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [snapshot_id, snapshot_at, wf_account_id, run_id, total_row_count, appended,
+         SNAPSHOT_KIND, activity_count],
+    )
     result = SnapshotResult(
         snapshot_id, snapshot_at, wf_account_id, appended, total_row_count, activity_count,
         counts.get("new", 0), counts.get("changed", 0), counts.get("deleted", 0),
@@ -203,6 +213,36 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_accoun
              result.activity_count, appended, result.new_count, result.changed_count,
              result.deleted_count, result.unkeyed_count)
     return result
+
+
+def _append_batches(con: duckdb.DuckDBPyConnection, spool: list[str], changes: str,
+                    params: dict[str, Any]) -> int:
+    """Append the changes batch by batch (spool file k holds the rows of batch k), one
+    transaction each; the number of rows appended."""
+    appended = 0
+    batches = [batch for (batch,) in con.execute(
+        f"select distinct _batch from {changes} order by _batch").fetchall()]
+    for batch in batches:
+        spool_file = spool[batch] if batch < len(spool) else None
+        con.execute("begin transaction")
+        try:
+            [(rows,)] = con.execute(_insert_sql(spool_file, changes, batch), params).fetchall()
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        appended += int(rows)
+    return appended
+
+
+# Rows of a snapshot whose header row was never written (a run killed while appending).
+_REMOVE_HEADERLESS_ROWS = """
+    delete from raw_wealthfolio.activities as activities
+    where not exists (
+        select 1 from raw_wealthfolio.snapshots as snapshots
+        where snapshots.snapshot_id = activities._snapshot_id
+    )
+"""
 
 
 # Rows landed before `_row_hash` existed get it (once; a no-op after), so the state is
@@ -235,7 +275,8 @@ def _fetched_keys_sql(keys: str, spool: list[str]) -> str:
 
 def _changes_sql(keys: str, changes: str) -> str:
     """A narrow temp table of what to append: fetched rows that are new, changed or
-    without id (by `_ord`), and tombstones (by the id and snapshot of the last version)."""
+    without id (by `_ord`), and tombstones (by the id and snapshot of the last version),
+    each in a batch of SPOOL_FILE_ROWS (a fetched row's is its spool file)."""
     return f"""
         create temp table {changes} as
         with state as (
@@ -253,38 +294,44 @@ def _changes_sql(keys: str, changes: str) -> str:
             fetched._ord,
             fetched.id,
             fetched._row_hash,
-            cast(null as varchar) as version_snapshot_id
+            cast(null as varchar) as version_snapshot_id,
+            fetched._ord // {SPOOL_FILE_ROWS} as _batch
         from fetched
         left join state on fetched.id = state.id
         where fetched.id is null or state.id is null or state._row_hash <> fetched._row_hash
         union all
-        select 'deleted', null, state.id, state._row_hash, state._snapshot_id
+        select
+            'deleted', null, state.id, state._row_hash, state._snapshot_id,
+            (row_number() over (order by state.id) - 1) // {SPOOL_FILE_ROWS}
         from state
         anti join fetched on state.id = fetched.id
     """
 
 
-def _insert_sql(spool: list[str], changes: str) -> str:
-    """Append the changed rows as fetched (read from the spool again, only those kept),
-    and each tombstone as a copy of the last version with `_deleted` set (so analysts
-    see what disappeared)."""
+def _insert_sql(spool_file: str | None, changes: str, batch: int) -> str:
+    """Append one batch: its changed rows as fetched (read again from their spool file,
+    only those kept), and its tombstones as a copy of the last version with `_deleted`
+    set (so analysts see what disappeared)."""
     columns = ", ".join(LANDED_COLUMNS)
     fetched_cols = ", ".join(f"fetched.{c}" for c in LANDED_COLUMNS)
     last_cols = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
+    fetched = "" if spool_file is None else f"""
+        select $snapshot_id, $snapshot_at, {fetched_cols}, {row_hash_sql('fetched')}, false
+        from {_spool_sql([spool_file])} as fetched
+        where fetched._ord in (select changes._ord from {changes} as changes
+                               where changes._batch = {int(batch)}
+                                   and changes._ord is not null)
+        union all"""
     return f"""
         insert into raw_wealthfolio.activities
             (_snapshot_id, _snapshot_at, {columns}, _row_hash, _deleted)
-        select $snapshot_id, $snapshot_at, {fetched_cols}, {row_hash_sql('fetched')}, false
-        from {_spool_sql(spool)} as fetched
-        where fetched._ord in (select changes._ord from {changes} as changes
-                               where changes._ord is not null)
-        union all
+        {fetched}
         select $snapshot_id, $snapshot_at, {last_cols}, changes._row_hash, true
         from {changes} as changes
         inner join raw_wealthfolio.activities as activities
             on activities._snapshot_id = changes.version_snapshot_id
             and activities.id = changes.id
-        where changes.change = 'deleted'
+        where changes.change = 'deleted' and changes._batch = {int(batch)}
         qualify row_number() over (
             partition by changes.id order by activities._row_hash) = 1
     """
