@@ -223,12 +223,19 @@ def _worker_main(conn: Connection, parent_pid: int, prepare: Callable[..., Any],
     parent_modules = set(sys.modules)
     output = _capture_in_memory_streams()
     failure: BaseException | None = None
+    # `prepare` holds nothing to unwind (dbt's import and parse: no warehouse), and the
+    # TerminatedError a SIGTERM raises inside it was caught by dbt's parser, printed with
+    # a traceback, and the worker lingered until killed 15 s later: while preparing, a
+    # SIGTERM (the parent stopping: a failed extract, an eviction) ends it at once.
+    previous = signal.signal(signal.SIGTERM, _exit_at_once)
     try:
         prepare(*prepare_args)
     except TerminatedError:  # the parent passed a SIGTERM on: it is stopping
         return
     except Exception as exc:  # the first call answers with it
         failure = exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     while (request := _next_request(conn)) is not None:
         fn, call_record, args = request
         if failure is not None:
@@ -236,6 +243,10 @@ def _worker_main(conn: Connection, parent_pid: int, prepare: Callable[..., Any],
         if not _run_and_reply(conn, call_record, fn, args, parent_modules, output):
             break  # a SIGTERM or Ctrl-C ended the call: the parent is stopping
     conn.close()
+
+
+def _exit_at_once(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
 
 
 def _next_request(conn: Connection) -> Any:

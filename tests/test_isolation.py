@@ -275,6 +275,35 @@ def test_a_failure_in_the_block_stops_the_worker_at_once(tmp_path: Path) -> None
     assert _gone_within(int((tmp_path / "prepared").read_text()), 5)
 
 
+def _prepare_like_dbt(marker: Path) -> None:
+    """dbt's parser catches what a SIGTERM handler raises, prints it and carries on."""
+    marker.write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # as dbt does
+            print("Encountered an error:\nTraceback (most recent call last): ...")
+
+
+def test_a_failed_extract_stops_a_worker_still_parsing_at_once_and_quietly(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The extract failed (e.g. a gzip bomb) while dbt was still parsing: the worker ends
+    at once, without dbt printing the SIGTERM as a traceback (it used to, and lingered
+    until killed after TERMINATE_WAIT_SECONDS)."""
+    from flexsync.runs import _sigterm_raises
+
+    started = time.monotonic()
+    with _sigterm_raises(), pytest.raises(IBKRAccountMismatchError), \
+            stage_worker("dbt", _prepare_like_dbt, tmp_path / "prepared"):
+        _wait_for_file(tmp_path / "prepared")
+        raise IBKRAccountMismatchError("U7654321", ["U1234567"])
+    assert time.monotonic() - started < 5
+    assert _gone_within(int((tmp_path / "prepared").read_text()), 5)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+
+
 def _slow_prepare(marker: Path) -> None:
     marker.write_text(str(os.getpid()))
     time.sleep(60)
