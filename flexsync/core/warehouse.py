@@ -205,10 +205,20 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 # extractor fills the hash of rows landed before it existed). `is_current` marks
 # that version, or an id-less row of the latest snapshot; a current tombstone (_deleted)
 # means the activity is gone. Snapshots are ordered by (snapshot_at, snapshot_id).
+# The two fields read from raw_json (fx_rate, account_currency) are extracted before the
+# window: a reader that needs only them leaves raw_json out of the ranking, which held
+# every version's JSON (60,000 activities: over dbt's 64MB).
 # Recreated by every ensure_schema, after the column additions: a view fixes `*` when made.
 WEALTHFOLIO_STATE_VIEW = """
 create or replace view raw_wealthfolio.activity_state_versions as
-with ranked_snapshots as (
+with activity_versions as (
+    select
+        *,
+        json_extract_string(raw_json, '$.fxRate') as fx_rate,
+        json_extract_string(raw_json, '$.accountCurrency') as account_currency
+    from raw_wealthfolio.activities
+),
+ranked_snapshots as (
     select
         snapshot_id,
         wf_account_id,
@@ -252,7 +262,7 @@ select
             order by state_snapshots.recency, activities._row_hash
         ) = 1
     end as is_current
-from raw_wealthfolio.activities as activities
+from activity_versions as activities
 inner join state_snapshots on activities._snapshot_id = state_snapshots.snapshot_id
 """
 

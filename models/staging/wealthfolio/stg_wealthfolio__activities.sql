@@ -67,18 +67,17 @@ renamed as (
         {{ flex_text('current_state.currency') }} as currency,
         {{ flex_text('current_state.source_system') }} as source_system,
         {{ flex_text('current_state.comment') }} as comment,
-        {# Only in the row's JSON: the cash rules book a foreign trade with an fxRate in
-           the account currency (int_wealthfolio__cash_balances). #}
-        {{ flex_text("json_extract_string(current_state.raw_json, '$.accountCurrency')") }}
-            as account_currency,
+        {# Only in the row's JSON (the view extracts them: raw_json is never read here):
+           the cash rules book a foreign trade with an fxRate in the account currency
+           (int_wealthfolio__cash_balances). #}
+        {{ flex_text('current_state.account_currency') }} as account_currency,
 
         ---------- numerics
         {{ flex_decimal('current_state.quantity') }} as quantity,
         {{ flex_decimal('current_state.unit_price') }} as unit_price,
         {{ flex_decimal('current_state.amount') }} as amount,
         {{ flex_decimal('current_state.fee') }} as fee,
-        {{ flex_decimal("json_extract_string(current_state.raw_json, '$.fxRate')") }}
-            as fx_rate,
+        {{ flex_decimal('current_state.fx_rate') }} as fx_rate,
 
         ---------- timestamps (Wealthfolio returns UTC, RFC 3339 or YYYY-MM-DD)
         try_cast(
