@@ -256,8 +256,21 @@ def bench_backfill(reps: int) -> dict[str, Any]:
                                 "where schema_name = 'raw_ibkr'").fetchall())
         fct = con.execute("select count(*) from marts.fct_activities").fetchall()[0][0]
     _drop_warehouses(data_dir)
+    log("backfill: the same statement as one first `flexsync sync` (everything posted)")
     return {"size": size, "extract": extract_runs, "ibflex": ibflex_runs,
-            "transform": transform_runs, "raw_rows": rows, "fct_rows": fct}
+            "transform": transform_runs, "raw_rows": rows, "fct_rows": fct,
+            "sync": [backfill_as_one_sync(path)]}
+
+
+def backfill_as_one_sync(path: Path) -> Run:
+    """A first sync of the whole statement against the fake: extract, build from scratch,
+    post every activity, snapshot and drift — once (it takes a minute)."""
+    data_dir = _fresh_dir("backfill-sync")
+    with services(data_dir / "logs") as (wf, pg):
+        env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
+        run = _measured([FLEXSYNC, "sync", "--flex-file", str(path)], env, data_dir, "sync")
+    _drop_warehouses(data_dir)
+    return run
 
 
 def bench_loader(reps: int) -> list[Run]:
@@ -433,19 +446,28 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
             f"{raw.get('cash_transactions', 0):,} cash transactions, "
             f"{raw.get('open_positions', 0):,} positions; {backfill['fct_rows']:,} activities "
             "mapped. Full attribute sets (85 per trade), as a real 'select all' Flex query.", "",
-            "| step | wall s | CPU s | MB/s | max process RSS MiB | note |",
-            "|---|---:|---:|---:|---:|---|",
+            "| step | wall s | CPU s | MB/s | max process RSS MiB | tree PSS MiB | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
             f"| `flexsync extract` (process) | {ext_wall:.2f} | {_med(ext, lambda r: r.cpu):.2f} | "
             f"{size_mb / ext_wall:.0f} | "
-            f"{mib(_med(ext, lambda r: r.max_rss)):.0f} | extract stage {ext_stage:.2f} s |",
+            f"{mib(_med(ext, lambda r: r.max_rss)):.0f} | "
+            f"{mib(_med(ext, lambda r: r.tree_rss)):.0f} | extract stage {ext_stage:.2f} s |",
             f"| `ibflex.parser.parse` (process) | {ibf_wall:.2f} | "
             f"{_med(ibf, lambda r: r.cpu):.2f} | "
             f"{size_mb / ibf_wall:.0f} | "
-            f"{mib(_med(ibf, lambda r: r.max_rss)):.0f} | parse() alone {ibf_parse:.2f} s |",
+            f"{mib(_med(ibf, lambda r: r.max_rss)):.0f} | | parse() alone {ibf_parse:.2f} s |",
             f"| `flexsync transform` (process) | {_med(tr, lambda r: r.wall):.2f} | "
             f"{_med(tr, lambda r: r.cpu):.2f} | | "
-            f"{mib(_med(tr, lambda r: r.max_rss)):.0f} | dbt build, stages "
+            f"{mib(_med(tr, lambda r: r.max_rss)):.0f} | "
+            f"{mib(_med(tr, lambda r: r.tree_rss)):.0f} | dbt build, stages "
             f"{_stage_text(tr)} |",
+        ]
+        one = backfill["sync"]
+        lines += [
+            f"| `flexsync sync` (first sync, one run) | {_med(one, lambda r: r.wall):.2f} | "
+            f"{_med(one, lambda r: r.cpu):.2f} | | {mib(_med(one, lambda r: r.max_rss)):.0f} | "
+            f"{mib(_med(one, lambda r: r.tree_rss)):.0f} | posted "
+            f"{one[0].counts.get('posted', 0):,.0f}; stages {_stage_text(one)} |",
             "",
         ]
         ratio = ibf_parse / ext_wall
@@ -458,17 +480,24 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          "CPU-bound on two cores: expat's tokenising alone is ≈1/3 of the "
                          "extract (benchmarks/parse_floor.py), DuckDB's CSV parse and insert "
                          "fill the other core, start-up and the commit are serial"))
-        rss = mib(max(r.max_rss for r in ext))
-        verdicts.append(("backfill extract peak RSS ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
-                         _rss_verdict(rss), "DuckDB's landing memory limit is too high"))
-        rss = mib(max(r.max_rss for r in tr))
-        verdicts.append(("(info) backfill transform peak RSS ≤ 256 MiB",
+        # The pod counts the run's process and its stage child together (tree PSS).
+        rss = mib(max(_pod_memory(r) for r in ext))
+        verdicts.append(("backfill extract: the pod ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
+                         _rss_verdict(rss), "the landing child (pyarrow, expat, DuckDB's "
+                         "landing limit) beside the run's own ≈55 MiB"))
+        rss = mib(max(_pod_memory(r) for r in tr))
+        verdicts.append(("backfill transform: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB (worst run)",
                          _rss_verdict(rss),
-                         "≈178 MiB once dbt has parsed, DuckDB's 64MB limit and ≈20 MiB "
-                         "outside it, peaking in activities_to_post/fct_activities; 56MB: "
-                         "255 MiB, 48MB fails int_ibkr__symbols_canonicalised "
-                         "(benchmarks/README.md, session 6)"))
+                         "the dbt child (≈178 MiB once dbt has parsed, DuckDB's 64MB limit "
+                         "and ≈20 MiB outside it; 48MB fails int_ibkr__symbols_canonicalised) "
+                         "beside the run's own ≈55 MiB; benchmarks/README.md, session 8"))
+        rss = mib(max(_pod_memory(r) for r in backfill["sync"]))
+        verdicts.append(("backfill as one first sync: the pod ≤ 256 MiB",
+                         f"{rss:.0f} MiB", _rss_verdict(rss),
+                         "the landing beside dbt's import, the build from scratch beside the "
+                         "run, and the loader holding every pending activity (≈63,000) at "
+                         "once; a year per sync fits (benchmarks/README.md, session 8)"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader
