@@ -50,6 +50,12 @@ def settings_from_environment(**flags: Any) -> Settings:
     return settings.with_overrides(data_dir=settings.data_dir.resolve())
 
 
+# Statement files larger than this land before dbt's worker starts importing: the landing
+# child beside the import did not fit the pod with a 60 MB statement (308 MiB; 30 MB: 234;
+# benchmarks/README.md, session 8). A nightly 90-day statement is a few MB.
+LAND_ALONE_BYTES = 24 * 1024 * 1024
+
+
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     """The nightly job: extract → snapshot → transform → load → drift → publish, push last.
 
@@ -58,13 +64,18 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     snapshot and build share one process on purpose: a snapshot child beside the worker
     would add its own memory to dbt's (at 5 years of history, ≈115 + 140 MiB with the
     run's own: over the pod's 256 MiB). The worker goes before the load, and the drift
-    refresh imports dbt again in its own child while it snapshots Wealthfolio."""
+    refresh imports dbt again in its own child while it snapshots Wealthfolio.
+    Statement files of more than LAND_ALONE_BYTES land before the worker starts."""
     with recorded(settings, "sync") as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
         with stages.pushed_last(settings, record, dry_run):
-            with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
+            land_alone = stages.statement_bytes(files) > LAND_ALONE_BYTES
+            if land_alone:
                 in_child("extract", record, stages.extract, settings, record, files)
+            with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
+                if not land_alone:
+                    in_child("extract", record, stages.extract, settings, record, files)
                 dbt.call("snapshot", record, stages.snapshot, settings, record)
                 # A dry run posts nothing, so no drift refresh follows: build it now.
                 dbt.call("transform", record, partial(

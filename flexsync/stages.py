@@ -96,6 +96,18 @@ def extract(settings: Settings, record: RunRecord, files: list[Path]) -> None:
                                 f"{len(results) - len(landed)} already landed")
 
 
+def statement_bytes(files: list[Path]) -> int:
+    """The size of the statement files given (0 for a download, or what cannot be read:
+    the extract reports that)."""
+    total = 0
+    for path in files:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
 def land_flex_files(settings: Settings, paths: list[Path]) -> list[LandingResult]:
     """File mode: no token, no network."""
     sources = []
