@@ -495,9 +495,10 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         rss = mib(max(_pod_memory(r) for r in backfill["sync"]))
         verdicts.append(("backfill as one first sync: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB", _rss_verdict(rss),
-                         "the landing beside dbt's import, the build from scratch beside the "
-                         "run, and the loader holding every pending activity (≈63,000) at "
-                         "once; a year per sync fits (benchmarks/README.md, session 8)"))
+                         "the build from scratch beside the run (as the transform row), and "
+                         "the drift child importing dbt beside the snapshot of every "
+                         "activity (≈63,000); a year per sync fits (benchmarks/README.md, "
+                         "session 8)"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader
