@@ -159,10 +159,13 @@ def window_file(night: dt.date) -> Path:
 
 
 def sync_nights(name: str, template: Path | None, nights: int,
-                timeout: float = 1800) -> list[Run]:
-    """`nights` consecutive nightly syncs from TODAY on, on one copy of `template` (or an
-    empty warehouse) with one fake Wealthfolio: steady state, as the CronJob runs.
+                timeout: float = 1800, statements: list[Path] | None = None) -> list[Run]:
+    """`nights` consecutive nightly syncs from TODAY on (or one sync of each of
+    `statements`), on one copy of `template` (or an empty warehouse) with one fake
+    Wealthfolio: steady state, as the CronJob runs.
     A night longer than `timeout` is stopped and recorded as that long (aborted)."""
+    files = statements or [window_file(TODAY + dt.timedelta(days=offset))
+                           for offset in range(nights)]
     data_dir = _fresh_dir(name, template)
     runs = []
     with services(data_dir / "logs") as (wf, pg):
@@ -173,11 +176,10 @@ def sync_nights(name: str, template: Path | None, nights: int,
             history.adopt_wealthfolio(template, data_dir / "warehouse.duckdb",
                                       session.search_all(history.WF_ACCOUNT))
         env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
-        for offset in range(nights):
-            window = window_file(TODAY + dt.timedelta(days=offset))
-            log(f"{name}: night {offset + 1}/{nights}")
+        for night, statement in enumerate(files, 1):
+            log(f"{name}: night {night}/{len(files)}")
             try:
-                runs.append(_measured([FLEXSYNC, "sync", "--flex-file", str(window)], env,
+                runs.append(_measured([FLEXSYNC, "sync", "--flex-file", str(statement)], env,
                                       data_dir, "sync", timeout))
             except TimeoutError:
                 log(f"{name}: stopped after {timeout:.0f} s")
@@ -259,18 +261,9 @@ def bench_backfill(reps: int) -> dict[str, Any]:
     log("backfill: the same statement as one first `flexsync sync` (everything posted)")
     return {"size": size, "extract": extract_runs, "ibflex": ibflex_runs,
             "transform": transform_runs, "raw_rows": rows, "fct_rows": fct,
-            "sync": [backfill_as_one_sync(path)]}
-
-
-def backfill_as_one_sync(path: Path) -> Run:
-    """A first sync of the whole statement against the fake: extract, build from scratch,
-    post every activity, snapshot and drift — once (it takes a minute)."""
-    data_dir = _fresh_dir("backfill-sync")
-    with services(data_dir / "logs") as (wf, pg):
-        env = bake_dbt(data_dir, history.base_env(data_dir, wf.url, pg.url if pg else None))
-        run = _measured([FLEXSYNC, "sync", "--flex-file", str(path)], env, data_dir, "sync")
-    _drop_warehouses(data_dir)
-    return run
+            # A first sync of the whole statement: build from scratch, post every
+            # activity, snapshot and drift — once (it takes a minute).
+            "sync": sync_nights("backfill-sync", None, 1, statements=[path])}
 
 
 def bench_loader(reps: int) -> list[Run]:

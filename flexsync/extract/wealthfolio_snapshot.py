@@ -393,7 +393,8 @@ class _Spool:
             self.rows += 1
 
     def _next_file(self) -> TextIO:
-        if self._file is None or self.rows % SPOOL_FILE_ROWS == 0:
+        # Row `_ord` goes to file `_ord // SPOOL_FILE_ROWS`: the batch _changes_sql gives it.
+        if self._file is None or self.rows // SPOOL_FILE_ROWS == len(self.paths):
             self._close_current()
             path = f"{self._folder.name}/{len(self.paths):05d}.jsonl"
             self._file = open(path, "w", encoding="utf-8")  # closed by _close_current
