@@ -6,7 +6,10 @@ can and closes it, so dbt (in-process) and the loaders can open it in turn; the 
 lock (an flock on the data directory) is held around the whole command by `runs`.
 The commands run the heavy ones in a child process each (flexsync/isolation.py), so
 this module imports nothing heavy at the top: the landing (pyarrow) is imported inside
-`_land`, dbt inside flexsync.transform's functions.
+`_land`, dbt inside flexsync.transform's functions, the HTTP clients (httpx, which
+brings click, rich and pygments along: ≈8 MiB) inside the stages that talk to a server,
+prometheus_client inside `push`. The run's own process then holds none of them beside
+its stages' children, and forks less for them to copy.
 The settings each stage needs are checked by the command before its first stage, with
 `require_extract` and `require_load` (exit 2 before any network call or write).
 """
@@ -21,39 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-from prometheus_client import CollectorRegistry
-from rich.console import Console
 
 from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, FlexsyncError
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
-from flexsync.extract.flex_client import FlexClient
 from flexsync.extract.flex_source import FlexSource
-from flexsync.extract.wealthfolio_snapshot import snapshot_activities
-from flexsync.loaders.account_preflight import check_accounts, statement_base_currencies
 from flexsync.loaders.analytics_copy import publish_analytics_copy
-from flexsync.loaders.pushgateway import (
-    RunFigures,
-    build_registry,
-    push_run_metrics,
-    read_cash_drift_rows,
-    read_drift_rows,
-    render_registry,
-)
-from flexsync.loaders.wealthfolio_client import WealthfolioClient
-from flexsync.loaders.wealthfolio_loader import (
-    LoadAborted,
-    LoadResult,
-    load_activities,
-    plan_activities,
-    raise_for_failures,
-    summary_text,
-)
 from flexsync.runs import RunRecord, last_success
 from flexsync.transform import parse_project, preload_dbt, run_transform
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from flexsync.extract.flex_landing import LandingResult
+    from flexsync.loaders.wealthfolio_loader import LoadAborted, LoadResult
 
 log = logging.getLogger("flexsync")
 
@@ -120,6 +104,8 @@ def land_flex_files(settings: Settings, paths: list[Path]) -> list[LandingResult
 
 def download_and_land(settings: Settings) -> list[LandingResult]:
     """Download mode: SendRequest → GetStatement → land the bytes."""
+    from flexsync.extract.flex_client import FlexClient  # httpx: the module doc says why
+
     download = FlexClient.from_settings(settings).download()
     source = FlexSource(
         name=f"flex query {settings.flex_query_id} ({download.reference_code})",
@@ -164,6 +150,10 @@ def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot
         log.info("Wealthfolio not configured (WF_BASE_URL unset): snapshot skipped")
         return
     require(settings, "wf_account_id")
+    # httpx, in the stage's child (the module doc says why).
+    from flexsync.extract.wealthfolio_snapshot import snapshot_activities
+    from flexsync.loaders.wealthfolio_client import WealthfolioClient
+
     count = 0
     with record.stage("snapshot"):
         with WealthfolioClient.from_settings(settings) as client, \
@@ -210,6 +200,16 @@ def refresh_drift(settings: Settings, record: RunRecord) -> None:
 def load(settings: Settings, record: RunRecord) -> None:
     """Post marts.activities_to_post; raise WealthfolioError (exit 5) if any row failed,
     after every other row was posted and recorded."""
+    # httpx, in the stage's child (the module doc says why).
+    from flexsync.loaders.account_preflight import check_accounts, statement_base_currencies
+    from flexsync.loaders.wealthfolio_client import WealthfolioClient
+    from flexsync.loaders.wealthfolio_loader import (
+        LoadAborted,
+        load_activities,
+        raise_for_failures,
+        summary_text,
+    )
+
     result: LoadResult
     aborted: LoadAborted | None = None
     with record.stage("load"):
@@ -235,6 +235,10 @@ def load(settings: Settings, record: RunRecord) -> None:
 
 def show_plan(settings: Settings) -> None:
     """--dry-run: print what would be posted (nothing is sent)."""
+    from rich.console import Console
+
+    from flexsync.loaders.wealthfolio_loader import plan_activities
+
     with connect(settings.warehouse_path) as con:
         plan = plan_activities(con, default_account_id=settings.wf_account_id or None)
     Console(width=160).print(plan.table())
@@ -278,6 +282,9 @@ def push(settings: Settings, record: RunRecord, exit_code: int, dry_run: bool = 
     """One push per run (per account with IBKR_ACCOUNT_MAP: each IBKR account's group
     carries its own drift under its own `account` label); without PUSHGATEWAY_URL (or
     with --dry-run) print them instead."""
+    # Imported at the push, after the stages' children are gone (the module doc says why).
+    from flexsync.loaders.pushgateway import push_run_metrics, render_registry
+
     groups: list[str | None] = list(settings.wf_targets) if settings.account_map else [None]
     registries = [(settings.account_label_for(wf) if wf else settings.account_label,
                    _registry(settings, record, exit_code, wf)) for wf in groups]
@@ -299,6 +306,13 @@ def push(settings: Settings, record: RunRecord, exit_code: int, dry_run: bool = 
 
 def _registry(settings: Settings, record: RunRecord, exit_code: int,
               wf_account_id: str | None) -> CollectorRegistry:
+    from flexsync.loaders.pushgateway import (
+        RunFigures,
+        build_registry,
+        read_cash_drift_rows,
+        read_drift_rows,
+    )
+
     with connect(settings.warehouse_path) as con:
         drift = read_drift_rows(con, wf_account_id)
         cash_drift = read_cash_drift_rows(con, wf_account_id)

@@ -14,7 +14,6 @@ marts.unmapped_transactions is logged at WARNING (logger `flexsync.transform`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ import duckdb
 
 from flexsync.core.config import Settings
 from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
+from flexsync.core.heap import malloc_trim
 from flexsync.core.warehouse import connect, is_lock_message
 
 log = logging.getLogger("flexsync.transform")
@@ -206,14 +206,6 @@ def _use_fork_locks() -> None:
     dbt.mp_context._MP_CONTEXT = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
-def _trim_heap() -> Any:
-    """glibc's `malloc_trim`, or None off glibc."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return None
-
-
 def _trim_after_nodes() -> list[Any]:
     """A dbt callback that hands the heap's free pages back to the kernel after each node.
 
@@ -222,7 +214,7 @@ def _trim_after_nodes() -> list[Any]:
     elsewhere and the process' RSS is the sum of the nodes' high-water marks rather than
     the largest. `malloc_trim(0)` releases the free pages of every arena (a few ms a
     node, ~0.4 s CPU over a build: only builds from scratch, the big ones, pay it)."""
-    trim = _trim_heap()
+    trim = malloc_trim()
     if trim is None:
         return []
 
@@ -237,7 +229,7 @@ def _invoke_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> An
     _use_fork_locks()
     from dbt.cli.main import dbtRunner
 
-    heap_trim = _trim_heap()
+    heap_trim = malloc_trim()
     if heap_trim is not None:
         # What the run freed before dbt (the warehouse's DuckDB instance, the run record)
         # goes back to the kernel now rather than under dbt's peak.

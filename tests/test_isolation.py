@@ -5,6 +5,7 @@ dbt, so its memory is not the sum of every stage's."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -160,8 +161,8 @@ def test_sigterm_is_passed_on_to_the_child_and_waited_for(tmp_path: Path) -> Non
 _SYNC_THEN_LIST_MODULES = textwrap.dedent("""
     import atexit, sys
     def heavy_modules():
-        found = sorted(m for m in ("pyarrow", "dbt", "ibflex", "flexsync.extract.flex_landing")
-                       if m in sys.modules)
+        found = sorted(m for m in ("pyarrow", "dbt", "ibflex", "flexsync.extract.flex_landing",
+                                   "httpx") if m in sys.modules)
         print("PARENT-MODULES", ",".join(found) or "-", file=sys.stderr, flush=True)
     atexit.register(heavy_modules)  # the CLI runs the atexit handlers before os._exit
     sys.argv = ["flexsync", *sys.argv[1:]]
@@ -170,7 +171,7 @@ _SYNC_THEN_LIST_MODULES = textwrap.dedent("""
 """)
 
 
-def test_the_sync_process_never_imports_pyarrow_ibflex_or_dbt(tmp_path: Path) -> None:
+def test_the_sync_process_never_imports_pyarrow_ibflex_dbt_or_httpx(tmp_path: Path) -> None:
     with FakeWealthfolio(PASSWORD) as wf:
         wf.create_account("IBKR ISA", "GBP")
         env: dict[str, Any] = {
@@ -190,6 +191,32 @@ def test_the_sync_process_never_imports_pyarrow_ibflex_or_dbt(tmp_path: Path) ->
     for stage in ("extract:", "transform:", "load:", "drift:"):
         assert stage in result.stderr
     assert "PARENT-MODULES -" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_run_process_imports_no_client_library_before_its_stages() -> None:
+    # What the run holds while its stages' children run: the clients come with the stages
+    # that talk to a server (httpx), the metrics library with the push, after them.
+    probe = ("import sys, flexsync.cli; print(','.join(m for m in ('httpx', "
+             "'prometheus_client', 'pyarrow', 'dbt', 'pygments') if m in sys.modules) or '-')")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "-"
+
+
+def _frozen_objects() -> int:
+    return gc.get_freeze_count()
+
+
+def test_a_child_skips_the_parent_objects_in_its_collections_the_parent_does_not() -> None:
+    # The child's collector must not write to (and so copy) the pages of every object it
+    # inherited; the parent's own collector still frees its garbage after the fork.
+    assert gc.get_freeze_count() == 0
+    in_child_frozen = in_child("probe", _record(), _frozen_objects)
+    with stage_worker("probe", _say, "prepared") as worker:
+        in_worker_frozen = worker.call("probe", _record(), _frozen_objects)
+    assert in_child_frozen > 1000
+    assert in_worker_frozen > 1000
+    assert gc.get_freeze_count() == 0
 
 
 def _say(text: str) -> None:
