@@ -7,10 +7,10 @@ activities posted and recorded; the analytics copy is published only after a ful
 successful run, and the metrics are pushed after it, with the run's true outcome.
 
 The heavy stages (extract, snapshot, transform, load, the drift refresh) each run in a
-forked child process (`in_child`, flexsync/isolation.py; a sync's snapshot and transform
-in one dbt worker, `stage_worker`, that imports dbt while the extract runs), so this
-process never holds pyarrow, ibflex or dbt and the run's peak memory is a stage's (at
-most two at once), not their sum.
+forked child process (`in_child`, flexsync/isolation.py; a sync's snapshots, transform
+and drift refresh in one dbt worker, `stage_worker`, that imports dbt while the extract
+runs), so this process never holds pyarrow, ibflex or dbt and the run's peak memory is
+at most two stages' (three with a small load beside the idle worker), not their sum.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from flexsync.core.config import (
 )
 from flexsync.core.errors import FlexsyncError, WealthfolioError
 from flexsync.core.logs import register_secret
-from flexsync.isolation import in_child, stage_worker
+from flexsync.isolation import StageWorker, in_child, stage_worker
 from flexsync.runs import RunRecord, recorded
 from flexsync.status import show_status
 
@@ -56,6 +56,14 @@ def settings_from_environment(**flags: Any) -> Settings:
 LAND_ALONE_BYTES = 24 * 1024 * 1024
 
 
+# A sync that posts at most this many activities keeps dbt's worker through the load:
+# the worker then snapshots Wealthfolio again and builds the drift marts without a second
+# dbt import and parse (≈1.5-2 s a night). A bigger load (a backfill) waits for the worker
+# to go: the loader's memory grows with what it posts, and beside an idle dbt it would not
+# fit the pod (benchmarks/README.md, session 9). A night posts tens.
+KEEP_DBT_WORKER_MAX_POSTS = 2_000
+
+
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     """The nightly job: extract → snapshot → transform → load → drift → publish, push last.
 
@@ -63,9 +71,11 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     extract child lands the statement, then snapshots Wealthfolio and builds. Its
     snapshot and build share one process on purpose: a snapshot child beside the worker
     would add its own memory to dbt's (at 5 years of history, ≈115 + 140 MiB with the
-    run's own: over the pod's 256 MiB). The worker goes before the load, and the drift
-    refresh imports dbt again in its own child while it snapshots Wealthfolio.
-    Statement files of more than LAND_ALONE_BYTES land before the worker starts."""
+    run's own: over the pod's 256 MiB). While the load child posts, the worker waits; then
+    it snapshots Wealthfolio again and builds the drift marts. When there is more to post
+    than KEEP_DBT_WORKER_MAX_POSTS, the worker goes before the load and the drift refresh
+    imports dbt again in a child of its own. Statement files of more than
+    LAND_ALONE_BYTES land before the worker starts."""
     with recorded(settings, "sync") as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
@@ -73,6 +83,7 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
             land_alone = stages.statement_bytes(files) > LAND_ALONE_BYTES
             if land_alone:
                 in_child("extract", record, stages.extract, settings, record, files)
+            loaded = False
             with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
                 if not land_alone:
                     in_child("extract", record, stages.extract, settings, record, files)
@@ -81,13 +92,23 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
                 dbt.call("transform", record, partial(
                     stages.transform, exclude=None if dry_run else stages.DRIFT_MARTS),
                     settings, record)
-            _load(settings, record, dry_run, publish=True, drift_marts_built=dry_run)
+                if not dry_run and _to_post(record) <= KEEP_DBT_WORKER_MAX_POSTS:
+                    _load(settings, record, dry_run, dbt=dbt)
+                    loaded = True
+            if not loaded:
+                _load(settings, record, dry_run, drift_marts_built=False)
+            if not dry_run:
+                stages.publish(settings, record)
         record.log_stage(
             "sync", f"done — {record.counts.get('posted', 0)} posted, "
                     f"{record.counts.get('already_present', 0)} already there, "
                     f"{record.counts.get('transform_unmapped', '?')} unmapped",
             seconds=sum(record.stage_seconds.values()))
     return 0
+
+
+def _to_post(record: RunRecord) -> int:
+    return int(record.counts.get("transform_to_post", 0))
 
 
 def extract(settings: Settings, files: list[Path]) -> int:
@@ -112,7 +133,7 @@ def load(settings: Settings, dry_run: bool) -> int:
     with recorded(settings, "load") as record:
         stages.require_load(settings, dry_run)
         with stages.pushed_last(settings, record, dry_run):
-            _load(settings, record, dry_run, publish=False)
+            _load(settings, record, dry_run)
     return 0
 
 
@@ -122,10 +143,11 @@ def status(settings: Settings, runs: int) -> int:
     return 0
 
 
-def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool,
+def _load(settings: Settings, record: RunRecord, dry_run: bool, dbt: StageWorker | None = None,
           drift_marts_built: bool = True) -> None:
-    """The load half of `sync` and of `load`: post, refresh the drift, publish the analytics
-    copy (sync only). --dry-run prints the plan instead and changes nothing."""
+    """The load half of `sync` and of `load`: post, then refresh the drift — in the sync's
+    dbt worker when it is given (it built everything but the drift marts), else in a child
+    of its own. --dry-run prints the plan instead and changes nothing."""
     if dry_run:
         stages.show_plan(settings)
         return
@@ -137,14 +159,22 @@ def _load(settings: Settings, record: RunRecord, dry_run: bool, publish: bool,
         # the load still holds, so no new one (Wealthfolio may be down).
         try:
             if record.counts.get("posted", 0):
-                in_child("drift", record, stages.refresh_drift, settings, record)
-            elif not drift_marts_built:  # a sync builds them after the load
-                in_child("drift", record, partial(
-                    stages.transform, select=stages.DRIFT_MARTS, label="drift"),
-                    settings, record)
+                _refresh_drift(settings, record, dbt)
+            elif dbt is not None or not drift_marts_built:  # a sync builds them after the load
+                drift_marts = partial(stages.transform, select=stages.DRIFT_MARTS,
+                                      label="drift")
+                if dbt is not None:
+                    dbt.call("drift", record, drift_marts, settings, record)
+                else:
+                    in_child("drift", record, drift_marts, settings, record)
         except FlexsyncError as exc:
             log.warning("drift not refreshed after the failed load: %s", exc)
         raise
-    in_child("drift", record, stages.refresh_drift, settings, record)
-    if publish:
-        stages.publish(settings, record)
+    _refresh_drift(settings, record, dbt)
+
+
+def _refresh_drift(settings: Settings, record: RunRecord, dbt: StageWorker | None) -> None:
+    if dbt is not None:
+        dbt.call("drift", record, stages.refresh_drift, settings, record)
+    else:
+        in_child("drift", record, stages.refresh_drift_importing_dbt, settings, record)

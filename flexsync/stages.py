@@ -189,9 +189,15 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
     """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift)."""
-    preload_dbt()  # in the drift's own child: dbt's import overlaps the snapshot
     snapshot(settings, record, count_as="wf_snapshot_rows_after")
     transform(settings, record, select=DRIFT_MODELS, label="drift")
+
+
+def refresh_drift_importing_dbt(settings: Settings, record: RunRecord) -> None:
+    """`refresh_drift` in a child of its own (`flexsync load`, a big sync's): dbt's import
+    overlaps the snapshot."""
+    preload_dbt()
+    refresh_drift(settings, record)
 
 
 # ------------------------------------------------------------------------------ load

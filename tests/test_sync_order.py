@@ -1,4 +1,5 @@
-"""The order in which a sync starts its processes (flexsync/commands.py), stages faked."""
+"""The order in which a sync starts its processes (flexsync/commands.py): stages faked,
+and end to end where the order changes what runs where."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from typing import Any
 
 import pytest
 
+from fakes.wealthfolio import FakeWealthfolio
 from flexsync import commands, stages
 from flexsync.core.config import load_settings
 from flexsync.runs import RunRecord
+from tests.helpers import DEMO_STATEMENT, query
+
+PASSWORD = "order-Wf-Pa55word"
 
 
 @pytest.mark.parametrize(("land_alone_bytes", "expected"), [
@@ -50,3 +55,82 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
     (tmp_path / "data").mkdir()
     assert commands.sync(settings, [statement], dry_run=True) == 0
     assert events == expected
+
+
+@pytest.mark.parametrize(("to_post", "expected"), [
+    (commands.KEEP_DBT_WORKER_MAX_POSTS,
+     ["worker starts", "extract", "snapshot", "transform", "load", "drift", "worker ends",
+      "publish"]),
+    (commands.KEEP_DBT_WORKER_MAX_POSTS + 1,
+     ["worker starts", "extract", "snapshot", "transform", "worker ends", "load", "drift",
+      "publish"]),
+])
+def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_post: int,
+        expected: list[str]) -> None:
+    """A night's few posts run beside the idle worker, which then builds the drift without
+    a second dbt import; a backfill's load runs alone (its memory grows with the posts)."""
+    events: list[str] = []
+
+    class Worker:
+        def call(self, stage: str, record: RunRecord, fn: Callable[..., Any],
+                 *args: Any) -> None:
+            events.append(stage)
+            if stage == "transform":
+                record.counts["transform_to_post"] = to_post
+
+    @contextmanager
+    def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[Worker]:
+        events.append("worker starts")
+        yield Worker()
+        events.append("worker ends")
+
+    def in_child(stage: str, record: RunRecord, fn: Callable[..., Any], *args: Any) -> None:
+        events.append(stage)
+
+    monkeypatch.setattr(commands, "stage_worker", stage_worker)
+    monkeypatch.setattr(commands, "in_child", in_child)
+    monkeypatch.setattr(stages, "publish", lambda settings, record: events.append("publish"))
+    monkeypatch.setattr(stages, "push", lambda *args, **kwargs: None)
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567",
+                              "WF_BASE_URL": "http://127.0.0.1:9", "WF_PASSWORD": PASSWORD,
+                              "IBKR_ACCOUNT_ID": "acc-1"})
+    (tmp_path / "data").mkdir()
+    assert commands.sync(settings, [statement], dry_run=False) == 0
+    assert events == expected
+
+
+def _sync_demo(tmp_path: Path, keep_max: int, monkeypatch: pytest.MonkeyPatch
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], str]:
+    monkeypatch.setattr(commands, "KEEP_DBT_WORKER_MAX_POSTS", keep_max)
+    data_dir = tmp_path / f"data-{keep_max}"
+    with FakeWealthfolio(PASSWORD) as wf:
+        wf.create_account("IBKR ISA", "GBP")
+        account = next(iter(wf.accounts))
+        settings = load_settings({
+            "BROKER_SYNC_DATA_DIR": str(data_dir), "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567",
+            "IBKR_ACCOUNT_ID": account, "WF_BASE_URL": wf.base_url, "WF_PASSWORD": PASSWORD,
+            "WF_SESSION_PATH": str(tmp_path / f"session-{keep_max}.json")})
+        assert commands.sync(settings, [DEMO_STATEMENT], dry_run=False) == 0
+        posted = sorted((str(a["idempotencyKey"]), str(a["activityType"]), str(a["quantity"]),
+                         str(a.get("amount")))
+                        for a in wf.activities_for(account))
+    drift = query(data_dir, "select symbol, broker_quantity, wf_quantity, drift "
+                            "from marts.position_drift order by all")
+    stages_run = query(data_dir, "select stage_durations_json from sync.runs "
+                                 "where command = 'sync'")[-1][0]
+    return posted, drift, stages_run
+
+
+def test_a_sync_posts_and_drifts_the_same_whether_dbt_s_worker_waits_or_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = _sync_demo(tmp_path, commands.KEEP_DBT_WORKER_MAX_POSTS, monkeypatch)
+    released = _sync_demo(tmp_path, 0, monkeypatch)
+    assert kept[0] and kept[1]
+    assert kept[:2] == released[:2]
+    for stages_run in (kept[2], released[2]):
+        for stage in ("snapshot", "transform", "load", "drift", "publish"):
+            assert f'"{stage}"' in stages_run
