@@ -31,7 +31,7 @@ from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
 from flexsync.extract.flex_source import FlexSource
 from flexsync.loaders.analytics_copy import publish_analytics_copy
 from flexsync.runs import RunRecord, last_success
-from flexsync.transform import parse_project_in_background, preload_dbt, run_transform
+from flexsync.transform import parse_project, preload_dbt, run_transform
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -169,15 +169,9 @@ def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot
 
 
 def prepare_dbt(settings: Settings) -> None:
-    """A sync's dbt worker: import dbt and parse the project (≈2 s, no warehouse needed)
-    on a thread, while the statement lands and the worker's first snapshot runs, so its
-    build starts sooner."""
-    # The snapshot's own modules first, in this thread: the dbt thread's imports must
-    # not meet them half-imported (the import locks).
-    import flexsync.extract.wealthfolio_snapshot
-    import flexsync.loaders.wealthfolio_client  # noqa: F401
-
-    parse_project_in_background(settings)
+    """Import dbt and parse the project (≈2 s, no warehouse needed): a sync's dbt worker
+    does it while the statement lands, so its build starts sooner."""
+    parse_project(settings)
 
 
 def transform(settings: Settings, record: RunRecord, select: list[str] | None = None,

@@ -425,41 +425,10 @@ def dbt_environment(settings: Settings, run_id: str = "",
 
 def parse_project(settings: Settings) -> None:
     """Import dbt and parse the project now (≈2 s), so that later builds in this process
-    start at once. Parsing reads no warehouse."""
+    start at once: a sync does it in its dbt worker while the statement lands
+    (flexsync/isolation.py). Parsing reads no warehouse."""
     with _environment(dbt_environment(settings)):
         parsed_manifest(find_project_dir(), settings.log_format)
-
-
-# `parse_project` running on a thread (`parse_project_in_background`): the build waits for
-# it rather than parse a second time.
-_background_parse: threading.Thread | None = None
-
-
-def parse_project_in_background(settings: Settings) -> None:
-    """`parse_project` on a thread: a sync's dbt worker imports and parses while the
-    statement lands and then while it snapshots Wealthfolio (HTTP and DuckDB, which wait
-    outside the GIL much of the time), and `run_transform` waits for it. A parse error is
-    raised by that build, which parses again in the foreground. Never in a process about
-    to fork (a thread and fork); the caller imports its own modules first (two threads
-    importing modules that import each other could deadlock on the import locks)."""
-    global _background_parse
-    _background_parse = threading.Thread(target=_parse_quietly, args=(settings,),
-                                         name="dbt-parse", daemon=True)
-    _background_parse.start()
-
-
-def _parse_quietly(settings: Settings) -> None:
-    try:
-        parse_project(settings)
-    except Exception:
-        log.debug("dbt's parse on a thread failed; the build parses again", exc_info=True)
-
-
-def _wait_for_background_parse() -> None:
-    global _background_parse
-    if _background_parse is not None:
-        _background_parse.join()
-        _background_parse = None
 
 
 def run_transform(settings: Settings, run_id: str, select: list[str] | None = None,
@@ -471,7 +440,6 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
     full_refresh rebuilds the incremental staging models from every landed row (the
     drift history is never dropped). `exclude` leaves models (and their tests) out."""
     project_dir = find_project_dir()
-    _wait_for_background_parse()
     with _environment(dbt_environment(settings, run_id, run_at)):
         manifest = parsed_manifest(project_dir, settings.log_format)
         fingerprints = incremental_fingerprints(manifest)
