@@ -13,7 +13,9 @@ marts.unmapped_transactions is logged at WARNING (logger `flexsync.transform`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -257,7 +259,24 @@ def parsed_manifest(project_dir: Path, log_format: str) -> Any:
             text = str(outcome.exception or "see the dbt output above").strip()
             raise DbtError(f"dbt could not parse the project: {text.splitlines()[0]}")
         _manifests[key] = outcome.result
+        _out_of_collections()
     return _manifests[key]
+
+
+def _out_of_collections() -> None:
+    """The parsed project and dbt's modules live as long as the process: freeze them, so
+    that the collections the build (and a worker's snapshot) set off skip their objects
+    instead of walking them every time (≈0.2 s off a night's build). Unfrozen at exit, so
+    the interpreter's teardown frees them (duckdb's bindings report survivors as leaks);
+    a stage's child never gets there (it leaves with os._exit)."""
+    global _unfreeze_at_exit
+    gc.freeze()
+    if not _unfreeze_at_exit:
+        atexit.register(gc.unfreeze)
+        _unfreeze_at_exit = True
+
+
+_unfreeze_at_exit = False
 
 
 def _macro_closure(manifest: Any, macro_ids: list[str]) -> set[str]:

@@ -209,3 +209,27 @@ def test_a_large_warehouse_builds_one_node_at_a_time(
     [args] = invoked
     given = args[args.index("--threads"):args.index("--threads") + 2] if "--threads" in args else []
     assert given == threads
+
+
+def _parse_and_count_frozen(settings: Any) -> tuple[int, int]:
+    import gc
+
+    before = gc.get_freeze_count()
+    transform.parse_project(settings)
+    return before, gc.get_freeze_count()
+
+
+def test_the_parsed_project_is_kept_out_of_collections(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dbt's parsed project lives as long as its process: its objects are frozen, so the
+    build's collections skip them. Real dbt, in a stage's child as a run parses it."""
+    from flexsync.core.config import load_settings
+    from flexsync.isolation import in_child
+    from flexsync.runs import RunRecord
+
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    monkeypatch.setenv("DBT_LOG_PATH", str(tmp_path / "logs"))
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data")})
+    before, after = in_child("parse", RunRecord("run-1", "transform"),
+                             _parse_and_count_frozen, settings)
+    assert after > before + 100_000  # dbt's modules and the manifest: ≈175,000 objects
