@@ -59,8 +59,10 @@ LAND_ALONE_BYTES = 24 * 1024 * 1024
 # A sync that posts at most this many activities keeps dbt's worker through the load:
 # the worker then snapshots Wealthfolio again and builds the drift marts without a second
 # dbt import and parse (≈1.5-2 s a night). A bigger load (a backfill) waits for the worker
-# to go: the loader's memory grows with what it posts, and beside an idle dbt it would not
-# fit the pod (benchmarks/README.md, session 9). A night posts tens.
+# to go: the loader's memory grows with what it posts (62,947 posts: 233 MiB for the run
+# and the load child alone), which beside an idle dbt would not fit the pod; a first run's
+# 695 posts beside it peak at 242 MiB (benchmarks/README.md, sessions 8-9). A night posts
+# tens.
 KEEP_DBT_WORKER_MAX_POSTS = 2_000
 
 
