@@ -488,10 +488,9 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         rss = mib(max(_pod_memory(r) for r in backfill["sync"]))
         verdicts.append(("backfill as one first sync: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB", _rss_verdict(rss),
-                         "the build from scratch beside the run (as the transform row), and "
-                         "the drift child importing dbt beside the snapshot of every "
-                         "activity (≈63,000); a year per sync fits (benchmarks/README.md, "
-                         "session 8)"))
+                         "the drift child's build after posting (dbt's heap and DuckDB's "
+                         "64MB, the Wealthfolio state of ≈63,000 activities) beside the "
+                         "run; a year per sync fits (benchmarks/README.md, session 9)"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader
