@@ -205,20 +205,15 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 # extractor fills the hash of rows landed before it existed). `is_current` marks
 # that version, or an id-less row of the latest snapshot; a current tombstone (_deleted)
 # means the activity is gone. Snapshots are ordered by (snapshot_at, snapshot_id).
-# The two fields read from raw_json (fx_rate, account_currency) are extracted before the
-# window: a reader that needs only them leaves raw_json out of the ranking, which held
-# every version's JSON (60,000 activities: over dbt's 64MB).
+# The window ranks a narrow key set (the row's rowid, its id, hash and snapshot), and the
+# wide rows are joined back to it: carrying every column of every version through the
+# window nearly filled dbt's 64MB at 63,000 activities, and stg_wealthfolio__activities
+# ran out of it (benchmarks/README.md, session 9). fx_rate and account_currency are read
+# from raw_json after the ranking.
 # Recreated by every ensure_schema, after the column additions: a view fixes `*` when made.
 WEALTHFOLIO_STATE_VIEW = """
 create or replace view raw_wealthfolio.activity_state_versions as
-with activity_versions as (
-    select
-        *,
-        json_extract_string(raw_json, '$.fxRate') as fx_rate,
-        json_extract_string(raw_json, '$.accountCurrency') as account_currency
-    from raw_wealthfolio.activities
-),
-ranked_snapshots as (
+with ranked_snapshots as (
     select
         snapshot_id,
         wf_account_id,
@@ -248,22 +243,35 @@ state_snapshots as (
     left join latest_full_snapshots as latest_full
         on ranked.wf_account_id is not distinct from latest_full.wf_account_id
     where latest_full.recency is null or ranked.recency <= latest_full.recency
+),
+ranked_versions as (
+    select
+        activities.rowid as version_rowid,
+        state_snapshots.wf_account_id as state_account_id,
+        state_snapshots.recency,
+        state_snapshots.state_snapshot_id,
+        state_snapshots.state_snapshot_at,
+        case
+            when activities.id is null then state_snapshots.recency = 1
+            else row_number() over (
+                partition by state_snapshots.state_snapshot_id, activities.id
+                order by state_snapshots.recency, activities._row_hash
+            ) = 1
+        end as is_current
+    from raw_wealthfolio.activities as activities
+    inner join state_snapshots on activities._snapshot_id = state_snapshots.snapshot_id
 )
 select
     activities.*,
-    state_snapshots.wf_account_id as state_account_id,
-    state_snapshots.recency,
-    state_snapshots.state_snapshot_id,
-    state_snapshots.state_snapshot_at,
-    case
-        when activities.id is null then state_snapshots.recency = 1
-        else row_number() over (
-            partition by state_snapshots.state_snapshot_id, activities.id
-            order by state_snapshots.recency, activities._row_hash
-        ) = 1
-    end as is_current
-from activity_versions as activities
-inner join state_snapshots on activities._snapshot_id = state_snapshots.snapshot_id
+    json_extract_string(activities.raw_json, '$.fxRate') as fx_rate,
+    json_extract_string(activities.raw_json, '$.accountCurrency') as account_currency,
+    ranked_versions.state_account_id,
+    ranked_versions.recency,
+    ranked_versions.state_snapshot_id,
+    ranked_versions.state_snapshot_at,
+    ranked_versions.is_current
+from raw_wealthfolio.activities as activities
+inner join ranked_versions on activities.rowid = ranked_versions.version_rowid
 """
 
 
