@@ -477,14 +477,14 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         rss = mib(max(_pod_memory(r) for r in ext))
         verdicts.append(("backfill extract: the pod ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
                          _rss_verdict(rss), "the landing child (pyarrow, expat, DuckDB's "
-                         "landing limit) beside the run's own ≈55 MiB"))
+                         "landing limit) beside the run's own ≈45–57 MiB"))
         rss = mib(max(_pod_memory(r) for r in tr))
         verdicts.append(("backfill transform: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB (worst run)",
                          _rss_verdict(rss),
                          "the dbt child (≈178 MiB once dbt has parsed, DuckDB's 64MB limit "
                          "and ≈20 MiB outside it; 48MB fails int_ibkr__symbols_canonicalised) "
-                         "beside the run's own ≈55 MiB; benchmarks/README.md, session 8"))
+                         "beside the run's own ≈45–57 MiB; benchmarks/README.md, session 9"))
         rss = mib(max(_pod_memory(r) for r in backfill["sync"]))
         verdicts.append(("backfill as one first sync: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB", _rss_verdict(rss),

@@ -16,6 +16,7 @@ at most two stages' (three with a small load beside the idle worker), not their 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
                     stages.transform, exclude=None if dry_run else stages.DRIFT_MARTS),
                     settings, record)
                 if not dry_run and _to_post(record) <= KEEP_DBT_WORKER_MAX_POSTS:
-                    _load(settings, record, dry_run, dbt=dbt)
+                    _load(settings, record, dry_run, drift_marts_built=False, dbt=dbt)
                     loaded = True
             if not loaded:
                 _load(settings, record, dry_run, drift_marts_built=False)
@@ -145,8 +146,8 @@ def status(settings: Settings, runs: int) -> int:
     return 0
 
 
-def _load(settings: Settings, record: RunRecord, dry_run: bool, dbt: StageWorker | None = None,
-          drift_marts_built: bool = True) -> None:
+def _load(settings: Settings, record: RunRecord, dry_run: bool, drift_marts_built: bool = True,
+          dbt: StageWorker | None = None) -> None:
     """The load half of `sync` and of `load`: post, then refresh the drift — in the sync's
     dbt worker when it is given (it built everything but the drift marts), else in a child
     of its own. --dry-run prints the plan instead and changes nothing."""
@@ -161,22 +162,22 @@ def _load(settings: Settings, record: RunRecord, dry_run: bool, dbt: StageWorker
         # the load still holds, so no new one (Wealthfolio may be down).
         try:
             if record.counts.get("posted", 0):
-                _refresh_drift(settings, record, dbt)
-            elif dbt is not None or not drift_marts_built:  # a sync builds them after the load
+                _drift(settings, record, dbt, stages.refresh_drift,
+                       stages.refresh_drift_importing_dbt)
+            elif not drift_marts_built:  # a sync builds them after the load
                 drift_marts = partial(stages.transform, select=stages.DRIFT_MARTS,
                                       label="drift")
-                if dbt is not None:
-                    dbt.call("drift", record, drift_marts, settings, record)
-                else:
-                    in_child("drift", record, drift_marts, settings, record)
+                _drift(settings, record, dbt, drift_marts, drift_marts)
         except FlexsyncError as exc:
             log.warning("drift not refreshed after the failed load: %s", exc)
         raise
-    _refresh_drift(settings, record, dbt)
+    _drift(settings, record, dbt, stages.refresh_drift, stages.refresh_drift_importing_dbt)
 
 
-def _refresh_drift(settings: Settings, record: RunRecord, dbt: StageWorker | None) -> None:
+def _drift(settings: Settings, record: RunRecord, dbt: StageWorker | None,
+           in_worker: Callable[..., None], in_own_child: Callable[..., None]) -> None:
+    """The drift stage in the sync's dbt worker when there is one, else in a child."""
     if dbt is not None:
-        dbt.call("drift", record, stages.refresh_drift, settings, record)
+        dbt.call("drift", record, in_worker, settings, record)
     else:
-        in_child("drift", record, stages.refresh_drift_importing_dbt, settings, record)
+        in_child("drift", record, in_own_child, settings, record)

@@ -19,21 +19,17 @@ from tests.helpers import DEMO_STATEMENT, query
 PASSWORD = "order-Wf-Pa55word"
 
 
-@pytest.mark.parametrize(("land_alone_bytes", "expected"), [
-    (1_000, ["worker starts", "extract", "snapshot", "transform", "worker ends"]),
-    (10, ["extract", "worker starts", "snapshot", "transform", "worker ends"]),
-])
-def test_a_large_statement_lands_before_dbt_s_worker_starts(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, land_alone_bytes: int,
-        expected: list[str]) -> None:
-    """dbt's worker imports dbt while a small statement lands (≈2 s off the night); a large
-    one lands alone first — its landing beside dbt's import did not fit the pod."""
+def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list[str]:
+    """Replace the sync's process starts with fakes that note what started, in order; the
+    faked transform reports `to_post` activities to post."""
     events: list[str] = []
 
     class Worker:
         def call(self, stage: str, record: RunRecord, fn: Callable[..., Any],
                  *args: Any) -> None:
             events.append(stage)
+            if stage == "transform":
+                record.counts["transform_to_post"] = to_post
 
     @contextmanager
     def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[Worker]:
@@ -46,6 +42,19 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
 
     monkeypatch.setattr(commands, "stage_worker", stage_worker)
     monkeypatch.setattr(commands, "in_child", in_child)
+    return events
+
+
+@pytest.mark.parametrize(("land_alone_bytes", "expected"), [
+    (1_000, ["worker starts", "extract", "snapshot", "transform", "worker ends"]),
+    (10, ["extract", "worker starts", "snapshot", "transform", "worker ends"]),
+])
+def test_a_large_statement_lands_before_dbt_s_worker_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, land_alone_bytes: int,
+        expected: list[str]) -> None:
+    """dbt's worker imports dbt while a small statement lands (≈2 s off the night); a large
+    one lands alone first — its landing beside dbt's import did not fit the pod."""
+    events = _record_processes(monkeypatch)
     monkeypatch.setattr(commands, "LAND_ALONE_BYTES", land_alone_bytes)
     monkeypatch.setattr(stages, "show_plan", lambda settings: None)
     statement = tmp_path / "statement.xml"
@@ -70,26 +79,7 @@ def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
         expected: list[str]) -> None:
     """A night's few posts run beside the idle worker, which then builds the drift without
     a second dbt import; a backfill's load runs alone (its memory grows with the posts)."""
-    events: list[str] = []
-
-    class Worker:
-        def call(self, stage: str, record: RunRecord, fn: Callable[..., Any],
-                 *args: Any) -> None:
-            events.append(stage)
-            if stage == "transform":
-                record.counts["transform_to_post"] = to_post
-
-    @contextmanager
-    def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[Worker]:
-        events.append("worker starts")
-        yield Worker()
-        events.append("worker ends")
-
-    def in_child(stage: str, record: RunRecord, fn: Callable[..., Any], *args: Any) -> None:
-        events.append(stage)
-
-    monkeypatch.setattr(commands, "stage_worker", stage_worker)
-    monkeypatch.setattr(commands, "in_child", in_child)
+    events = _record_processes(monkeypatch, to_post)
     monkeypatch.setattr(stages, "publish", lambda settings, record: events.append("publish"))
     monkeypatch.setattr(stages, "push", lambda *args, **kwargs: None)
     statement = tmp_path / "statement.xml"
