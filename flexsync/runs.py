@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import FrameType
 from typing import Any
 
@@ -65,6 +65,9 @@ class RunRecord:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     stage_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+    # Set by the load stage (LoadResult.touched_days): the days of the activities it asked
+    # Wealthfolio to create or delete; None until a load ran. Not stored in sync.runs.
+    wealthfolio_touched: set[date | None] | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,9 +143,11 @@ def remove_orphaned_archive_temps(archive_dir: Path) -> int:
 # -------------------------------------------------------------------------- snapshot
 
 
-def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot_rows") -> None:
+def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot_rows",
+             from_day: date | None = None) -> None:
     """Snapshot each target Wealthfolio account into raw_wealthfolio (what changed since
-    its last snapshot); skipped when Wealthfolio is not configured."""
+    its last snapshot; with `from_day`, among the activities dated from then on); skipped
+    when Wealthfolio is not configured."""
     if not settings.wealthfolio_configured:
         log.info("Wealthfolio not configured (WF_BASE_URL unset): snapshot skipped")
         return
@@ -159,8 +161,8 @@ def snapshot(settings: Settings, record: RunRecord, count_as: str = "wf_snapshot
         with WealthfolioClient.from_settings(settings) as client, \
                 connect(settings.warehouse_path) as con:
             for account_id in settings.wf_targets:
-                count += int(snapshot_activities(con, client, account_id,
-                                                 record.run_id).activity_count)
+                count += int(snapshot_activities(con, client, account_id, record.run_id,
+                                                 from_day=from_day).activity_count)
     record.counts[count_as] = count
     record.log_stage("snapshot", f"Wealthfolio snapshot of {count:,} activities")
 
@@ -188,8 +190,20 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 
 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
-    """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift)."""
-    snapshot(settings, record, count_as="wf_snapshot_rows_after")
+    """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift).
+
+    The snapshot looks only at the activities dated from the earliest day the load
+    created or deleted (the snapshot before the load holds for the older ones, and
+    fetching every activity twice a night was what grew most with history); none when
+    the load changed nothing; every activity when a day is unknown or no load ran."""
+    touched = record.wealthfolio_touched
+    if touched is not None and not touched:
+        log.info("the load changed nothing in Wealthfolio: the snapshot before it holds",
+                 extra={"stage": "snapshot"})
+    else:
+        from_day = None if touched is None or None in touched else min(
+            day for day in touched if day is not None)
+        snapshot(settings, record, count_as="wf_snapshot_rows_after", from_day=from_day)
     transform(settings, record, select=DRIFT_MODELS, label="drift")
 
 
@@ -230,6 +244,7 @@ def load(settings: Settings, record: RunRecord) -> None:
                 result, aborted = exc.result, exc
     record.counts.update(posted=len(result.posted), already_present=len(result.already_present),
                          failed=len(result.failed))
+    record.wealthfolio_touched = result.touched_days
     record.log_stage("load", summary_text(result))
     for failure in result.failed:
         log.warning("not posted, will retry next run: %s — %s", failure.external_id,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,12 @@ import httpx
 import pytest
 
 from fakes.wealthfolio import FakeWealthfolio
-from fakes.wealthfolio.activities import FreshActivitySource, activity_details, pages_of
+from fakes.wealthfolio.activities import (
+    FreshActivitySource,
+    activity_details,
+    dated_from,
+    pages_of,
+)
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     LANDED_COLUMNS,
@@ -124,8 +129,9 @@ class _StubSource:
         self.rows = rows
 
     def search_all(self, account_id: str,
-                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any:
-        return pages_of(list(self.rows), on_page, page_size=2)
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+                   *, date_from: date | None = None) -> Any:
+        return pages_of(dated_from(list(self.rows), date_from), on_page, page_size=2)
 
 
 
@@ -151,7 +157,7 @@ def test_snapshot_lands_every_activity_as_text(
     assert snaps == [{"snapshot_id": result.snapshot_id, "snapshot_at": datetime(2025, 3, 15, 2),
                       "wf_account_id": wf_account_id, "run_id": "run-1",
                       "total_row_count": 2, "row_count": 2, "kind": "changes",
-                      "activity_count": 2}]
+                      "activity_count": 2, "date_from": None}]
     rows = {r["idempotency_key"]: r for r in _rows(
         wf_warehouse, "select * from raw_wealthfolio.activities")}
     assert set(rows) == {"ibkr:trade:1", "ibkr:cash:7"}

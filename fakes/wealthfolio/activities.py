@@ -4,6 +4,7 @@ a child process measuring its own memory imports this)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,10 +36,17 @@ class FreshActivitySource:
         self.deleted: set[int] = set()
 
     def search_all(self, account_id: str,
-                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any:
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+                   *, date_from: date | None = None) -> Any:
         rows = [activity_details(i) | self.edits.get(i, {}) for i in range(self.count)
                 if i not in self.deleted]
-        return pages_of(rows, on_page)
+        return pages_of(dated_from(rows, date_from), on_page)
+
+
+def dated_from(rows: list[dict[str, Any]], day: date | None) -> list[dict[str, Any]]:
+    """Wealthfolio's `dateFrom`: the stored RFC 3339 UTC text from that day on."""
+    return rows if day is None else [row for row in rows
+                                     if str(row["date"]) >= f"{day.isoformat()}T00:00:00"]
 
 
 def pages_of(rows: list[dict[str, Any]],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from datetime import UTC, date
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,11 +28,17 @@ from fakes.wealthfolio.replies import (
     text_reply,
 )
 from fakes.wealthfolio.transport import IncomingRequest
-from fakes.wealthfolio.validation import json_body, parse_activity_update, parse_new_activity
+from fakes.wealthfolio.validation import (
+    BodyShape,
+    json_body,
+    parse_activity_update,
+    parse_new_activity,
+)
 
 # Search filters the server honours and the fake does not (flexsync sends none of them).
 UNIMPLEMENTED_SEARCH_KEYS = ("activityTypeFilter", "instrumentTypeFilter", "assetIdKeyword",
-                             "needsReviewFilter", "sort", "dateFrom", "dateTo")
+                             "needsReviewFilter", "sort")
+_SEARCH_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 Route = tuple[str, str, Callable[..., Reply], bool]  # method, path pattern, handler, protected
 
@@ -211,10 +218,18 @@ class RoutesMixin:
         unsupported = [key for key in UNIMPLEMENTED_SEARCH_KEYS if body.get(key) is not None]
         if unsupported:
             raise not_implemented(f"search by {', '.join(unsupported)}")
+        # Inclusive days compared as text with the stored RFC 3339 UTC date, as the
+        # server's repository does (`activity_date >= 'YYYY-MM-DDT00:00:00'`).
+        day_from = _search_day(shape, body, "dateFrom")
+        day_to = _search_day(shape, body, "dateTo")
+        since = None if day_from is None else f"{day_from}T00:00:00"
+        until = None if day_to is None else f"{day_to}T23:59:59"
         with self.lock:
             shown = {i for i, a in self.accounts.items() if not a["isArchived"]}
             rows = [rec for rec in self.activities.values() if rec["accountId"] in shown
-                    and (accounts is None or rec["accountId"] in accounts)]
+                    and (accounts is None or rec["accountId"] in accounts)
+                    and (since is None or _stored_date(rec) >= since)
+                    and (until is None or _stored_date(rec) <= until)]
             rows.sort(key=lambda r: r["seq"])  # secondary order: createdAt ascending
             rows.sort(key=lambda r: r["activityDate"], reverse=True)
             window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else rows
@@ -233,3 +248,24 @@ class RoutesMixin:
             else:
                 raise DomainError(MSG_NOT_FOUND)
             return json_reply(200, self._compute_holdings(account_id, account_ids))
+
+
+def _search_day(shape: BodyShape, body: dict[str, Any], key: str) -> str | None:
+    """`dateFrom`/`dateTo`: a string (else serde's 422) that chrono reads as %Y-%m-%d
+    (else the handler's 400 `Invalid dateFrom: …`)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise shape.fail(key, "invalid type, expected a string")
+    if not _SEARCH_DAY.match(value):
+        raise DomainError(f"Invalid {key}: input contains invalid characters")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise DomainError(f"Invalid {key}: input is out of range") from None
+    return value
+
+
+def _stored_date(rec: dict[str, Any]) -> str:
+    return str(rec["activityDate"].astimezone(UTC).isoformat())

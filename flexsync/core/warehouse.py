@@ -130,7 +130,9 @@ create table if not exists raw_wealthfolio.snapshots (
     row_count bigint,  -- rows this snapshot appended to raw_wealthfolio.activities
     kind varchar,  -- 'changes': only new/changed/gone activities appended; 'full' or NULL
                    -- (every snapshot before this column existed): every activity appended
-    activity_count bigint  -- activities Wealthfolio returned, one per id
+    activity_count bigint,  -- activities Wealthfolio returned, one per id
+    date_from date  -- a windowed snapshot (the drift's after a load): it compared the
+                    -- activities dated (UTC) from this day on; NULL: every activity
 );
 create table if not exists raw_wealthfolio.activities (
     _snapshot_id varchar not null,
@@ -191,6 +193,7 @@ create table if not exists sync.dbt_incremental_models (
 _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("snapshots", "kind", "varchar"),
     ("snapshots", "activity_count", "bigint"),
+    ("snapshots", "date_from", "date"),
     ("activities", "_row_hash", "varchar"),
     ("activities", "_deleted", "boolean"),
 )

@@ -14,6 +14,11 @@ raw_wealthfolio.activity_state_versions (flexsync/core/warehouse.py).
 Snapshots are ordered by (snapshot_at, snapshot_id); a new snapshot's time is kept
 strictly after the account's latest one, so a clock stepping back cannot reorder them.
 
+A windowed snapshot (`from_day`, the drift's look after a load) compares only the
+activities dated from that day on: the load changed nothing older, and the snapshot
+taken just before it holds for those. Fetching every activity twice a night was what
+grew most with the account's history (benchmarks/README.md, session 10).
+
 Values are kept as Wealthfolio sent them: decimals stay strings, and the whole
 ActivityDetails object is kept in `raw_json`.
 """
@@ -27,7 +32,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TextIO
 
@@ -72,11 +77,20 @@ SNAPSHOT_MEMORY_LIMIT = "64MB"
 # DuckDB's JSON reader fills a buffer with up to 32 MiB of a file: the spool is cut into
 # files of this many rows (≈3 MiB), so reading it back holds one file, not the account.
 SPOOL_FILE_ROWS = 2000
+# A windowed snapshot's margins. Wealthfolio's `dateFrom` is a UTC day (v3.2) or a day in
+# the user's timezone (newer), and an activity_date's text carries the offset it was sent
+# with: each may be a day off the UTC day. Asking from SEARCH_MARGIN days before
+# `from_day` returns every activity whose text date is at most GONE_MARGIN days before
+# it; those are the ones a windowed snapshot may find gone, which covers every activity
+# dated (UTC) from `from_day` on.
+SEARCH_MARGIN = timedelta(days=3)
+GONE_MARGIN = timedelta(days=1)
 
 
 class ActivitySource(Protocol):
     def search_all(self, account_id: str,
-                   on_page: Callable[[list[dict[str, Any]]], None] | None = None) -> Any: ...
+                   on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+                   *, date_from: date | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,7 @@ class SnapshotResult:
     changed_count: int
     deleted_count: int  # tombstones
     unkeyed_count: int  # rows without an id (appended every time)
+    date_from: date | None = None  # a windowed snapshot's first day (UTC), else None
 
 
 def row_hash_sql(alias: str) -> str:
@@ -108,13 +123,14 @@ def row_hash_sql(alias: str) -> str:
 def _latest_versions_sql(account_param: str) -> str:
     """The newest version of every activity id in the account's state (the rule's one
     home: warehouse.WEALTHFOLIO_STATE_VIEW), narrow: id, the snapshot it came from, its
-    hash and whether it is a tombstone. Narrow on purpose: a query that touches raw_json
-    here holds every version's JSON (≈30 MiB more at 15,000 activities)."""
+    hash, its date's text and whether it is a tombstone. Narrow on purpose: a query that
+    touches raw_json here holds every version's JSON (≈30 MiB more at 15,000 activities)."""
     return f"""
         select
             versions.id,
             versions._snapshot_id,
             versions._row_hash,
+            versions.activity_date,
             coalesce(versions._deleted, false) as _deleted
         from raw_wealthfolio.activity_state_versions as versions
         where versions.state_account_id = {account_param}
@@ -130,13 +146,17 @@ def snapshot_activities(
     run_id: str | None,
     *,
     now: datetime | None = None,
+    from_day: date | None = None,
 ) -> SnapshotResult:
-    """Fetch all activities of `wf_account_id`; append what changed as one new snapshot."""
+    """Fetch the activities of `wf_account_id` (all of them, or with `from_day` those dated
+    from that UTC day on); append what changed as one new snapshot."""
     # Each page goes to the spool as it arrives (one JSON line per row, DuckDB reads it
     # back twice, streaming): the parsed JSON of one page and one spool file are all the
     # process holds, whatever the account's size, and no pyarrow is needed.
     with _Spool() as spool:
-        page = client.search_all(wf_account_id, on_page=spool.add)
+        page = client.search_all(
+            wf_account_id, on_page=spool.add,
+            date_from=None if from_day is None else from_day - SEARCH_MARGIN)
         total_row_count = int(page.total_row_count)
         spool.add(page.rows)  # a source that ignored on_page
         del page
@@ -144,7 +164,7 @@ def snapshot_activities(
         ensure_schema(con)
         with _bounded(con):
             return _append_snapshot(con, spool.paths, wf_account_id, run_id, now,
-                                    total_row_count, spool.rows)
+                                    total_row_count, spool.rows, from_day)
 
 
 @contextlib.contextmanager
@@ -167,7 +187,7 @@ def _bounded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_account_id: str,
                      run_id: str | None, now: datetime | None, total_row_count: int,
-                     activity_count: int) -> SnapshotResult:
+                     activity_count: int, from_day: date | None) -> SnapshotResult:
     """Diff the spooled rows against the account's state and append what changed.
 
     The rows are appended in batches of SPOOL_FILE_ROWS, each committed, and the
@@ -184,10 +204,17 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_accoun
     snapshot_id = f"wf-{snapshot_at:%Y%m%dT%H%M%S}-{suffix[:12]}"
     try:
         con.execute(_fetched_keys_sql(keys, spool))
-        con.execute(_changes_sql(keys, changes), {"account": wf_account_id})
+        gone_from = None if from_day is None else (from_day - GONE_MARGIN).isoformat()
+        con.execute(_changes_sql(keys, changes),
+                    {"account": wf_account_id, "gone_from": gone_from})
         con.execute(f"drop table {keys}")
         counts = dict(con.execute(
             f"select change, count(*) from {changes} group by change").fetchall())
+        if from_day is not None and counts.get("unkeyed"):
+            # The state keeps id-less rows of the latest snapshot only: a windowed one
+            # would drop those outside its window (WealthfolioClient refuses them).
+            raise WarehouseError(f"Wealthfolio snapshot from {from_day}: activities "
+                                 "without id cannot be snapshotted by window")
         appended = _append_batches(con, spool, changes,
                                    {"snapshot_id": snapshot_id, "snapshot_at": snapshot_at})
         expected = sum(counts.values())
@@ -199,17 +226,18 @@ def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_accoun
         con.execute(f"drop table if exists {changes}")
     con.execute(
         "insert into raw_wealthfolio.snapshots (snapshot_id, snapshot_at, wf_account_id, "
-        "run_id, total_row_count, row_count, kind, activity_count) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?)",
+        "run_id, total_row_count, row_count, kind, activity_count, date_from) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [snapshot_id, snapshot_at, wf_account_id, run_id, total_row_count, appended,
-         SNAPSHOT_KIND, activity_count],
+         SNAPSHOT_KIND, activity_count, from_day],
     )
     result = SnapshotResult(
         snapshot_id, snapshot_at, wf_account_id, appended, total_row_count, activity_count,
         counts.get("new", 0), counts.get("changed", 0), counts.get("deleted", 0),
-        counts.get("unkeyed", 0))
-    log.info("Wealthfolio snapshot %s of account %s: %d activities; appended %d rows "
+        counts.get("unkeyed", 0), from_day)
+    log.info("Wealthfolio snapshot %s of account %s%s: %d activities; appended %d rows "
              "(%d new, %d changed, %d deleted, %d without id)", snapshot_id, wf_account_id,
+             "" if from_day is None else f" (dated from {from_day} on)",
              result.activity_count, appended, result.new_count, result.changed_count,
              result.deleted_count, result.unkeyed_count)
     return result
@@ -276,7 +304,9 @@ def _fetched_keys_sql(keys: str, spool: list[str]) -> str:
 def _changes_sql(keys: str, changes: str) -> str:
     """A narrow temp table of what to append: fetched rows that are new, changed or
     without id (by `_ord`), and tombstones (by the id and snapshot of the last version),
-    each in a batch of SPOOL_FILE_ROWS (a fetched row's is its spool file)."""
+    each in a batch of SPOOL_FILE_ROWS (a fetched row's is its spool file). Tombstones
+    only for state rows dated `$gone_from` or later when it is set (a windowed
+    snapshot: older ones were not asked for)."""
     return f"""
         create temp table {changes} as
         with state as (
@@ -305,6 +335,7 @@ def _changes_sql(keys: str, changes: str) -> str:
             (row_number() over (order by state.id) - 1) // {SPOOL_FILE_ROWS}
         from state
         anti join fetched on state.id = fetched.id
+        where $gone_from is null or left(state.activity_date, 10) >= $gone_from
     """
 
 

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -71,8 +72,9 @@ class WealthfolioClient(WealthfolioSession):
 
     def search_all(self, account_id: str,
                    on_page: Callable[[list[dict[str, Any]]], None] | None = None,
-                   ) -> ActivityPage:
-        """Every activity of the account, all pages (0-based) until totalRowCount.
+                   *, date_from: date | None = None) -> ActivityPage:
+        """Every activity of the account, all pages (0-based) until totalRowCount; with
+        `date_from`, those dated that day or later (Wealthfolio's `dateFrom`, inclusive).
 
         With `on_page`, each page's rows go to it as they arrive and are not kept
         (ActivityPage.rows stays empty): a 15,000-activity account then never holds
@@ -81,7 +83,10 @@ class WealthfolioClient(WealthfolioSession):
         seen: set[str] = set()
         page, total, fetched = 0, 0, 0
         while True:
-            body = {"page": page, "pageSize": self.page_size, "accountIdFilter": [account_id]}
+            body: dict[str, Any] = {"page": page, "pageSize": self.page_size,
+                                    "accountIdFilter": [account_id]}
+            if date_from is not None:
+                body["dateFrom"] = date_from.isoformat()
             answer = self._ok(self._call("POST", "/activities/search", body,
                                          what="POST /activities/search"),
                               "search activities")

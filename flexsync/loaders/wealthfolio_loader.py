@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -67,6 +68,10 @@ class LoadResult:
     failed: list[FailedActivity] = field(default_factory=list)
     wf_activity_ids: dict[str, str] = field(default_factory=dict)
     corrected: list[str] = field(default_factory=list)
+    # The days (UTC) of the activities this load asked Wealthfolio to create or delete,
+    # whatever the answer (None: a date it could not read): the drift's snapshot after
+    # the load compares the activities from the earliest on (stages.refresh_drift).
+    touched_days: set[date | None] = field(default_factory=set)
 
 
 def summary_text(result: LoadResult, max_listed: int = 5) -> str:
@@ -164,6 +169,7 @@ def _post_one(out: ledger.LedgerBuffer, client: ActivityPoster, row: ActivityRow
     except PayloadError as exc:
         _fail(out, result, key, f"not sent: {exc}", run_id)
         return
+    result.touched_days.add(utc_day(payload.get("activityDate")))
     try:
         outcome = client.create_activity(payload)
     except WealthfolioError as exc:
@@ -238,6 +244,7 @@ def _correct_one(out: ledger.LedgerBuffer, client: ActivityPoster, item: Correct
         if activity is None:
             note += " (already gone from Wealthfolio)"
         else:
+            result.touched_days.add(utc_day(activity.get("date")))
             client.delete_activity(str(activity["id"]))
     except WealthfolioError as exc:
         raise LoadAborted(f"{exc} (while correcting {item.external_id})", result) from None
@@ -245,6 +252,18 @@ def _correct_one(out: ledger.LedgerBuffer, client: ActivityPoster, item: Correct
                run_id=run_id)
     result.corrected.append(item.external_id)
     log.info("corrected %s: deleted from Wealthfolio — %s", item.external_id, note)
+
+
+def utc_day(stamp: Any) -> date | None:
+    """The UTC day of an RFC 3339 time (or a YYYY-MM-DD day) as sent or searched; None
+    when it cannot be read."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
 
 
 def _activities_by_key(activities: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

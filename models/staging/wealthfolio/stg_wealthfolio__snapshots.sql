@@ -26,6 +26,9 @@ renamed as (
         coalesce(activity_count, case when kind is null then row_count end)
             as activity_count,
 
+        ---------- dates
+        date_from,
+
         ---------- timestamps
         snapshot_at
 
