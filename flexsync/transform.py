@@ -134,11 +134,12 @@ def global_args(project_dir: Path, log_format: str) -> list[str]:
 # staged row each night, so not only a build from scratch is big: with 5 years of history
 # (1.9 M raw rows) two threads ran out of the 64MB now and then (int_ibkr__trades_classified
 # beside int_wealthfolio__cash_balances' checks; benchmarks/README.md, session 8), and the
-# 10-year backfill needed one thread to fit (session 6). One thread costs ≈0.2 s a night
-# at 5 years; below the threshold (a first statement lands ≈1,000 rows, a year ≈375,000)
-# the profile's two threads stay: ≈1 s faster on a small first build.
+# 10-year backfill needed one thread to fit (session 6); in session 10 two threads still
+# ran out at 5 years (int_ibkr__symbols_canonicalised) and fit at 2 years (761,000 rows:
+# 237 MiB for the pod, 0.5-0.6 s a night faster than one thread). Below the threshold (a
+# first statement lands ≈1,000 rows, a year ≈375,000) the profile's two threads stay.
 LARGE_WAREHOUSE_THREADS = 1
-LARGE_WAREHOUSE_ROWS = 50_000
+LARGE_WAREHOUSE_ROWS = 1_000_000
 
 
 def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
