@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,14 @@ def test_download_sync_posts_exactly_the_expected_activities(
     ledger = query(data_dir, "select external_id, status from sync.posted_activities")
     assert sorted(ledger) == sorted((k, "posted") for k in EXPECTED_KEYS)
 
+    # Two looks at Wealthfolio: every activity before posting; after it, those dated from
+    # the earliest day posted (UTC), which holds all nine.
+    earliest = min(datetime.fromisoformat(body["activityDate"]).astimezone(UTC).date()
+                   for body in by_key.values())
+    looks = query(data_dir, "select date_from, activity_count from raw_wealthfolio.snapshots "
+                            "order by snapshot_at")
+    assert looks == [(None, 0), (earliest, 9)]
+
     # Secrets: nowhere in the output, the warehouse, the metrics, the archive.
     secrets = [flex_env["IBKR_FLEX_TOKEN"], PASSWORD]
     haystacks = [result.stdout, result.stderr, pushgateway.metrics_text()]
@@ -165,6 +174,10 @@ def test_download_sync_posts_exactly_the_expected_activities(
     assert len(_creates(wf)) == creates_before
     assert _keys_in(wf) == sorted(EXPECTED_KEYS)
     assert _drift(pushgateway) == {"AAPL": 0.0, "EUNL.DE": 0.0, "VOD.L": 500.0, "VUAG.L": 0.0}
+    # Nothing posted: the look before the load is the only one (it still holds).
+    assert query(data_dir, "select date_from, activity_count from raw_wealthfolio.snapshots "
+                           "order by snapshot_at")[2:] == [(None, 9)]
+    assert "the load changed nothing in Wealthfolio" in again.stderr
 
 
 def _all_warehouse_text(path: Path) -> list[str]:

@@ -381,6 +381,39 @@ def test_search_requires_page_and_page_size(api: httpx.Client) -> None:
     assert unsupported.status_code == 501
 
 
+def test_search_by_date_compares_days_with_the_stored_utc_date(
+        api: httpx.Client, wf_account_id: str) -> None:
+    """The server's repository: `activity_date >= 'YYYY-MM-DDT00:00:00'` and
+    `<= 'YYYY-MM-DDT23:59:59'` on the stored RFC 3339 UTC text; both inclusive."""
+    for key, when in (("d1", "2025-03-13T23:59:59Z"), ("d2", "2025-03-13T20:30:00-04:00"),
+                      ("d3", "2025-03-15T00:00:00+00:00"), ("d4", "2025-03-16T01:00:00+02:00")):
+        created = api.post("/activities", json=_buy(wf_account_id, idempotencyKey=key,
+                                                    activityDate=when))
+        assert created.status_code == 200, created.text
+
+    def keys(**dates: str) -> list[str]:
+        answer = api.post("/activities/search", json={"page": 0, "pageSize": 10, **dates})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["meta"]["totalRowCount"] == len(answer.json()["data"])
+        return sorted(row["idempotencyKey"] for row in answer.json()["data"])
+
+    # d2 is the 14th in UTC (00:30); d4 the 15th (23:00).
+    assert keys(dateFrom="2025-03-14") == ["d2", "d3", "d4"]
+    assert keys(dateFrom="2025-03-15") == ["d3", "d4"]
+    assert keys(dateTo="2025-03-14") == ["d1", "d2"]
+    assert keys(dateFrom="2025-03-14", dateTo="2025-03-14") == ["d2"]
+    assert keys(dateFrom="2025-03-16") == []
+
+    for bad, message in (("14/03/2025", "Invalid dateFrom: input contains invalid characters"),
+                         ("2025-02-30", "Invalid dateFrom: input is out of range")):
+        refused = api.post("/activities/search",
+                           json={"page": 0, "pageSize": 1, "dateFrom": bad})
+        assert refused.status_code == 400
+        assert refused.json()["message"] == message
+    wrong_type = api.post("/activities/search", json={"page": 0, "pageSize": 1, "dateTo": 20250314})
+    assert wrong_type.status_code == 422
+
+
 def test_search_pages_filters_and_sorts(api: httpx.Client, wf_account_id: str,
                                         fake_wealthfolio: FakeWealthfolio) -> None:
     other = fake_wealthfolio.create_account("Other", "GBP")["id"]

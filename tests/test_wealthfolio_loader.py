@@ -27,6 +27,7 @@ from flexsync.loaders.wealthfolio_loader import (
     plan_activities,
     raise_for_failures,
     summary_text,
+    utc_day,
 )
 from flexsync.loaders.wealthfolio_payloads import (
     ActivityRow,
@@ -248,6 +249,48 @@ def test_precheck_skips_existing_keys(mart: Callable[..., None], wf_account_id: 
     rows = {r[0]: r for r in ledger(wf_warehouse)}
     assert rows["ibkr:trade:1"][1:] == (existing.activity_id, "already_present", None, "run-1")
     assert rows["ibkr:trade:2"][2] == "posted"
+
+
+def test_the_load_reports_the_days_it_changed_in_wealthfolio(
+        mart: Callable[..., None], wf_account_id: str,
+        wf_warehouse: duckdb.DuckDBPyConnection, wf_client: WealthfolioClient,
+        fake_wealthfolio: FakeWealthfolio) -> None:
+    """LoadResult.touched_days: the UTC day of every activity the load asked Wealthfolio
+    to create or delete (the drift's snapshot after it starts at the earliest); one that
+    was there already changes nothing."""
+    reversed_key = "ibkr:cash:77"
+    # 23:30 in New York on New Year's Eve is 1 January in UTC.
+    gone = wf_client.create_activity({
+        "accountId": wf_account_id, "activityType": "DEPOSIT", "currency": "GBP",
+        "activityDate": "2024-12-31T23:30:00-05:00", "amount": "10",
+        "idempotencyKey": reversed_key})
+    wf_warehouse.execute("create schema if not exists marts")
+    wf_warehouse.execute("create table marts.activity_corrections (external_id varchar, "
+                         "wf_account_id varchar, wf_activity_id varchar, reason varchar)")
+    wf_warehouse.execute("insert into marts.activity_corrections values (?, ?, ?, 'reversed')",
+                         [reversed_key, wf_account_id, gone.activity_id])
+    there = wf_client.create_activity(build_payload(ActivityRow.from_mapping(
+        {"wf_account_id": wf_account_id, **trade(3, activity_date=date(2020, 6, 1),
+                                                 activity_at=datetime(2020, 6, 1, 10))})))
+    assert there.status == "posted"
+    mart([trade(1), cash(2, "DEPOSIT", "100"),
+          trade(3, activity_date=date(2020, 6, 1), activity_at=datetime(2020, 6, 1, 10))])
+
+    result = load_activities(wf_warehouse, wf_client, "run-1")
+    assert (result.posted, result.already_present, result.corrected) == (
+        ["ibkr:cash:2", "ibkr:trade:1"], ["ibkr:trade:3"], [reversed_key])
+    assert result.touched_days == {date(2025, 1, 1), date(2025, 3, 14), date(2025, 3, 1)}
+    # Nothing left to do: nothing touched.
+    assert load_activities(wf_warehouse, wf_client, "run-2").touched_days == set()
+
+
+@pytest.mark.parametrize(("stamp", "day"), [
+    ("2025-03-14T23:30:00-04:00", date(2025, 3, 15)), ("2025-03-14T00:30:00+02:00",
+                                                       date(2025, 3, 13)),
+    ("2025-03-14T10:00:00Z", date(2025, 3, 14)), ("2025-03-14", date(2025, 3, 14)),
+    ("14/03/2025", None), (None, None)])
+def test_utc_day(stamp: Any, day: date | None) -> None:
+    assert utc_day(stamp) == day
 
 
 class StalePrecheck:

@@ -30,6 +30,7 @@ from fakes.wealthfolio.activities import (
     dated_from,
     pages_of,
 )
+from flexsync.core.errors import WarehouseError
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     LANDED_COLUMNS,
@@ -399,6 +400,70 @@ def test_an_old_full_snapshot_is_the_state_to_diff_against(
         con.close()
 
 
+# ------------------------------------------------------------------------------- window
+
+
+def test_a_windowed_snapshot_compares_only_the_activities_from_its_day(
+        wf_client: WealthfolioClient, wf_account_id: str,
+        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio,
+        wf_delete: Delete) -> None:
+    def at(key: str, when: str) -> str:
+        return _post(wf_client, wf_account_id, key, activityDate=when)
+
+    old = at("ibkr:trade:1", "2025-01-02T10:00:00Z")
+    margin_gone = at("ibkr:trade:2", "2025-03-11T10:00:00Z")  # 3 days before the window
+    edge_gone = at("ibkr:trade:3", "2025-03-13T12:00:00Z")  # the day before it
+    # 22:30 in New York on the 13th is the 14th in UTC: inside the window.
+    late_ny = at("ibkr:trade:4", "2025-03-13T22:30:00-04:00")
+    inside = at("ibkr:trade:5", "2025-03-14T10:00:00Z")
+    snapshot_activities(wf_warehouse, wf_client, wf_account_id, "before")
+
+    _edit(fake_wealthfolio, old, quantity=Decimal("7"))  # older than the window: unseen
+    for gone in (margin_gone, edge_gone, late_ny):
+        wf_delete(gone)
+    _edit(fake_wealthfolio, inside, quantity=Decimal("150"))
+    new = at("ibkr:trade:6", "2025-03-15T09:00:00Z")
+
+    window = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "after",
+                                 from_day=date(2025, 3, 14))
+    assert window.date_from == date(2025, 3, 14)
+    # Asked from 2025-03-11: what is left there is `inside` and `new`.
+    assert (window.activity_count, window.total_row_count) == (2, 2)
+    assert (window.new_count, window.changed_count, window.deleted_count) == (1, 1, 2)
+    appended = {r["id"]: r["_deleted"] for r in _appended(wf_warehouse, window.snapshot_id)}
+    # Gone: those dated (as text) from the day before the window on. The one gone three
+    # days before it was not looked for, and the edit of `old` was not seen.
+    assert appended == {edge_gone: True, late_ny: True, inside: False, new: False}
+    state = _state(wf_warehouse, wf_account_id)
+    assert set(state) == {old, margin_gone, inside, new}
+    assert json.loads(state[old])["quantity"] == "100"
+    assert json.loads(state[inside])["quantity"] == "150"
+    assert _rows(wf_warehouse, "select date_from, activity_count from raw_wealthfolio.snapshots "
+                               "order by snapshot_at") == [
+        {"date_from": None, "activity_count": 5}, {"date_from": date(2025, 3, 14),
+                                                   "activity_count": 2}]
+    # Every activity from the window's day on is as Wealthfolio has it.
+    now = _wealthfolio_now(wf_client, wf_account_id)
+    assert {k: v for k, v in state.items() if k in (inside, new)} == {
+        k: v for k, v in now.items() if k in (inside, new)}
+
+    # The next full snapshot catches up with what the window did not look at.
+    full = snapshot_activities(wf_warehouse, wf_client, wf_account_id, "next night")
+    assert (full.changed_count, full.deleted_count) == (1, 1)
+    assert _state(wf_warehouse, wf_account_id) == now
+
+
+def test_a_windowed_snapshot_refuses_rows_without_id(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    no_id = {"id": None, "accountId": "acc", "activityType": "FEE", "amount": "2",
+             "date": "2025-03-14T10:00:00+00:00"}
+    with pytest.raises(WarehouseError, match="without id"):
+        snapshot_activities(wf_warehouse, _StubSource([no_id]), "acc", None,
+                            from_day=date(2025, 3, 14))
+    assert wf_warehouse.execute("select count(*) from raw_wealthfolio.snapshots").fetchone() == (
+        0,)
+
+
 # ----------------------------------------------------------------------------- properties
 
 
@@ -438,6 +503,52 @@ def test_state_matches_wealthfolio_after_random_changes(
         changed.clear()
     assert wf_warehouse.execute("select count(*) from raw_wealthfolio.activities").fetchone() == (
         versions,)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_windowed_snapshots_keep_the_state_when_changes_are_inside_the_window(
+        seed: int, wf_client: WealthfolioClient, wf_account_id: str,
+        wf_warehouse: duckdb.DuckDBPyConnection, fake_wealthfolio: FakeWealthfolio,
+        wf_delete: Delete) -> None:
+    """As after a load: every change is dated on or after the earliest day it touched
+    (any offset); a snapshot from that day on leaves the state equal to Wealthfolio."""
+    rng = random.Random(seed)
+    start = date(2025, 1, 1)
+
+    def stamp(day: date) -> str:
+        offset = rng.choice(["Z", "+14:00", "-12:00", "-04:00", "+01:00"])
+        return f"{day.isoformat()}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00{offset}"
+
+    def utc_day(activity_id: str) -> date:
+        with fake_wealthfolio.lock:
+            return fake_wealthfolio.activities[activity_id]["activityDate"].astimezone(UTC).date()
+
+    live: list[str] = []
+    for serial in range(40):
+        live.append(_post(wf_client, wf_account_id, f"ibkr:trade:{seed}-{serial}",
+                          activityDate=stamp(start + timedelta(days=rng.randint(0, 60)))))
+    snapshot_activities(wf_warehouse, wf_client, wf_account_id, None)
+    serial = 40
+    for _ in range(8):
+        touched: list[date] = []
+        for _ in range(rng.randint(1, 5)):
+            action = rng.choice(["create", "update", "delete"])
+            if action == "create":
+                serial += 1
+                live.append(_post(wf_client, wf_account_id, f"ibkr:trade:{seed}-{serial}",
+                                  activityDate=stamp(start + timedelta(days=rng.randint(0, 70)))))
+                touched.append(utc_day(live[-1]))
+            elif action == "update":
+                target = rng.choice(live)
+                touched.append(utc_day(target))
+                _edit(fake_wealthfolio, target, quantity=Decimal(rng.randint(501, 999)))
+            else:
+                target = live.pop(rng.randrange(len(live)))
+                touched.append(utc_day(target))
+                wf_delete(target)
+        snapshot_activities(wf_warehouse, wf_client, wf_account_id, None,
+                            from_day=min(touched))
+        assert _state(wf_warehouse, wf_account_id) == _wealthfolio_now(wf_client, wf_account_id)
 
 
 # ----------------------------------------------------------------------------- size
