@@ -31,7 +31,7 @@ from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
 from flexsync.extract.flex_source import FlexSource
 from flexsync.loaders.analytics_copy import publish_analytics_copy
 from flexsync.runs import RunRecord, last_success
-from flexsync.transform import parse_project, preload_dbt, run_transform
+from flexsync.transform import parse_project, run_transform
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -190,28 +190,36 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 
 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
-    """Snapshot Wealthfolio again and rebuild the marts that depend on it (drift).
+    """Snapshot what the load changed and rebuild the marts that depend on it (drift)."""
+    snapshot_after_load(settings, record)
+    transform(settings, record, select=DRIFT_MODELS, label="drift")
 
-    The snapshot looks only at the activities dated from the earliest day the load
-    created or deleted (the snapshot before the load holds for the older ones, and
-    fetching every activity twice a night was what grew most with history); none when
-    the load changed nothing; every activity when a day is unknown or no load ran."""
+
+def snapshot_after_load(settings: Settings, record: RunRecord) -> None:
+    """Snapshot Wealthfolio after the load: only the activities dated from the earliest
+    day the load created or deleted (the snapshot before the load holds for the older
+    ones, and fetching every activity twice a night was what grew most with history);
+    none when the load changed nothing; every activity when a day is unknown or no load
+    ran."""
     touched = record.wealthfolio_touched
     if touched is not None and not touched:
         log.info("the load changed nothing in Wealthfolio: the snapshot before it holds",
                  extra={"stage": "snapshot"})
-    else:
-        from_day = None if touched is None or None in touched else min(
-            day for day in touched if day is not None)
-        snapshot(settings, record, count_as="wf_snapshot_rows_after", from_day=from_day)
-    transform(settings, record, select=DRIFT_MODELS, label="drift")
+        return
+    from_day = None if touched is None or None in touched else min(
+        day for day in touched if day is not None)
+    snapshot(settings, record, count_as="wf_snapshot_rows_after", from_day=from_day)
 
 
 def refresh_drift_importing_dbt(settings: Settings, record: RunRecord) -> None:
-    """`refresh_drift` in a child of its own (`flexsync load`, a big sync's): dbt's import
-    overlaps the snapshot."""
-    preload_dbt()
-    refresh_drift(settings, record)
+    """`refresh_drift` in a child of its own (`flexsync load`, a big sync's). Its snapshot
+    runs first, in a child of this one, and dbt is imported after it: what a snapshot of
+    a whole backfill leaves in a process (DuckDB's and Python's freed memory, kept by
+    their allocators) would otherwise sit under dbt's build."""
+    from flexsync.isolation import in_child
+
+    in_child("snapshot", record, snapshot_after_load, settings, record)
+    transform(settings, record, select=DRIFT_MODELS, label="drift")
 
 
 # ------------------------------------------------------------------------------ load

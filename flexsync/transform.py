@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,17 +128,20 @@ def global_args(project_dir: Path, log_format: str) -> list[str]:
     return args
 
 
-# dbt threads once raw_ibkr is large: one node at a time, so DuckDB's memory_limit is not
+# dbt threads once the build is big: one node at a time, so DuckDB's memory_limit is not
 # shared by two big nodes. The intermediate IBKR models are tables rebuilt from every
-# staged row each night, so not only a build from scratch is big: with 5 years of history
-# (1.9 M raw rows) two threads ran out of the 64MB now and then (int_ibkr__trades_classified
-# beside int_wealthfolio__cash_balances' checks; benchmarks/README.md, session 8), and the
-# 10-year backfill needed one thread to fit (session 6); in session 10 two threads still
-# ran out at 5 years (int_ibkr__symbols_canonicalised) and fit at 2 years (761,000 rows:
-# 237 MiB for the pod, 0.5-0.6 s a night faster than one thread). Below the threshold (a
-# first statement lands ≈1,000 rows, a year ≈375,000) the profile's two threads stay.
+# staged row each night, so not only a build from scratch is big. Two measures, because
+# nightly history and a backfill grow differently: nightly 90-day windows land each row
+# ≈90 times (raw_ibkr: 761,000 rows at 2 years, 1.9 M at 5) but stage it once (2,800 and
+# 6,600 trades), while a 10-year backfill lands 83,000 wide rows and stages all of them.
+# Measured (benchmarks/README.md, sessions 6, 8 and 10): two threads ran out of the 64MB
+# at 5 years of nights (int_ibkr__symbols_canonicalised) and on the backfill's build
+# (int_ibkr__trades_classified, int_ibkr__cash_transactions_classified), and fit at 2 years
+# (237 MiB for the pod, 0.5-0.6 s a night faster than one thread). A first daily statement
+# lands ≈1,000 rows: the profile's two threads stay.
 LARGE_WAREHOUSE_THREADS = 1
-LARGE_WAREHOUSE_ROWS = 1_000_000
+LARGE_WAREHOUSE_ROWS = 1_000_000  # raw_ibkr rows
+LARGE_STAGED_ROWS = 50_000  # staged trades and cash transactions (raw rows before a first build)
 
 
 def build_args(project_dir: Path, select: list[str] | None, include_unit_tests: bool,
@@ -171,26 +173,6 @@ def _close_dbt_connections() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def preload_dbt() -> None:
-    """Import dbt (~2 s) on a background thread while the caller does something else
-    (the drift refresh's child: while it snapshots Wealthfolio), so the build finds it
-    imported. Never in the run's own process, which must not hold dbt
-    (flexsync/isolation.py); never in a process about to fork (a thread and fork).
-
-    Call it once the caller's own modules are imported: two threads importing modules
-    that import each other could deadlock on the import locks."""
-    threading.Thread(target=_import_dbt, name="dbt-import", daemon=True).start()
-
-
-def _import_dbt() -> None:
-    try:
-        _use_fork_locks()
-        import dbt.adapters.duckdb
-        import dbt.cli.main  # noqa: F401
-    except Exception:
-        log.debug("dbt preload failed", exc_info=True)
-
-
 def _use_fork_locks() -> None:
     """Design note (private API): dbt makes its locks from `dbt.mp_context._MP_CONTEXT`, a
     'spawn' multiprocessing context, although in-process it only ever runs threads. A
@@ -199,8 +181,8 @@ def _use_fork_locks() -> None:
     256 MiB (a `Manifest()` shows the child; with this, none). A 'fork'-context lock is
     the same lock without a name, so no tracker starts. dbt has no setting for it, hence
     the module attribute is replaced; it must happen before dbt's manifest module is
-    imported (its dataclass binds the context's Lock at import), so both the preload
-    thread and `_invoke_dbt` call this first. Should dbt drop the attribute, the
+    imported (its dataclass binds the context's Lock at import), so `_invoke_dbt` calls
+    this first. Should dbt drop the attribute, the
     assignment is inert and dbt keeps its spawn locks: same results, the tracker back."""
     import multiprocessing
 
@@ -375,6 +357,17 @@ def landed_row_estimate(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def staged_row_estimate(con: duckdb.DuckDBPyConnection) -> int | None:
+    """About how many trades and cash transactions are staged (DuckDB's own count), or
+    None before the first build."""
+    rows = con.execute(
+        "select sum(estimated_size), count(*) from duckdb_tables() "
+        "where schema_name = 'staging' "
+        "and table_name in ('stg_ibkr__trades', 'stg_ibkr__cash_transactions')").fetchall()
+    total, tables = rows[0]
+    return int(total) if tables else None
+
+
 def record_incremental_models(con: duckdb.DuckDBPyConnection, fingerprints: dict[str, str],
                               built: set[str]) -> None:
     """Remember which SQL built each incremental table (see drop_stale_incremental_models),
@@ -473,9 +466,14 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             for relation in drop_stale_incremental_models(con, fingerprints, full_refresh):
                 log.info("rebuilding %s from every landed row (%s)", relation,
                          "--full-refresh" if full_refresh else "its SQL changed")
-            large = landed_row_estimate(con) > LARGE_WAREHOUSE_ROWS
+            raw_rows = landed_row_estimate(con)
+            staged_rows = staged_row_estimate(con)
+            from_scratch = bool(missing_relations(con, list(fingerprints)))
+            large = raw_rows > LARGE_WAREHOUSE_ROWS or (
+                raw_rows if staged_rows is None or from_scratch else staged_rows
+            ) > LARGE_STAGED_ROWS
             # Only a big build from scratch pays for a trim after every node (≈0.4 s).
-            big_from_scratch = large and bool(missing_relations(con, list(fingerprints)))
+            big_from_scratch = from_scratch and raw_rows > LARGE_STAGED_ROWS
             skip_seeds = loaded_seeds(con, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
         args = build_args(project_dir, select, include_unit_tests, settings.log_format,
