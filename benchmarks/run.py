@@ -412,10 +412,10 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
             verdicts.append((f"daily with {label} of history ≤ 1.25× 1 night", f"{ratio:.2f}×",
                              _verdict(ratio <= TARGETS["growth_ratio"],
                                       f"{ratio / TARGETS['growth_ratio']:.2f}× the allowance"),
-                             "what grows with the history: the two Wealthfolio snapshots "
-                             "(every activity fetched twice a night), the intermediate "
-                             "tables rebuilt from every staged row, the analytics copy; "
-                             "see the growth table's stages"))
+                             "what grows with the history: the Wealthfolio snapshot before "
+                             "posting (every activity), the intermediate tables rebuilt "
+                             "from every staged row (one dbt thread above 1,000,000 raw "
+                             "rows), the analytics copy; see the growth table's stages"))
         runs5 = [r for r in growth["5 years"] if not r.extra.get("aborted")]
         if runs5:
             rss = mib(max(_pod_memory(r) for r in runs5))
@@ -488,9 +488,9 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
         rss = mib(max(_pod_memory(r) for r in backfill["sync"]))
         verdicts.append(("backfill as one first sync: the pod ≤ 256 MiB",
                          f"{rss:.0f} MiB", _rss_verdict(rss),
-                         "the drift child's build after posting (dbt's heap and DuckDB's "
-                         "64MB, the Wealthfolio state of ≈63,000 activities) beside the "
-                         "run; a year per sync fits (benchmarks/README.md, session 9)"))
+                         "the dbt worker's build from scratch or the drift child's "
+                         "after posting (dbt's heap and DuckDB's 64MB) beside the run's "
+                         "own; benchmarks/README.md, session 10"))
     loader = results.get("loader")
     if loader:
         rates = [r.counts.get("posted", 0) / r.stages["load"] for r in loader

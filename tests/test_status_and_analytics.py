@@ -34,6 +34,7 @@ def test_analytics_copy_is_a_complete_readable_database(demo_warehouse: tuple[Pa
     copy = data_dir / "analytics.duckdb"
     assert copy.exists()
     assert not list(data_dir.glob(".analytics-*"))  # no half-written temp file left
+    assert copy.stat().st_mode & 0o777 == 0o640  # the analysts' group reads it, others not
     con = duckdb.connect(str(copy), read_only=True)
     try:
         assert con.execute("select count(*) from marts.fct_activities").fetchone() == (9,)
