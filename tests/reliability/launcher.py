@@ -12,7 +12,6 @@ import os
 import sys
 import time
 import types
-from typing import IO
 
 STALL_MARKER = "RELIABILITY-STALL"
 STALL_SECONDS = 120.0  # the test kills us long before; this only bounds a broken test
@@ -23,18 +22,20 @@ def _stall_publish() -> None:
 
     import flexsync.loaders.analytics_copy as analytics
 
-    def half_then_stall(src: IO[bytes], dst: IO[bytes], length: int = 0) -> None:
-        size = os.fstat(src.fileno()).st_size
-        dst.write(src.read(max(1, size // 2)))
-        dst.flush()
-        os.fsync(dst.fileno())
+    def half_then_stall(source: str | os.PathLike[str], target: str | os.PathLike[str],
+                        **_: object) -> None:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            size = os.fstat(src.fileno()).st_size
+            dst.write(src.read(max(1, size // 2)))
+            dst.flush()
+            os.fsync(dst.fileno())
         print(f"{STALL_MARKER} publish: {size // 2} of {size} bytes written", file=sys.stderr,
               flush=True)
         time.sleep(STALL_SECONDS)
 
     # Only the analytics module sees the stalling copy; landing's archive copy is untouched.
     analytics.shutil = types.SimpleNamespace(  # type: ignore[assignment]
-        copyfileobj=half_then_stall, **{k: getattr(shutil, k) for k in ("copy", "move")})
+        copyfile=half_then_stall, **{k: getattr(shutil, k) for k in ("copy", "move")})
 
 
 def main() -> None:
