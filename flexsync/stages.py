@@ -29,6 +29,7 @@ from flexsync.core.config import Settings, require
 from flexsync.core.errors import ConfigurationError, FlexsyncError
 from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
 from flexsync.extract.flex_source import FlexSource
+from flexsync.isolation import in_child
 from flexsync.loaders.analytics_copy import publish_analytics_copy
 from flexsync.runs import RunRecord, last_success
 from flexsync.transform import parse_project, run_transform
@@ -192,6 +193,10 @@ def transform(settings: Settings, record: RunRecord, select: list[str] | None = 
 def refresh_drift(settings: Settings, record: RunRecord) -> None:
     """Snapshot what the load changed and rebuild the marts that depend on it (drift)."""
     snapshot_after_load(settings, record)
+    build_drift_models(settings, record)
+
+
+def build_drift_models(settings: Settings, record: RunRecord) -> None:
     transform(settings, record, select=DRIFT_MODELS, label="drift")
 
 
@@ -216,10 +221,8 @@ def refresh_drift_importing_dbt(settings: Settings, record: RunRecord) -> None:
     runs first, in a child of this one, and dbt is imported after it: what a snapshot of
     a whole backfill leaves in a process (DuckDB's and Python's freed memory, kept by
     their allocators) would otherwise sit under dbt's build."""
-    from flexsync.isolation import in_child
-
     in_child("snapshot", record, snapshot_after_load, settings, record)
-    transform(settings, record, select=DRIFT_MODELS, label="drift")
+    build_drift_models(settings, record)
 
 
 # ------------------------------------------------------------------------------ load

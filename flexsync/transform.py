@@ -350,22 +350,16 @@ def missing_relations(con: duckdb.DuckDBPyConnection, relations: list[str]) -> l
     return sorted(relation for relation in relations if relation not in existing)
 
 
-def landed_row_estimate(con: duckdb.DuckDBPyConnection) -> int:
-    """About how many rows raw_ibkr holds (DuckDB's own count, no scan)."""
-    row = con.execute("select coalesce(sum(estimated_size), 0) from duckdb_tables() "
-                      "where schema_name = 'raw_ibkr'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def staged_row_estimate(con: duckdb.DuckDBPyConnection) -> int | None:
-    """About how many trades and cash transactions are staged (DuckDB's own count), or
-    None before the first build."""
-    rows = con.execute(
-        "select sum(estimated_size), count(*) from duckdb_tables() "
-        "where schema_name = 'staging' "
-        "and table_name in ('stg_ibkr__trades', 'stg_ibkr__cash_transactions')").fetchall()
-    total, tables = rows[0]
-    return int(total) if tables else None
+def row_estimates(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None]:
+    """About how many rows raw_ibkr holds, and how many trades and cash transactions are
+    staged (None before the first build): DuckDB's own counts, no scan, one query."""
+    [(raw, staged, staged_tables)] = con.execute(
+        "select coalesce(sum(estimated_size) filter (where schema_name = 'raw_ibkr'), 0), "
+        "sum(estimated_size) filter (where schema_name = 'staging'), "
+        "count(*) filter (where schema_name = 'staging') "
+        "from duckdb_tables() where schema_name = 'raw_ibkr' or (schema_name = 'staging' "
+        "and table_name in ('stg_ibkr__trades', 'stg_ibkr__cash_transactions'))").fetchall()
+    return int(raw), int(staged) if staged_tables else None
 
 
 def record_incremental_models(con: duckdb.DuckDBPyConnection, fingerprints: dict[str, str],
@@ -466,9 +460,8 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             for relation in drop_stale_incremental_models(con, fingerprints, full_refresh):
                 log.info("rebuilding %s from every landed row (%s)", relation,
                          "--full-refresh" if full_refresh else "its SQL changed")
-            raw_rows = landed_row_estimate(con)
-            staged_rows = staged_row_estimate(con)
-            from_scratch = bool(missing_relations(con, list(fingerprints)))
+            raw_rows, staged_rows = row_estimates(con)
+            from_scratch = bool(fingerprints) and bool(missing_relations(con, list(fingerprints)))
             large = raw_rows > LARGE_WAREHOUSE_ROWS or (
                 raw_rows if staged_rows is None or from_scratch else staged_rows
             ) > LARGE_STAGED_ROWS

@@ -179,49 +179,9 @@ def test_the_run_context_does_not_re_parse_the_project(tmp_path: Path) -> None:
     assert perf["parsed_path_count"] == 0, "the run's settings made dbt re-parse files"
 
 
-@pytest.mark.parametrize(("threshold", "threads"), [(2, ["--threads", "1"]), (10_000, [])])
-def test_a_large_warehouse_builds_one_node_at_a_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int,
-        threads: list[str]) -> None:
-    """Two dbt threads share DuckDB's memory_limit: once raw_ibkr is large, every build
-    (a nightly one too: the intermediate tables rebuild from every staged row) runs one
-    node at a time — at 5 years of history two threads ran out of the 64MB.
-    A small warehouse keeps the profile's two threads. dbt itself is faked here."""
-    from flexsync.core.config import load_settings
-    from flexsync.core.warehouse import connect, ensure_schema
-
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path), "IBKR_ACCOUNT_ID": ""})
-    tmp_path.mkdir(exist_ok=True)
-    with connect(settings.warehouse_path) as con:
-        ensure_schema(con)
-        con.execute("insert into raw_ibkr.trades (_extract_id) select 'x' from range(5)")
-    invoked: list[list[str]] = []
-
-    def fake_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> Any:
-        invoked.append(args)
-        return _outcome()
-
-    monkeypatch.setattr(transform, "LARGE_WAREHOUSE_ROWS", threshold)
-    monkeypatch.setattr(transform, "parsed_manifest",
-                        lambda *_: SimpleNamespace(nodes={}, macros={}))
-    monkeypatch.setattr(transform, "_invoke_dbt", fake_dbt)
-    transform.run_transform(settings, "run-1")
-    [args] = invoked
-    given = args[args.index("--threads"):args.index("--threads") + 2] if "--threads" in args else []
-    assert given == threads
-
-
-@pytest.mark.parametrize(("raw", "staged", "threads"), [
-    (30, None, ["--threads", "1"]),  # a backfill's first build: every landed row is new
-    (30, 5, []),  # nightly windows: each row landed many times, staged once
-    (5, 30, ["--threads", "1"]),  # the nights after a backfill: much is staged
-])
-def test_a_big_staged_history_builds_one_node_at_a_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: int, staged: int | None,
-        threads: list[str]) -> None:
-    """Nightly 90-day windows land each row ≈90 times and stage it once; a backfill lands
-    and stages every row once. Below LARGE_WAREHOUSE_ROWS raw rows, what is staged (the
-    raw rows before a first build) decides. dbt itself is faked here."""
+def _warehouse_with(tmp_path: Path, raw: int, staged: int | None = None) -> Any:
+    """Settings of a warehouse holding `raw` raw trades and, unless None, `staged` staged
+    trades (an empty staged cash table beside them)."""
     from flexsync.core.config import load_settings
     from flexsync.core.warehouse import connect, ensure_schema
 
@@ -235,20 +195,52 @@ def test_a_big_staged_history_builds_one_node_at_a_time(
             con.execute("create table staging.stg_ibkr__trades as select range as trade_id "
                         f"from range({staged})")
             con.execute("create table staging.stg_ibkr__cash_transactions (id integer)")
+    return settings
+
+
+def _threads_given(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The `--threads` arguments of one build, dbt itself faked."""
     invoked: list[list[str]] = []
 
     def fake_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> Any:
         invoked.append(args)
         return _outcome()
 
-    monkeypatch.setattr(transform, "LARGE_STAGED_ROWS", 20)
     monkeypatch.setattr(transform, "parsed_manifest",
                         lambda *_: SimpleNamespace(nodes={}, macros={}))
     monkeypatch.setattr(transform, "_invoke_dbt", fake_dbt)
     transform.run_transform(settings, "run-1")
     [args] = invoked
-    given = args[args.index("--threads"):args.index("--threads") + 2] if "--threads" in args else []
-    assert given == threads
+    return args[args.index("--threads"):args.index("--threads") + 2] if "--threads" in args else []
+
+
+@pytest.mark.parametrize(("threshold", "threads"), [(2, ["--threads", "1"]), (10_000, [])])
+def test_a_large_warehouse_builds_one_node_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int,
+        threads: list[str]) -> None:
+    """Two dbt threads share DuckDB's memory_limit: once raw_ibkr is large, every build
+    (a nightly one too: the intermediate tables rebuild from every staged row) runs one
+    node at a time — at 5 years of history two threads ran out of the 64MB.
+    A small warehouse keeps the profile's two threads. dbt itself is faked here."""
+    settings = _warehouse_with(tmp_path, raw=5)
+    monkeypatch.setattr(transform, "LARGE_WAREHOUSE_ROWS", threshold)
+    assert _threads_given(settings, monkeypatch) == threads
+
+
+@pytest.mark.parametrize(("raw", "staged", "threads"), [
+    (30, None, ["--threads", "1"]),  # a backfill's first build: every landed row is new
+    (30, 5, []),  # nightly windows: each row landed many times, staged once
+    (5, 30, ["--threads", "1"]),  # the nights after a backfill: much is staged
+])
+def test_a_big_staged_history_builds_one_node_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: int, staged: int | None,
+        threads: list[str]) -> None:
+    """Nightly 90-day windows land each row ≈90 times and stage it once; a backfill lands
+    and stages every row once. Below LARGE_WAREHOUSE_ROWS raw rows, what is staged (the
+    raw rows before a first build) decides. dbt itself is faked here."""
+    settings = _warehouse_with(tmp_path, raw, staged)
+    monkeypatch.setattr(transform, "LARGE_STAGED_ROWS", 20)
+    assert _threads_given(settings, monkeypatch) == threads
 
 
 def _parse_and_count_frozen(settings: Any) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from datetime import UTC, date
+from datetime import date
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,6 +27,7 @@ from fakes.wealthfolio.replies import (
     json_reply,
     text_reply,
 )
+from fakes.wealthfolio.store import rfc3339
 from fakes.wealthfolio.transport import IncomingRequest
 from fakes.wealthfolio.validation import (
     BodyShape,
@@ -228,8 +229,8 @@ class RoutesMixin:
             shown = {i for i, a in self.accounts.items() if not a["isArchived"]}
             rows = [rec for rec in self.activities.values() if rec["accountId"] in shown
                     and (accounts is None or rec["accountId"] in accounts)
-                    and (since is None or _stored_date(rec) >= since)
-                    and (until is None or _stored_date(rec) <= until)]
+                    and (since is None or rfc3339(rec["activityDate"]) >= since)
+                    and (until is None or rfc3339(rec["activityDate"]) <= until)]
             rows.sort(key=lambda r: r["seq"])  # secondary order: createdAt ascending
             rows.sort(key=lambda r: r["activityDate"], reverse=True)
             window = rows[page * page_size:(page + 1) * page_size] if page_size > 0 else rows
@@ -265,7 +266,3 @@ def _search_day(shape: BodyShape, body: dict[str, Any], key: str) -> str | None:
     except ValueError:
         raise DomainError(f"Invalid {key}: input is out of range") from None
     return value
-
-
-def _stored_date(rec: dict[str, Any]) -> str:
-    return str(rec["activityDate"].astimezone(UTC).isoformat())

@@ -308,7 +308,7 @@ class StoreMixin:
             "id": rec["id"], "accountId": rec["accountId"], "assetId": rec["assetId"],
             "activityType": rec["activityType"], "activityTypeOverride": None,
             "sourceType": None, "subtype": rec["subtype"], "status": rec["status"],
-            "activityDate": _rfc3339(rec["activityDate"]),
+            "activityDate": rfc3339(rec["activityDate"]),
             "quantity": dec_str(rec["quantity"]), "unitPrice": dec_str(rec["unitPrice"]),
             "amount": dec_str(rec["amount"]), "fee": dec_str(rec["fee"]),
             "fxRate": dec_str(rec["fxRate"]), "currency": rec["currency"], "notes": rec["notes"],
@@ -316,7 +316,7 @@ class StoreMixin:
             "sourceGroupId": rec["sourceGroupId"], "idempotencyKey": rec["idempotencyKey"],
             "importRunId": None, "isUserModified": rec.get("isUserModified", False),
             "needsReview": rec["needsReview"],
-            "createdAt": _rfc3339(rec["createdAt"]), "updatedAt": _rfc3339(rec["updatedAt"]),
+            "createdAt": rfc3339(rec["createdAt"]), "updatedAt": rfc3339(rec["updatedAt"]),
         }
         if rec["metadata"] is not None:
             out["metadata"] = rec["metadata"]
@@ -331,12 +331,12 @@ class StoreMixin:
         return {
             "id": rec["id"], "accountId": rec["accountId"], "assetId": rec["assetId"] or "",
             "activityType": rec["activityType"], "subtype": rec["subtype"],
-            "status": rec["status"], "date": _rfc3339(rec["activityDate"]),
+            "status": rec["status"], "date": rfc3339(rec["activityDate"]),
             "quantity": dec_str(rec["quantity"]), "unitPrice": dec_str(rec["unitPrice"]),
             "amount": dec_str(amount), "fee": dec_str(rec["fee"]),
             "fxRate": dec_str(rec["fxRate"]), "currency": rec["currency"],
             "needsReview": rec["needsReview"], "comment": rec["notes"],
-            "createdAt": _rfc3339(rec["createdAt"]), "updatedAt": _rfc3339(rec["updatedAt"]),
+            "createdAt": rfc3339(rec["createdAt"]), "updatedAt": rfc3339(rec["updatedAt"]),
             "accountName": account["name"], "accountCurrency": account["currency"],
             "assetSymbol": asset["symbol"] if asset else "",
             "assetName": asset["name"] if asset else None,
@@ -354,7 +354,9 @@ def _naive_now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat()
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
+    """A stored time as the server keeps and returns it (search's dateFrom/dateTo compare
+    this text)."""
     return moment.astimezone(UTC).isoformat()
 
 
