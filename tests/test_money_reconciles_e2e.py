@@ -148,6 +148,13 @@ def test_two_windows_with_the_reversal_after_the_original_was_posted(
                    "where external_id = 'ibkr:cash:5002' order by recorded_at")
     assert [r[0] for r in ledger] == ["posted", "deleted"]
     assert ledger[1][1] == original["id"] and "reversed" in ledger[1][2]
+    # The look after that load fetched only the days it touched, and still saw the deletion:
+    # the warehouse's Wealthfolio state (what the drift reads) is Wealthfolio's.
+    state = query(data_dir, "select wf_activity_id from staging.stg_wealthfolio__activities")
+    assert sorted(r[0] for r in state) == sorted(a["id"] for a in wf.activities_for(_account(wf)))
+    looks = query(data_dir, "select date_from from raw_wealthfolio.snapshots "
+                            "order by snapshot_at")
+    assert looks[-1][0] is not None
 
     before = _writes(wf)
     _sync(wf, data_dir, _write(tmp_path, SECOND_WINDOW))
