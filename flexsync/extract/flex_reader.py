@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 from xml.sax import SAXParseException
@@ -218,10 +219,11 @@ def _attribute(attributes: list[str], name: str) -> str | None:
     return None
 
 
-def parse_into(source: FlexSource, writer: RowSink, allowed_accounts: tuple[str, ...]
-                ) -> tuple[list[Statement], str | None, int]:
+def parse_into(source: FlexSource, writer: RowSink, allowed_accounts: tuple[str, ...],
+               on_chunk: Callable[[bytes], object] | None = None,
+               ) -> tuple[list[Statement], str | None, int]:
     """Stream the document into `writer`; return its statements, declared count and
-    how many elements it holds."""
+    how many elements it holds. `on_chunk` sees every byte read, in order (the archive)."""
     walker = StatementWalker(source.name, writer, allowed_accounts)
     reader = FlexReader(walker)
     total = source.size()
@@ -242,6 +244,8 @@ def parse_into(source: FlexSource, writer: RowSink, allowed_accounts: tuple[str,
                 since_markup = gap if first < 0 else len(chunk) - chunk.rfind(b"<") - 1
                 reader.feed(chunk)
                 walker.drain()
+                if on_chunk is not None:
+                    on_chunk(chunk)
                 if time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + 5.0
                     log.info("landing %s: %s rows so far (%.0f of %.0f MB)", source.name,

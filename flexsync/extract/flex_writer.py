@@ -112,6 +112,7 @@ class TableWriter:
         self._spool = tempfile.TemporaryDirectory(prefix="flexsync-landing-")
         self._spooled = 0
         self.columns: dict[str, list[str]] = {}
+        self._existing: dict[str, list[str]] | None = None  # raw_ibkr's tables when landing began
         # table -> attribute name (exact spelling) -> its column
         self.column_of: dict[str, dict[str, str]] = {}
         self.row_counter: dict[str, int] = {}  # rows per table so far: the next row's index
@@ -213,29 +214,33 @@ class TableWriter:
                     self._error = exc
 
     def _table_columns(self, table: str) -> list[str]:
-        """The table's columns in order (created with the lineage columns if new)."""
-        if table not in self.columns:
+        """The table's columns in order ([] for a table this landing has yet to create)."""
+        if self._existing is None:
+            # One catalog query for every raw_ibkr table (one per table cost ≈5 ms each).
+            self._existing = {}
             self.con.execute(
-                "select column_name from information_schema.columns "
-                "where table_schema = 'raw_ibkr' and table_name = ? order by ordinal_position",
-                [table],
-            )
-            existing = [row[0] for row in self.con.fetchall()]
-            if not existing:
-                cols = ", ".join(f'"{n}" {t}' for n, t in LINEAGE_COLUMNS.items())
-                self.con.execute(f'create table if not exists raw_ibkr."{table}" ({cols})')
-                existing = list(LINEAGE_COLUMNS)
-            self.columns[table] = existing
+                "select table_name, column_name from information_schema.columns "
+                "where table_schema = 'raw_ibkr' order by table_name, ordinal_position")
+            for name, column in self.con.fetchall():
+                self._existing.setdefault(name, []).append(column)
+        if table not in self.columns:
+            self.columns[table] = list(self._existing.get(table, []))
         return self.columns[table]
 
     def _add_columns(self, table: str, names: list[str]) -> dict[str, str]:
         """Adds the columns the attributes lack; returns attribute name -> its column.
 
-        Nothing is dropped: an attribute named like a lineage column, or differing only
-        in case from an existing column, lands in its own column (`attribute_column`)."""
+        A new table is created with the lineage columns and these in one statement (an
+        ALTER per attribute cost the backfill ≈0.2 s). Nothing is dropped: an attribute
+        named like a lineage column, or differing only in case from an existing column,
+        lands in its own column (`attribute_column`)."""
         columns = self._table_columns(table)
+        create = not columns
+        if create:
+            columns.extend(LINEAGE_COLUMNS)
         mapping = self.column_of.setdefault(table, {})
         by_lower = {column.lower(): column for column in columns}
+        added: list[str] = []
         for name in names:
             if name in mapping:
                 continue
@@ -250,11 +255,18 @@ class TableWriter:
                         f"raw_ibkr.{table} would need more than {MAX_TABLE_COLUMNS} columns "
                         "(real Flex sections have a few hundred attributes at most): refused "
                         "as hostile; nothing landed")
-                self.con.execute(f'alter table raw_ibkr."{table}" add column "{column}" varchar')
                 columns.append(column)
+                added.append(column)
                 by_lower[column.lower()] = column
                 log.debug("raw_ibkr.%s: new column %s", table, column)
             mapping[name] = column
+        if create:
+            typed = [*(f'"{n}" {t}' for n, t in LINEAGE_COLUMNS.items()),
+                     *(f'"{c}" varchar' for c in added)]
+            self.con.execute(f'create table raw_ibkr."{table}" ({", ".join(typed)})')
+        else:
+            for column in added:
+                self.con.execute(f'alter table raw_ibkr."{table}" add column "{column}" varchar')
         return mapping
 
     def _lineage_values(self, lineage: tuple[int | None, str | None, str]) -> dict[str, object]:
