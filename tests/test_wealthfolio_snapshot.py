@@ -31,6 +31,7 @@ from fakes.wealthfolio.activities import (
     pages_of,
 )
 from flexsync.core.errors import WarehouseError
+from flexsync.core.warehouse import ensure_schema
 from flexsync.extract.wealthfolio_snapshot import (
     COLUMN_FIELDS,
     LANDED_COLUMNS,
@@ -45,6 +46,7 @@ from tests.helpers import REPO_ROOT
 from tests.plugins.wealthfolio_fake import WF_TEST_PASSWORD
 
 MakeClient = Callable[..., WealthfolioClient]
+_ABSENT = object()  # a field Wealthfolio did not send
 Delete = Callable[[str], None]
 
 
@@ -595,6 +597,60 @@ def test_sixty_thousand_new_activities_append_within_the_snapshot_memory_limit(
     assert (first.new_count, first.row_count) == (60_000, 60_000)
     assert (second.deleted_count, second.row_count) == (30_000, 30_000)
     assert state == (30_000,)
+
+
+def test_fx_rate_and_account_currency_are_copied_out_of_the_json(
+        wf_warehouse: duckdb.DuckDBPyConnection) -> None:
+    """The state view reads no JSON: fxRate and accountCurrency land as columns of their
+    own, exactly what json_extract_string gives on the stored raw_json (a string, a
+    number, null, absent), and a tombstone keeps the last version's."""
+    def row(i: int, **fields: Any) -> dict[str, Any]:
+        details = activity_details(i) | fields
+        return {k: v for k, v in details.items() if v is not _ABSENT}
+
+    rows = [row(0, fxRate="1.2345", accountCurrency="EUR"),
+            row(1, fxRate=Decimal("0.86"), accountCurrency="USD"),
+            row(2, fxRate=None, accountCurrency=None),
+            row(3, fxRate=_ABSENT, accountCurrency=_ABSENT),
+            row(4, fxRate=True, accountCurrency="GBP")]
+    first = snapshot_activities(wf_warehouse, _StubSource(rows), "acc", None)
+    second = snapshot_activities(wf_warehouse, _StubSource(rows[1:]), "acc", None)
+    assert (first.new_count, second.deleted_count) == (5, 1)
+    landed = wf_warehouse.execute(
+        "select id, _deleted, fx_rate, account_currency, "
+        "json_extract_string(raw_json, '$.fxRate'), "
+        "json_extract_string(raw_json, '$.accountCurrency') "
+        "from raw_wealthfolio.activities order by id, _deleted").fetchall()
+    assert len(landed) == 6
+    for _, _, fx_rate, currency, json_fx_rate, json_currency in landed:
+        assert (fx_rate, currency) == (json_fx_rate, json_currency)
+    assert [(r[2], r[3]) for r in landed] == [
+        ("1.2345", "EUR"), ("1.2345", "EUR"), ("0.86", "USD"), (None, None), (None, None),
+        ("true", "GBP")]
+    assert [r[1] for r in landed][:2] == [False, True]  # activity 0's tombstone
+
+
+def test_an_older_warehouse_gets_the_copied_columns_filled_and_no_new_version(
+        tmp_path: Path) -> None:
+    """A warehouse snapshotted before fx_rate / account_currency were columns: the first
+    ensure_schema fills them from raw_json, and the next snapshot of the same activities
+    appends nothing (they are not in the row hash)."""
+    rows = [activity_details(0) | {"fxRate": "1.5", "accountCurrency": "EUR"},
+            activity_details(1)]
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    try:
+        snapshot_activities(con, _StubSource(rows), "acc", None)
+        con.execute("drop view raw_wealthfolio.activity_state_versions")
+        con.execute("alter table raw_wealthfolio.activities drop column fx_rate")
+        con.execute("alter table raw_wealthfolio.activities drop column account_currency")
+        ensure_schema(con)
+        filled = con.execute("select fx_rate, account_currency from raw_wealthfolio.activities "
+                             "order by id").fetchall()
+        again = snapshot_activities(con, _StubSource(rows), "acc", None)
+    finally:
+        con.close()
+    assert filled == [("1.5", "EUR"), (None, "GBP")]
+    assert again.row_count == 0
 
 
 def test_a_snapshot_killed_while_appending_leaves_nothing_visible(

@@ -158,7 +158,9 @@ create table if not exists raw_wealthfolio.activities (
     comment varchar,
     raw_json varchar,
     _row_hash varchar,  -- md5 of the landed columns (flexsync/extract/wealthfolio_snapshot.py)
-    _deleted boolean  -- true: a tombstone, the activity disappeared from Wealthfolio
+    _deleted boolean,  -- true: a tombstone, the activity disappeared from Wealthfolio
+    fx_rate varchar,  -- raw_json's fxRate and accountCurrency, as json_extract_string reads
+    account_currency varchar  -- them (copied out: the state view reads no JSON)
 );
 create table if not exists sync.posted_activities (
     external_id varchar not null,
@@ -196,7 +198,17 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("snapshots", "date_from", "date"),
     ("activities", "_row_hash", "varchar"),
     ("activities", "_deleted", "boolean"),
+    ("activities", "fx_rate", "varchar"),
+    ("activities", "account_currency", "varchar"),
 )
+# Filled once from raw_json when a warehouse gets the columns (every later version is
+# landed with them): flexsync/extract/wealthfolio_snapshot.py DERIVED_FIELDS.
+_FILL_DERIVED_COLUMNS = """
+update raw_wealthfolio.activities
+set fx_rate = json_extract_string(raw_json, '$.fxRate'),
+    account_currency = json_extract_string(raw_json, '$.accountCurrency')
+where raw_json is not null
+"""
 
 
 # The one home of "the current state of a Wealthfolio account" (the snapshot extractor
@@ -211,8 +223,9 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
 # The window ranks a narrow key set (the row's rowid, its id, hash and snapshot), and the
 # wide rows are joined back to it: carrying every column of every version through the
 # window nearly filled dbt's 64MB at 63,000 activities, and stg_wealthfolio__activities
-# ran out of it (benchmarks/README.md, session 9). fx_rate and account_currency are read
-# from raw_json after the ranking.
+# ran out of it (benchmarks/README.md, session 9). No JSON is read here: fx_rate and
+# account_currency are columns of their own (extracting them from raw_json held DuckDB's
+# JSON buffers over every version: 63,000 activities changed once ran out of 64MB).
 # Recreated by every ensure_schema, after the column additions: a view fixes `*` when made.
 WEALTHFOLIO_STATE_VIEW = """
 create or replace view raw_wealthfolio.activity_state_versions as
@@ -266,8 +279,6 @@ ranked_versions as (
 )
 select
     activities.*,
-    json_extract_string(activities.raw_json, '$.fxRate') as fx_rate,
-    json_extract_string(activities.raw_json, '$.accountCurrency') as account_currency,
     ranked_versions.state_account_id,
     ranked_versions.recency,
     ranked_versions.state_snapshot_id,
@@ -334,8 +345,14 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SYSTEM_DDL)
     # Warehouses created before a column existed get it added (all nullable).
     con.execute("alter table raw_ibkr.statements add column if not exists sections varchar")
+    present = {(table, column) for table, column in con.execute(
+        "select table_name, column_name from information_schema.columns "
+        "where table_schema = 'raw_wealthfolio'").fetchall()}
     for table, column, typ in _WEALTHFOLIO_ADDED_COLUMNS:
-        con.execute(f"alter table raw_wealthfolio.{table} add column if not exists {column} {typ}")
+        if (table, column) not in present:
+            con.execute(f"alter table raw_wealthfolio.{table} add column {column} {typ}")
+    if ("activities", "fx_rate") not in present:
+        con.execute(_FILL_DERIVED_COLUMNS)
     con.execute(_core_table_ddl())
     con.execute(WEALTHFOLIO_STATE_VIEW)
 

@@ -66,6 +66,13 @@ COLUMN_FIELDS: dict[str, str] = {
     "comment": "comment",
 }
 LANDED_COLUMNS: tuple[str, ...] = (*COLUMN_FIELDS, "raw_json")
+# Fields the models read that have no column of their own in older snapshots, copied out
+# of the activity's JSON as their own columns: reading them from raw_json in the state
+# view held DuckDB's JSON buffers over every version, and 63,000 activities changed once
+# (126,000 versions of 1.4 KB JSON) ran out of dbt's 64MB. Derived from raw_json, which
+# the row hash covers, so they are not hashed themselves: adding them changed no hash.
+DERIVED_FIELDS: dict[str, str] = {"fx_rate": "fxRate", "account_currency": "accountCurrency"}
+STORED_COLUMNS: tuple[str, ...] = (*LANDED_COLUMNS, *DERIVED_FIELDS)
 
 SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything, and a sync's dbt worker waits through the snapshot:
@@ -286,7 +293,7 @@ def _spool_sql(spool: list[str]) -> str:
     """The spooled rows, read back with every column named and typed (no detection: a
     value is the text that was written). Scanned twice (keys, then the changed rows),
     never held: the account's size sets no memory."""
-    columns = ", ".join(f"'{c}': 'VARCHAR'" for c in LANDED_COLUMNS)
+    columns = ", ".join(f"'{c}': 'VARCHAR'" for c in STORED_COLUMNS)
     paths = ", ".join("'" + path.replace("'", "''") + "'" for path in spool)
     return (f"read_json([{paths}], format = 'newline_delimited', "
             f"columns = {{{columns}, '_ord': 'BIGINT'}})")
@@ -343,9 +350,9 @@ def _insert_sql(spool_file: str | None, changes: str, batch: int) -> str:
     """Append one batch: its changed rows as fetched (read again from their spool file,
     only those kept), and its tombstones as a copy of the last version with `_deleted`
     set (so analysts see what disappeared)."""
-    columns = ", ".join(LANDED_COLUMNS)
-    fetched_cols = ", ".join(f"fetched.{c}" for c in LANDED_COLUMNS)
-    last_cols = ", ".join(f"activities.{c}" for c in LANDED_COLUMNS)
+    columns = ", ".join(STORED_COLUMNS)
+    fetched_cols = ", ".join(f"fetched.{c}" for c in STORED_COLUMNS)
+    last_cols = ", ".join(f"activities.{c}" for c in STORED_COLUMNS)
     fetched = "" if spool_file is None else f"""
         select $snapshot_id, $snapshot_at, {fetched_cols}, {row_hash_sql('fetched')}, false
         from {_spool_sql([spool_file])} as fetched
@@ -419,6 +426,8 @@ class _Spool:
             record: dict[str, Any] = {
                 column: _text(row.get(name)) for column, name in COLUMN_FIELDS.items()}
             record["raw_json"] = _raw_json(row)
+            for column, name in DERIVED_FIELDS.items():
+                record[column] = _text(row.get(name))
             record["_ord"] = self.rows
             self._next_file().write(json.dumps(record, ensure_ascii=False) + "\n")
             self.rows += 1

@@ -67,7 +67,7 @@ renamed as (
         {{ flex_text('current_state.currency') }} as currency,
         {{ flex_text('current_state.source_system') }} as source_system,
         {{ flex_text('current_state.comment') }} as comment,
-        {# Only in the row's JSON (the view extracts them: raw_json is never read here):
+        {# Copied out of the row's JSON when it landed (raw_json is never read here):
            the cash rules book a foreign trade with an fxRate in the account currency
            (int_wealthfolio__cash_balances). #}
         {{ flex_text('current_state.account_currency') }} as account_currency,
