@@ -470,9 +470,12 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          f"landing stage {ext_stage:.1f} s)",
                          _verdict(ratio >= TARGETS["ibflex_ratio"],
                                   f"{ratio / TARGETS['ibflex_ratio']:.2f} of the target"),
-                         "CPU-bound on two cores: expat's tokenising alone is ≈1/3 of the "
-                         "extract (benchmarks/parse_floor.py), DuckDB's CSV parse and insert "
-                         "fill the other core, start-up and the commit are serial"))
+                         "two cores and one GIL: the parse (expat ≈0.85 s, benchmarks/"
+                         "parse_floor.py) holds the GIL that DuckDB's Python client takes at "
+                         "every step of an insert, so the inserts take ≈1.5 s beside it "
+                         "(1.1 s alone); start-up (≈0.4 s) and the commit (≈0.5 s) are "
+                         "serial. A two-process landing measured ≈0.2–0.4 s less: still "
+                         "short (benchmarks/README.md, session 11)"))
         # The pod counts the run's process and its stage child together (tree PSS).
         rss = mib(max(_pod_memory(r) for r in ext))
         verdicts.append(("backfill extract: the pod ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
