@@ -205,7 +205,8 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
 
     from flexsync.extract.wealthfolio_snapshot import (
         COLUMN_FIELDS,
-        LANDED_COLUMNS,
+        DERIVED_FIELDS,
+        STORED_COLUMNS,
         _raw_json,
         _text,
         row_hash_sql,
@@ -214,6 +215,8 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
     base = pa.table(
         {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
          for column, name in COLUMN_FIELDS.items()}
+        | {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
+           for column, name in DERIVED_FIELDS.items()}
         | {"raw_json": pa.array([_raw_json(row) for row in wf_rows], pa.string()),
            "posted_on": pa.array([dates.get(str(row.get("idempotencyKey")), today)
                                   for row in wf_rows], pa.date32())}
@@ -242,8 +245,8 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
         "count(wf.id) filter (where wf.posted_on <= s.seen_until) as activity_count "
         "from snaps s left join wf on wf.posted_on <= s.seen_until group by all",
         [WF_ACCOUNT])
-    columns = ", ".join(LANDED_COLUMNS)
-    selected = ", ".join(f"wf.{column}" for column in LANDED_COLUMNS)
+    columns = ", ".join(STORED_COLUMNS)
+    selected = ", ".join(f"wf.{column}" for column in STORED_COLUMNS)
     con.execute(
         f"insert into raw_wealthfolio.activities (_snapshot_id, _snapshot_at, {columns}, "
         f"_row_hash, _deleted) select s.snapshot_id, s.snapshot_at, {selected}, "

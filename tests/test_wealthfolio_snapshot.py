@@ -30,6 +30,7 @@ from fakes.wealthfolio.activities import (
     dated_from,
     pages_of,
 )
+from flexsync.core import warehouse
 from flexsync.core.errors import WarehouseError
 from flexsync.core.warehouse import ensure_schema
 from flexsync.extract.wealthfolio_snapshot import (
@@ -630,26 +631,53 @@ def test_fx_rate_and_account_currency_are_copied_out_of_the_json(
     assert [r[1] for r in landed][:2] == [False, True]  # activity 0's tombstone
 
 
+def _as_before_the_copied_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Turn a warehouse back into one landed before fx_rate / account_currency were columns:
+    no such columns, hashes by the rule of then (the COLUMN_FIELDS and raw_json), and the
+    state view that read both from raw_json."""
+    con.execute("drop view raw_wealthfolio.activity_state_versions")
+    con.execute("alter table raw_wealthfolio.activities drop column fx_rate")
+    con.execute("alter table raw_wealthfolio.activities drop column account_currency")
+    parts = ", ".join(f"coalesce(cast(strlen(a.{c}) as varchar) || ':' || a.{c}, '~')"
+                      for c in (*COLUMN_FIELDS, "raw_json"))
+    con.execute(f"update raw_wealthfolio.activities as a set _row_hash = md5(concat_ws('|', "
+                f"{parts}))")
+    con.execute("create view raw_wealthfolio.activity_state_versions as "
+                "select *, json_extract_string(raw_json, '$.fxRate') as fx_rate, "
+                "json_extract_string(raw_json, '$.accountCurrency') as account_currency "
+                "from raw_wealthfolio.activities")
+
+
 def test_an_older_warehouse_gets_the_copied_columns_filled_and_no_new_version(
-        tmp_path: Path) -> None:
-    """A warehouse snapshotted before fx_rate / account_currency were columns: the first
-    ensure_schema fills them from raw_json, and the next snapshot of the same activities
-    appends nothing (they are not in the row hash)."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warehouse snapshotted before fx_rate / account_currency were columns: ensure_schema
+    adds and fills them from raw_json in one transaction (a fill that fails leaves them to
+    be added again, never present and empty), and the next snapshot of the same activities
+    appends nothing (the copied fields are not hashed)."""
     rows = [activity_details(0) | {"fxRate": "1.5", "accountCurrency": "EUR"},
             activity_details(1)]
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     try:
         snapshot_activities(con, _StubSource(rows), "acc", None)
-        con.execute("drop view raw_wealthfolio.activity_state_versions")
-        con.execute("alter table raw_wealthfolio.activities drop column fx_rate")
-        con.execute("alter table raw_wealthfolio.activities drop column account_currency")
+        _as_before_the_copied_columns(con)
+        with monkeypatch.context() as patch:
+            patch.setattr(warehouse, "_FILL_DERIVED_COLUMNS", "select error('disk full')")
+            with pytest.raises(duckdb.Error, match="disk full"):
+                ensure_schema(con)
+        columns = {c for (c,) in con.execute(
+            "select column_name from information_schema.columns where table_schema = "
+            "'raw_wealthfolio' and table_name = 'activities'").fetchall()}
+        assert not columns & {"fx_rate", "account_currency"}
         ensure_schema(con)
         filled = con.execute("select fx_rate, account_currency from raw_wealthfolio.activities "
                              "order by id").fetchall()
+        state = con.execute("select count(*) from raw_wealthfolio.activity_state_versions "
+                            "where is_current").fetchall()
         again = snapshot_activities(con, _StubSource(rows), "acc", None)
     finally:
         con.close()
     assert filled == [("1.5", "EUR"), (None, "GBP")]
+    assert state == [(2,)]
     assert again.row_count == 0
 
 

@@ -201,6 +201,7 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("activities", "fx_rate", "varchar"),
     ("activities", "account_currency", "varchar"),
 )
+_COPIED_FROM_JSON = {("activities", "fx_rate"), ("activities", "account_currency")}
 # Filled once from raw_json when a warehouse gets the columns (every later version is
 # landed with them): flexsync/extract/wealthfolio_snapshot.py DERIVED_FIELDS.
 _FILL_DERIVED_COLUMNS = """
@@ -348,13 +349,34 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     present = {(table, column) for table, column in con.execute(
         "select table_name, column_name from information_schema.columns "
         "where table_schema = 'raw_wealthfolio'").fetchall()}
-    for table, column, typ in _WEALTHFOLIO_ADDED_COLUMNS:
-        if (table, column) not in present:
-            con.execute(f"alter table raw_wealthfolio.{table} add column {column} {typ}")
-    if ("activities", "fx_rate") not in present:
-        con.execute(_FILL_DERIVED_COLUMNS)
+    missing = [added for added in _WEALTHFOLIO_ADDED_COLUMNS if added[:2] not in present]
+    if missing:
+        _add_wealthfolio_columns(con, missing)
     con.execute(_core_table_ddl())
     con.execute(WEALTHFOLIO_STATE_VIEW)
+
+
+def _add_wealthfolio_columns(con: duckdb.DuckDBPyConnection,
+                             missing: list[tuple[str, str, str]]) -> None:
+    """Add the columns an older warehouse lacks, and fill the copied JSON fields, in one
+    transaction: a run killed half-way must leave them to be added (and filled) again,
+    never present and empty. The fill holds DuckDB to 64MB (it spills beyond): it runs
+    in the run's own process, and 126,000 versions peaked at 178 MiB without a limit."""
+    [(limit,)] = con.execute("select current_setting('memory_limit')").fetchall()
+    con.execute("set memory_limit = '64MB'")
+    con.execute("begin transaction")
+    try:
+        for table, column, typ in missing:
+            con.execute(f"alter table raw_wealthfolio.{table} add column {column} {typ}")
+        if any((table, column) in _COPIED_FROM_JSON for table, column, _ in missing):
+            con.execute(_FILL_DERIVED_COLUMNS)
+        con.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("rollback")
+        raise
+    finally:
+        con.execute(f"set memory_limit = '{limit}'")
 
 
 def prepare_data_dir(data_dir: Path) -> None:
