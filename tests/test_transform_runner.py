@@ -243,6 +243,66 @@ def test_a_big_staged_history_builds_one_node_at_a_time(
     assert _threads_given(settings, monkeypatch) == threads
 
 
+OOM = ("Out of Memory Error: could not allocate block of size 256.0 KiB "
+       "(60.9 MiB/61.0 MiB used)")
+
+
+def _builds(settings: Any, monkeypatch: pytest.MonkeyPatch,
+            outcomes: list[SimpleNamespace]) -> list[list[str]]:
+    """The `--threads` arguments of each dbt build run_transform asks for, dbt answering
+    with `outcomes` in turn; run_transform's error, if any, is raised."""
+    invoked: list[list[str]] = []
+
+    def fake_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> Any:
+        invoked.append(args[args.index("--threads"):args.index("--threads") + 2]
+                       if "--threads" in args else [])
+        return outcomes[len(invoked) - 1]
+
+    monkeypatch.setattr(transform, "parsed_manifest",
+                        lambda *_: SimpleNamespace(nodes={}, macros={}))
+    monkeypatch.setattr(transform, "_invoke_dbt", fake_dbt)
+    try:
+        transform.run_transform(settings, "run-1")
+    finally:
+        monkeypatch.undo()
+    return invoked
+
+
+def test_two_nodes_out_of_duckdbs_memory_build_again_one_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Which two nodes overlap varies; a pair that does not fit in the shared 64MB (seen
+    once in ≈12 nights at a year of history) must not fail the night: the build runs
+    again with one thread. dbt itself is faked here."""
+    settings = _warehouse_with(tmp_path, raw=5)
+    failed = _outcome(
+        _result("error", "test.flexsync.int_wealthfolio__cash_balances_row_checks", OOM),
+        _result("error", "model.flexsync.int_ibkr__cash_transactions_classified",
+                OOM.replace("could not allocate", "failed to pin")),
+        _result("skipped", "model.flexsync.fct_activities"), success=False)
+    with caplog.at_level("WARNING", logger="flexsync"):
+        assert _builds(settings, monkeypatch, [failed, _outcome()]) == [[], ["--threads", "1"]]
+    assert ("ran out of its DuckDB memory with two nodes at once "
+            "(int_wealthfolio__cash_balances_row_checks, int_ibkr__cash_transactions_"
+            "classified): building again one node at a time") in caplog.text
+
+
+@pytest.mark.parametrize(("raw", "other"), [
+    (5, _result("fail", "test.flexsync.unique_fct_activities_external_id",
+                "Got 2 results, configured to fail if != 0")),  # a real failure beside it
+    (50, None),  # already one node at a time: nothing to gain
+])
+def test_out_of_memory_is_not_retried_when_it_cannot_help(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: int,
+        other: SimpleNamespace | None) -> None:
+    settings = _warehouse_with(tmp_path, raw=raw)
+    monkeypatch.setattr(transform, "LARGE_WAREHOUSE_ROWS", 20)
+    results = [_result("error", "model.flexsync.int_ibkr__symbols_canonicalised", OOM)]
+    failed = _outcome(*results, *([other] if other else []), success=False)
+    with pytest.raises(DbtError, match="int_ibkr__symbols_canonicalised"):
+        _builds(settings, monkeypatch, [failed, _outcome()])
+
+
 def _parse_and_count_frozen(settings: Any) -> tuple[int, int]:
     import gc
 
