@@ -204,8 +204,7 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
     import pyarrow as pa
 
     from flexsync.extract.wealthfolio_snapshot import (
-        COLUMN_FIELDS,
-        DERIVED_FIELDS,
+        COPIED_FIELDS,
         STORED_COLUMNS,
         _raw_json,
         _text,
@@ -214,9 +213,7 @@ def _land_wealthfolio(con: duckdb.DuckDBPyConnection, wf_rows: list[dict[str, An
 
     base = pa.table(
         {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
-         for column, name in COLUMN_FIELDS.items()}
-        | {column: pa.array([_text(row.get(name)) for row in wf_rows], pa.string())
-           for column, name in DERIVED_FIELDS.items()}
+         for column, name in COPIED_FIELDS.items()}
         | {"raw_json": pa.array([_raw_json(row) for row in wf_rows], pa.string()),
            "posted_on": pa.array([dates.get(str(row.get("idempotencyKey")), today)
                                   for row in wf_rows], pa.date32())}

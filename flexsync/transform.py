@@ -380,7 +380,7 @@ def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
     failed: list[str] = []
     warnings: list[str] = []
     for node_result in results:
-        status = str(getattr(node_result.status, "value", node_result.status)).lower()
+        status = _status(node_result)
         name = getattr(node_result.node, "unique_id", "?")
         message = (node_result.message or "").strip().splitlines()
         first_line = message[0] if message else status
@@ -408,13 +408,17 @@ def _raise_for_failures(outcome: Any) -> tuple[int, list[str]]:
     return len(results), warnings
 
 
+def _status(node_result: Any) -> str:
+    return str(getattr(node_result.status, "value", node_result.status)).lower()
+
+
 def _out_of_memory_nodes(outcome: Any) -> list[str]:
     """The nodes of a build that failed on DuckDB's memory limit (none if it failed
     otherwise too, or could not run)."""
     if outcome.exception is not None:
         return []
     failed = [result for result in getattr(outcome.result, "results", None) or []
-              if str(getattr(result.status, "value", result.status)).lower() in FAILED_STATUSES]
+              if _status(result) in FAILED_STATUSES]
     if not failed or not all("Out of Memory Error" in (result.message or "")
                              for result in failed):
         return []
@@ -482,11 +486,14 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             big_from_scratch = from_scratch and raw_rows > LARGE_STAGED_ROWS
             skip_seeds = loaded_seeds(con, seeds) if seeds and not full_refresh else []
         fingerprints.update(seeds)
-        args = build_args(project_dir, select, include_unit_tests, settings.log_format,
-                          skip_seeds, LARGE_WAREHOUSE_THREADS if large else None,
-                          exclude)
-        log.debug("dbt %s", " ".join(args))
-        outcome = _invoke_dbt(args, manifest, trim=big_from_scratch)
+
+        def build(threads: int | None) -> Any:
+            args = build_args(project_dir, select, include_unit_tests, settings.log_format,
+                              skip_seeds, threads, exclude)
+            log.debug("dbt %s", " ".join(args))
+            return _invoke_dbt(args, manifest, trim=big_from_scratch)
+
+        outcome = build(LARGE_WAREHOUSE_THREADS if large else None)
         if not large and (nodes := _out_of_memory_nodes(outcome)):
             # Two nodes share DuckDB's memory_limit; which two overlap varies from night to
             # night, and below the thresholds a pair now and then does not fit (1 night in
@@ -494,9 +501,7 @@ def run_transform(settings: Settings, run_id: str, select: list[str] | None = No
             # replaced, incremental models take only new extracts): again, one at a time.
             log.warning("dbt ran out of its DuckDB memory with two nodes at once (%s): "
                         "building again one node at a time", ", ".join(nodes))
-            args = build_args(project_dir, select, include_unit_tests, settings.log_format,
-                              skip_seeds, LARGE_WAREHOUSE_THREADS, exclude)
-            outcome = _invoke_dbt(args, manifest, trim=big_from_scratch)
+            outcome = build(LARGE_WAREHOUSE_THREADS)
     nodes_run, warnings = _raise_for_failures(outcome)
     for warning in warnings:
         log.warning("dbt warning: %s", warning)

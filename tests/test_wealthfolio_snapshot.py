@@ -661,7 +661,7 @@ def test_an_older_warehouse_gets_the_copied_columns_filled_and_no_new_version(
         snapshot_activities(con, _StubSource(rows), "acc", None)
         _as_before_the_copied_columns(con)
         with monkeypatch.context() as patch:
-            patch.setattr(warehouse, "_FILL_DERIVED_COLUMNS", "select error('disk full')")
+            patch.setattr(warehouse, "_FILL_JSON_COPIED_COLUMNS", "select error('disk full')")
             with pytest.raises(duckdb.Error, match="disk full"):
                 ensure_schema(con)
         columns = {c for (c,) in con.execute(

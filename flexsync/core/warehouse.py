@@ -201,15 +201,15 @@ _WEALTHFOLIO_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("activities", "fx_rate", "varchar"),
     ("activities", "account_currency", "varchar"),
 )
-_COPIED_FROM_JSON = {("activities", "fx_rate"), ("activities", "account_currency")}
+# raw_wealthfolio.activities column ← the activity JSON field it is copied from when a
+# version lands (flexsync/extract/wealthfolio_snapshot.py): fields the models read that
+# older snapshots kept only in raw_json. Reading them from raw_json in the state view held
+# DuckDB's JSON buffers over every version (63,000 activities changed once ran out of
+# dbt's 64MB). Derived from raw_json, which the row hash covers: not hashed themselves.
+JSON_COPIED_COLUMNS: dict[str, str] = {"fx_rate": "fxRate", "account_currency": "accountCurrency"}
 # Filled once from raw_json when a warehouse gets the columns (every later version is
-# landed with them): flexsync/extract/wealthfolio_snapshot.py DERIVED_FIELDS.
-_FILL_DERIVED_COLUMNS = """
-update raw_wealthfolio.activities
-set fx_rate = json_extract_string(raw_json, '$.fxRate'),
-    account_currency = json_extract_string(raw_json, '$.accountCurrency')
-where raw_json is not null
-"""
+# landed with them): the text json_extract_string reads, as the snapshot copies it.
+_FILL_JSON_COPIED_COLUMNS = "update raw_wealthfolio.activities set {} where raw_json is not null"
 
 
 # The one home of "the current state of a Wealthfolio account" (the snapshot extractor
@@ -356,27 +356,55 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(WEALTHFOLIO_STATE_VIEW)
 
 
+@contextlib.contextmanager
+def duckdb_settings(con: duckdb.DuckDBPyConnection,
+                    **settings: str | int | bool) -> Iterator[None]:
+    """DuckDB `settings` for the block (memory_limit, threads, ...); the caller's values
+    are restored after it, whatever happens in it."""
+    names = list(settings)
+    [previous] = con.execute(
+        "select " + ", ".join(f"current_setting('{name}')" for name in names)).fetchall()
+    for name, value in settings.items():
+        con.execute(f"set {name} = {_setting_sql(value)}")
+    try:
+        yield
+    finally:
+        for name, value in zip(names, previous, strict=True):
+            con.execute(f"set {name} = {_setting_sql(value)}")
+
+
+def _setting_sql(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
 def _add_wealthfolio_columns(con: duckdb.DuckDBPyConnection,
                              missing: list[tuple[str, str, str]]) -> None:
     """Add the columns an older warehouse lacks, and fill the copied JSON fields, in one
     transaction: a run killed half-way must leave them to be added (and filled) again,
     never present and empty. The fill holds DuckDB to 64MB (it spills beyond): it runs
     in the run's own process, and 126,000 versions peaked at 178 MiB without a limit."""
-    [(limit,)] = con.execute("select current_setting('memory_limit')").fetchall()
-    con.execute("set memory_limit = '64MB'")
+    with duckdb_settings(con, memory_limit="64MB"):
+        _add_columns_in_one_transaction(con, missing)
+
+
+def _add_columns_in_one_transaction(con: duckdb.DuckDBPyConnection,
+                                    missing: list[tuple[str, str, str]]) -> None:
     con.execute("begin transaction")
     try:
         for table, column, typ in missing:
             con.execute(f"alter table raw_wealthfolio.{table} add column {column} {typ}")
-        if any((table, column) in _COPIED_FROM_JSON for table, column, _ in missing):
-            con.execute(_FILL_DERIVED_COLUMNS)
+        if any(table == "activities" and column in JSON_COPIED_COLUMNS
+               for table, column, _ in missing):
+            con.execute(_FILL_JSON_COPIED_COLUMNS.format(", ".join(
+                f"{column} = json_extract_string(raw_json, '$.{field}')"
+                for column, field in JSON_COPIED_COLUMNS.items())))
         con.execute("commit")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.execute("rollback")
         raise
-    finally:
-        con.execute(f"set memory_limit = '{limit}'")
 
 
 def prepare_data_dir(data_dir: Path) -> None:

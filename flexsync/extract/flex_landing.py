@@ -35,6 +35,7 @@ import duckdb
 from defusedxml import DefusedXmlException
 
 from flexsync.core.errors import InputFileError
+from flexsync.core.warehouse import duckdb_settings
 from flexsync.extract.flex_archive import ArchiveJob
 from flexsync.extract.flex_reader import parse_into
 from flexsync.extract.flex_source import FlexSource, sha256_of, sniff
@@ -83,15 +84,8 @@ def land_sources(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],
     """Land every source in one transaction: all land, or nothing does."""
     for source in sources:
         sniff(source)
-    previous_limit, previous_threads = con.execute(
-        "select current_setting('memory_limit'), current_setting('threads')").fetchall()[0]
-    con.execute(f"set memory_limit = '{LANDING_MEMORY_LIMIT}'")
-    con.execute(f"set threads = {LANDING_THREADS}")
-    try:
+    with duckdb_settings(con, memory_limit=LANDING_MEMORY_LIMIT, threads=LANDING_THREADS):
         return _land_all(con, sources, allowed_accounts, archive_dir)
-    finally:
-        con.execute(f"set memory_limit = '{previous_limit}'")
-        con.execute(f"set threads = {previous_threads}")
 
 
 def _land_all(con: duckdb.DuckDBPyConnection, sources: list[FlexSource],

@@ -30,7 +30,7 @@ import json
 import logging
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -39,7 +39,7 @@ from typing import Any, Protocol, TextIO
 import duckdb
 
 from flexsync.core.errors import WarehouseError
-from flexsync.core.warehouse import ensure_schema
+from flexsync.core.warehouse import JSON_COPIED_COLUMNS, duckdb_settings, ensure_schema
 
 log = logging.getLogger("flexsync.wealthfolio")
 
@@ -66,13 +66,11 @@ COLUMN_FIELDS: dict[str, str] = {
     "comment": "comment",
 }
 LANDED_COLUMNS: tuple[str, ...] = (*COLUMN_FIELDS, "raw_json")
-# Fields the models read that have no column of their own in older snapshots, copied out
-# of the activity's JSON as their own columns: reading them from raw_json in the state
-# view held DuckDB's JSON buffers over every version, and 63,000 activities changed once
-# (126,000 versions of 1.4 KB JSON) ran out of dbt's 64MB. Derived from raw_json, which
-# the row hash covers, so they are not hashed themselves: adding them changed no hash.
-DERIVED_FIELDS: dict[str, str] = {"fx_rate": "fxRate", "account_currency": "accountCurrency"}
-STORED_COLUMNS: tuple[str, ...] = (*LANDED_COLUMNS, *DERIVED_FIELDS)
+# Every column a version is stored with: the hashed ones and those copied out of the JSON
+# (not hashed: JSON_COPIED_COLUMNS in flexsync/core/warehouse.py says why).
+STORED_COLUMNS: tuple[str, ...] = (*LANDED_COLUMNS, *JSON_COPIED_COLUMNS)
+# Each stored column but raw_json ← its activity field.
+COPIED_FIELDS: dict[str, str] = COLUMN_FIELDS | JSON_COPIED_COLUMNS
 
 SNAPSHOT_KIND = "changes"
 # The pod has 256 MiB for everything, and a sync's dbt worker waits through the snapshot:
@@ -174,22 +172,11 @@ def snapshot_activities(
                                     total_row_count, spool.rows, from_day)
 
 
-@contextlib.contextmanager
-def _bounded(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def _bounded(con: duckdb.DuckDBPyConnection) -> contextlib.AbstractContextManager[None]:
     """DuckDB limited for the snapshot, the caller's settings restored after. One thread:
     the work is small, and every extra thread's malloc arena adds to the peak."""
-    [(limit, threads, order)] = con.execute(
-        "select current_setting('memory_limit'), current_setting('threads'), "
-        "current_setting('preserve_insertion_order')").fetchall()
-    con.execute(f"set memory_limit = '{SNAPSHOT_MEMORY_LIMIT}'")
-    con.execute("set threads = 1")
-    con.execute("set preserve_insertion_order = false")
-    try:
-        yield
-    finally:
-        con.execute(f"set memory_limit = '{limit}'")
-        con.execute(f"set threads = {int(threads)}")
-        con.execute(f"set preserve_insertion_order = {bool(order)}")
+    return duckdb_settings(con, memory_limit=SNAPSHOT_MEMORY_LIMIT, threads=1,
+                           preserve_insertion_order=False)
 
 
 def _append_snapshot(con: duckdb.DuckDBPyConnection, spool: list[str], wf_account_id: str,
@@ -424,10 +411,8 @@ class _Spool:
                     continue
                 self.seen.add(key)
             record: dict[str, Any] = {
-                column: _text(row.get(name)) for column, name in COLUMN_FIELDS.items()}
+                column: _text(row.get(name)) for column, name in COPIED_FIELDS.items()}
             record["raw_json"] = _raw_json(row)
-            for column, name in DERIVED_FIELDS.items():
-                record[column] = _text(row.get(name))
             record["_ord"] = self.rows
             self._next_file().write(json.dumps(record, ensure_ascii=False) + "\n")
             self.rows += 1
