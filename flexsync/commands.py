@@ -7,10 +7,11 @@ activities posted and recorded; the analytics copy is published only after a ful
 successful run, and the metrics are pushed after it, with the run's true outcome.
 
 The heavy stages (extract, snapshot, transform, load, the drift refresh) each run in a
-forked child process (`in_child`, flexsync/isolation.py; a sync's snapshots, transform
-and drift refresh in one dbt worker, `stage_worker`, that imports dbt while the extract
-runs), so this process never holds pyarrow, ibflex or dbt and the run's peak memory is
-at most two stages' (three with a small load beside the idle worker), not their sum.
+forked child process (`in_child`, flexsync/isolation.py; a sync's transform, its look
+after posting and the drift refresh in one dbt worker, `stage_worker`, that imports dbt
+while the extract and the first snapshot run), so this process never holds pyarrow,
+ibflex or dbt and the run's peak memory is at most three stages' (a snapshot or a small
+load beside the worker), not their sum.
 """
 
 from __future__ import annotations
@@ -71,14 +72,15 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     """The nightly job: extract → snapshot → transform → load → drift → publish, push last.
 
     dbt's worker process starts first: it imports dbt and parses the project while the
-    extract child lands the statement, then snapshots Wealthfolio and builds. Its
-    snapshot and build share one process on purpose: a snapshot child beside the worker
-    would add its own memory to dbt's (at 5 years of history, ≈115 + 140 MiB with the
-    run's own: over the pod's 256 MiB). While the load child posts, the worker waits; then
-    it snapshots Wealthfolio again and builds the drift marts. When there is more to post
-    than KEEP_DBT_WORKER_MAX_POSTS, the worker goes before the load and the drift refresh
-    imports dbt again in a child of its own. Statement files of more than
-    LAND_ALONE_BYTES land before the worker starts."""
+    extract child lands the statement and a snapshot child then fetches Wealthfolio's
+    activities (both on the other core: at 5 years of history the snapshot of 15,600
+    activities took ≈1.3 s of the night on the worker's path; beside its import the pod
+    peaked at 229-243 MiB, also with the parsed worker waiting 4 s on a slow snapshot —
+    benchmarks/README.md, session 12). Then the worker builds. While the load child
+    posts, the worker waits; then it snapshots Wealthfolio again and builds the drift
+    marts. When there is more to post than KEEP_DBT_WORKER_MAX_POSTS, the worker goes
+    before the load and the drift refresh imports dbt again in a child of its own.
+    Statement files of more than LAND_ALONE_BYTES land before the worker starts."""
     with recorded(settings, "sync") as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
@@ -90,7 +92,7 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
             with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
                 if not land_alone:
                     in_child("extract", record, stages.extract, settings, record, files)
-                dbt.call("snapshot", record, stages.snapshot, settings, record)
+                in_child("snapshot", record, stages.snapshot, settings, record)
                 # A dry run posts nothing, so no drift refresh follows: build it now.
                 dbt.call("transform", record, partial(
                     stages.transform, exclude=None if dry_run else stages.DRIFT_MARTS),

@@ -21,14 +21,15 @@ PASSWORD = "order-Wf-Pa55word"
 
 
 def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list[str]:
-    """Replace the sync's process starts with fakes that note what started, in order; the
-    faked transform reports `to_post` activities to post."""
+    """Replace the sync's process starts with fakes that note what started, in order (a
+    stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>");
+    the faked transform reports `to_post` activities to post."""
     events: list[str] = []
 
     class Worker:
         def call(self, stage: str, record: RunRecord, fn: Callable[..., Any],
                  *args: Any) -> None:
-            events.append(stage)
+            events.append(f"worker: {stage}")
             if stage == "transform":
                 record.counts["transform_to_post"] = to_post
 
@@ -47,8 +48,8 @@ def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list
 
 
 @pytest.mark.parametrize(("land_alone_bytes", "expected"), [
-    (1_000, ["worker starts", "extract", "snapshot", "transform", "worker ends"]),
-    (10, ["extract", "worker starts", "snapshot", "transform", "worker ends"]),
+    (1_000, ["worker starts", "extract", "snapshot", "worker: transform", "worker ends"]),
+    (10, ["extract", "worker starts", "snapshot", "worker: transform", "worker ends"]),
 ])
 def test_a_large_statement_lands_before_dbt_s_worker_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, land_alone_bytes: int,
@@ -69,11 +70,11 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
 
 @pytest.mark.parametrize(("to_post", "expected"), [
     (commands.KEEP_DBT_WORKER_MAX_POSTS,
-     ["worker starts", "extract", "snapshot", "transform", "load", "drift", "worker ends",
-      "publish"]),
+     ["worker starts", "extract", "snapshot", "worker: transform", "load", "worker: drift",
+      "worker ends", "publish"]),
     (commands.KEEP_DBT_WORKER_MAX_POSTS + 1,
-     ["worker starts", "extract", "snapshot", "transform", "worker ends", "load", "drift",
-      "publish"]),
+     ["worker starts", "extract", "snapshot", "worker: transform", "worker ends", "load",
+      "drift", "publish"]),
 ])
 def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_post: int,
