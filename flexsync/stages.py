@@ -119,11 +119,11 @@ def download_and_land(settings: Settings) -> list[LandingResult]:
 def _land(settings: Settings, sources: list[FlexSource]) -> list[LandingResult]:
     # Imported here, in the extract's child process: it brings pyarrow (≈26 MiB), which
     # the run's thin parent process must never hold (flexsync/isolation.py).
-    from flexsync.extract.flex_landing import LANDING_ROW_GROUP_SIZE, land_sources
+    from flexsync.extract.flex_landing import land_sources
 
     prepare_data_dir(settings.data_dir)
     remove_orphaned_archive_temps(settings.archive_dir)
-    with connect(settings.warehouse_path, row_group_size=LANDING_ROW_GROUP_SIZE) as con:
+    with connect(settings.warehouse_path) as con:
         ensure_schema(con)
         return land_sources(con, sources, settings.upstream_account_ids, settings.archive_dir)
 

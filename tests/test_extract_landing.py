@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -321,67 +320,3 @@ def test_run_lock_refuses_a_second_run(data_dir: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-
-
-# --- row groups written while landing ---------------------------------------------------
-
-
-def test_a_big_statement_is_written_in_row_groups_as_it_lands(tmp_path: Path) -> None:
-    """The landing's connection writes row groups of LANDING_ROW_GROUP_SIZE rows (DuckDB
-    writes each to the file as it fills, instead of holding the statement until commit):
-    every row lands, in order, across several row groups of at most that size."""
-    from flexsync.extract.flex_landing import LANDING_ROW_GROUP_SIZE
-
-    rows = 3 * LANDING_ROW_GROUP_SIZE + 123
-    statement = tmp_path / "big.xml"
-    with statement.open("w") as out:
-        out.write('<FlexQueryResponse queryName="q" type="AF">\n<FlexStatements count="1">\n'
-                  '<FlexStatement accountId="U1" fromDate="2025-01-01" toDate="2025-12-31">\n'
-                  "<CashTransactions>\n")
-        for k in range(rows):
-            out.write(f'<CashTransaction accountId="U1" currency="GBP" amount="{k}.01" '
-                      f'type="Deposits/Withdrawals" transactionID="{k}" />\n')
-        out.write("</CashTransactions>\n</FlexStatement>\n</FlexStatements>\n"
-                  "</FlexQueryResponse>\n")
-    data_dir = tmp_path / "data"
-    land_flex_files(_settings(data_dir, ("U1",)), [statement])
-    count, ordered, total = query(
-        data_dir, "select count(*), bool_and(transactionID = _row_index::varchar), "
-        "sum(amount::decimal(18, 2)) from raw_ibkr.cash_transactions")[0]
-    assert (count, ordered) == (rows, True)
-    assert total == Decimal(rows * (rows - 1) // 2) + Decimal("0.01") * rows
-    groups = query(data_dir, "select row_group_id, sum(count) from pragma_storage_info("
-                   "'raw_ibkr.cash_transactions') where column_name = 'transactionID' "
-                   "and segment_type <> 'VALIDITY' group by all")
-    assert len(groups) >= 4
-    assert max(size for _, size in groups) <= LANDING_ROW_GROUP_SIZE
-
-
-def test_the_row_group_connection_is_the_warehouse_as_usual(tmp_path: Path) -> None:
-    """Opened with a row group size (an ATTACH option), the warehouse keeps the catalog
-    name and spill folder `duckdb.connect(path)` gives it, and its usual errors."""
-    from flexsync.core.errors import WarehouseError, WarehouseLockedError
-    from flexsync.core.warehouse import connect
-
-    path = tmp_path / "warehouse.duckdb"
-    with connect(path, row_group_size=2048) as con:
-        con.execute("create table t as select range as i from range(5000)")
-        name, spill = con.execute("select current_database(), "
-                                  "current_setting('temp_directory')").fetchall()[0]
-    assert (name, spill) == ("warehouse", f"{path}.tmp")
-    with connect(path) as con:
-        assert con.execute("select count(*) from warehouse.main.t").fetchall() == [(5000,)]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('held', flush=True); time.sleep(30)", str(path)], stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
-        with pytest.raises(WarehouseLockedError), connect(path, row_group_size=2048):
-            pass
-    finally:
-        holder.kill()
-        holder.wait()
-    path.write_bytes(os.urandom(8192))
-    with pytest.raises(WarehouseError, match="not a valid DuckDB"), \
-            connect(path, row_group_size=2048):
-        pass

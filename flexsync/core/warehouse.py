@@ -315,14 +315,12 @@ def is_lock_message(text: str) -> bool:
 
 
 @contextlib.contextmanager
-def connect(path: Path, read_only: bool = False,
-            row_group_size: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse for one phase and always close it. `row_group_size`: rows per
-    row group of what this connection writes (DuckDB's default: 122,880)."""
+def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse for one phase and always close it."""
     if read_only and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `flexsync extract` first")
     try:
-        con = _open(path, read_only, row_group_size)
+        con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         if is_lock_message(str(exc)):
             raise WarehouseLockedError(
@@ -341,24 +339,6 @@ def connect(path: Path, read_only: bool = False,
         yield con
     finally:
         con.close()
-
-
-def _open(path: Path, read_only: bool, row_group_size: int | None) -> duckdb.DuckDBPyConnection:
-    if row_group_size is None:
-        return duckdb.connect(str(path), read_only=read_only)
-    # The row group size is an option of an attached database: the file is attached under
-    # the name `duckdb.connect(path)` gives it (its stem), with its spill folder where that
-    # puts it (an in-memory database's default is `.tmp` in the working directory).
-    con = duckdb.connect(config={"temp_directory": f"{path}.tmp"})
-    try:
-        literal = str(path).replace("'", "''")
-        options = f"row_group_size {int(row_group_size)}" + (", read_only" if read_only else "")
-        con.execute(f'attach \'{literal}\' as "{path.stem}" ({options})')
-        con.execute(f'use "{path.stem}"')
-    except BaseException:
-        con.close()
-        raise
-    return con
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

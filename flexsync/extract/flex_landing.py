@@ -53,12 +53,6 @@ LANDING_MEMORY_LIMIT = "96MB"
 # threads made the backfill's inserts slower (1.66 s instead of 1.19 s alone; 0.25 s more
 # wall time beside the parse): they contend for the table being appended to.
 LANDING_THREADS = 1
-# Rows per row group of the landed tables. DuckDB writes a full row group to the file as
-# soon as the insert thread fills it, compressed there, beside the parse; with its default
-# (122,880 rows) a statement's tables stay in memory and are compressed at the commit,
-# after the parse (the 10-year statement: commit 0.56 -> 0.06 s, landing ≈0.3 s shorter,
-# 220 -> 173 MiB; benchmarks/README.md, session 13).
-LANDING_ROW_GROUP_SIZE = 16_384
 
 
 @dataclass
