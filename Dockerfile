@@ -40,8 +40,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 # partial-parse state is only reused when the rendered profile is identical.
 # dbt writes target/ and logs/ on every run: both live on the writable /tmp (an emptyDir
 # in Kubernetes); docker-entrypoint.sh copies the baked partial_parse.msgpack there.
-# MALLOC_ARENA_MAX=2: glibc's malloc keeps up to 8 arenas per core for dbt's and
-# DuckDB's threads; two hold the same data in less RSS (benchmarks/README.md, session 6).
+# No MALLOC_ARENA_MAX: it would fix glibc's arena limit for every process; flexsync sets
+# it per stage (two for dbt's, more for the landing's threads: flexsync/core/heap.py).
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
@@ -55,8 +55,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DBT_LOG_PATH=/tmp/dbt/logs \
     FLEXSYNC_BAKED_DBT_TARGET=/app/target \
     TMPDIR=/tmp \
-    HOME=/tmp \
-    MALLOC_ARENA_MAX=2
+    HOME=/tmp
 RUN groupadd --gid 10001 flexsync \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --no-log-init \
         --shell /usr/sbin/nologin flexsync \

@@ -51,15 +51,14 @@ def base_env(data_dir: Path, wf_url: str | None = None, push_url: str | None = N
              ) -> dict[str, str]:
     import os
 
+    # No MALLOC_ARENA_MAX, as in the pod (Dockerfile): flexsync sets the arenas per stage.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("IBKR_", "WF_", "PUSHGATEWAY_", "BROKER_SYNC_"))}
+           if not k.startswith(("IBKR_", "WF_", "PUSHGATEWAY_", "BROKER_SYNC_"))
+           and k != "MALLOC_ARENA_MAX"}
     env.update({
         "BROKER_SYNC_DATA_DIR": str(data_dir), "IBKR_ACCOUNT_ID_UPSTREAM": generate_flex.ACCOUNT,
         "IBKR_ACCOUNT_ID": WF_ACCOUNT, "DO_NOT_TRACK": "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        # The image's malloc setting (Dockerfile ENV, the CronJob's env): the bench runs
-        # the CLI in the environment the pod gives it.
-        "MALLOC_ARENA_MAX": "2",
         # Never the repo's target/ and logs/: a developer's dbt may be using them.
         "DBT_TARGET_PATH": str(data_dir / "dbt-target"), "DBT_LOG_PATH": str(data_dir / "dbt-logs"),
     })

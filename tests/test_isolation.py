@@ -6,6 +6,7 @@ dbt, so its memory is not the sum of every stage's."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -391,3 +392,60 @@ def test_a_killed_parent_leaves_no_orphan_worker(tmp_path: Path) -> None:
     parent.kill()
     parent.wait(10)
     assert _gone_within(int(pid_file.read_text()), 10), "the worker outlived its killed parent"
+
+
+_COUNT_ARENAS = textwrap.dedent("""
+    import ctypes, json, os, sys, tempfile, threading
+    from flexsync.core.heap import LANDING_MALLOC_ARENAS
+    from flexsync.isolation import in_child, stage_worker
+    from flexsync.runs import RunRecord
+
+    def arenas_with_threads(count=6):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.fopen.restype = ctypes.c_void_p
+        libc.malloc.restype = ctypes.c_void_p
+        ready = threading.Barrier(count + 1)
+        done = threading.Event()
+        def allocate():
+            block = libc.malloc(4096)  # the thread's first malloc takes it an arena
+            ready.wait()
+            done.wait()
+            libc.free(ctypes.c_void_p(block))
+        threads = [threading.Thread(target=allocate) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        ready.wait()
+        path = tempfile.mktemp()
+        stream = libc.fopen(path.encode(), b"w")
+        libc.malloc_info(0, ctypes.c_void_p(stream))
+        libc.fclose(ctypes.c_void_p(stream))
+        done.set()
+        for thread in threads:
+            thread.join()
+        with open(path) as info:
+            heaps = info.read().count("<heap nr=")
+        os.unlink(path)
+        return heaps
+
+    record = RunRecord("run-1", "sync")
+    counts = {"stage": in_child("probe", record, arenas_with_threads),
+              "landing": in_child("extract", record, arenas_with_threads,
+                                  malloc_arenas=LANDING_MALLOC_ARENAS)}
+    with stage_worker("dbt", print, "prepared") as worker:
+        counts["worker"] = worker.call("probe", record, arenas_with_threads)
+    print(json.dumps(counts), file=sys.stderr)
+""")
+
+
+def test_each_stage_s_child_sets_its_own_malloc_arena_limit() -> None:
+    # glibc fixes the limit once a thread needs a new arena, and a child inherits it: the
+    # run sets none, dbt's worker and the stages take two, the landing up to one per
+    # thread (its parse and insert thread contended for two: flexsync/core/heap.py).
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    result = subprocess.run([sys.executable, "-c", _COUNT_ARENAS], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stderr.strip().splitlines()[-1])
+    assert counts["stage"] <= 2, counts
+    assert counts["worker"] <= 2, counts
+    assert counts["landing"] >= 7, counts  # six threads and the main one: an arena each

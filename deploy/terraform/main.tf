@@ -187,12 +187,6 @@ resource "kubernetes_cron_job_v1" "ibkr" {
                 name  = "TMPDIR"
                 value = "/tmp"
               }
-              # glibc: two malloc arenas, not eight per core, for dbt's and DuckDB's
-              # threads (benchmarks/README.md, session 6). Also in the Dockerfile.
-              env {
-                name  = "MALLOC_ARENA_MAX"
-                value = "2"
-              }
 
               resources {
                 requests = {
