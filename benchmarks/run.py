@@ -476,8 +476,10 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          "(1.1 s alone); start-up (≈0.4 s) and the commit (≈0.5 s) are "
                          "serial. A two-process landing measured ≈0.2–0.4 s less, DuckDB "
                          "splitting the lines with expat's check in a process of its own "
-                         "≈0.1–0.2 s less (the same ≈4 s of CPU for 111 MB): still short "
-                         "(benchmarks/README.md, sessions 11 and 13)"))
+                         "≈0.1–0.2 s less (the same ≈4 s of CPU for 111 MB): still short; "
+                         "the kept landing alone in one process, without the command's "
+                         "start-up, took 2.64–2.75 s at an 11.8–12.5 s yardstick, above 5× "
+                         "already (benchmarks/README.md, sessions 11, 13 and 14)"))
         # The pod counts the run's process and its stage child together (tree PSS).
         rss = mib(max(_pod_memory(r) for r in ext))
         verdicts.append(("backfill extract: the pod ≤ 256 MiB", f"{rss:.0f} MiB (worst run)",
