@@ -40,8 +40,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 # partial-parse state is only reused when the rendered profile is identical.
 # dbt writes target/ and logs/ on every run: both live on the writable /tmp (an emptyDir
 # in Kubernetes); docker-entrypoint.sh copies the baked partial_parse.msgpack there.
-# No MALLOC_ARENA_MAX: it would fix glibc's arena limit for every process; flexsync sets
-# it per stage (two for dbt's, more for the landing's threads: flexsync/core/heap.py).
+# No MALLOC_ARENA_MAX: the flexsync command sets glibc's arena limit itself, before any
+# thread starts (four: flexsync/core/heap.py says why).
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \

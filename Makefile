@@ -11,7 +11,7 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV := $(TOOLS_VENV)/bin/checkov
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
-# As in the image (Dockerfile): no MALLOC_ARENA_MAX, flexsync sets the arenas per stage.
+# As in the image (Dockerfile): no MALLOC_ARENA_MAX, the flexsync command sets its own.
 unexport MALLOC_ARENA_MAX
 DEMO_DIR := data/demo
 DEMO_ACCOUNT_UUID := 6f1f7a2e-1d0c-4f55-9a35-0d3f2b7c9e11

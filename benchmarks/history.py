@@ -51,7 +51,7 @@ def base_env(data_dir: Path, wf_url: str | None = None, push_url: str | None = N
              ) -> dict[str, str]:
     import os
 
-    # No MALLOC_ARENA_MAX, as in the pod (Dockerfile): flexsync sets the arenas per stage.
+    # No MALLOC_ARENA_MAX, as in the pod (Dockerfile): the flexsync command sets its own.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("IBKR_", "WF_", "PUSHGATEWAY_", "BROKER_SYNC_"))
            and k != "MALLOC_ARENA_MAX"}

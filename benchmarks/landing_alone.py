@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from flexsync.core.heap import LANDING_MALLOC_ARENAS, limit_malloc_arenas
+from flexsync.core.heap import PROCESS_MALLOC_ARENAS, limit_malloc_arenas
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    limit_malloc_arenas(LANDING_MALLOC_ARENAS)  # as the landing's child, before any thread
+    limit_malloc_arenas(PROCESS_MALLOC_ARENAS)  # as the flexsync command, before any thread
     from flexsync.core.warehouse import connect, ensure_schema, prepare_data_dir
     from flexsync.extract.flex_landing import land_sources
     from flexsync.extract.flex_source import FlexSource

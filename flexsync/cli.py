@@ -22,6 +22,7 @@ import typer
 from flexsync import __version__, commands
 from flexsync.core.config import Settings
 from flexsync.core.errors import ExitCode
+from flexsync.core.heap import PROCESS_MALLOC_ARENAS, limit_malloc_arenas
 from flexsync.core.logs import setup_logging
 from flexsync.runs import exit_code
 
@@ -273,7 +274,11 @@ def entrypoint() -> None:
     safe here because by now every warehouse connection is closed, the run lock
     released and sync.runs written: nothing is left that teardown would finish. Tests
     drive `app` in-process and never come through here; the subprocess tests
-    (tests/reliability, `python -m flexsync`) do."""
+    (tests/reliability, `python -m flexsync`) do.
+
+    First, before any thread: the malloc arena limit of the whole process tree
+    (flexsync/core/heap.py says why here and not in the environment)."""
+    limit_malloc_arenas(PROCESS_MALLOC_ARENAS)
     try:
         app(prog_name="flexsync")
         code = 0

@@ -31,7 +31,6 @@ from flexsync.core.config import (
     password_goes_outside_in_clear,
 )
 from flexsync.core.errors import FlexsyncError, WealthfolioError
-from flexsync.core.heap import LANDING_MALLOC_ARENAS
 from flexsync.core.logs import register_secret
 from flexsync.isolation import StageWorker, in_child, stage_worker
 from flexsync.runs import RunRecord, recorded
@@ -88,11 +87,11 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
         with stages.pushed_last(settings, record, dry_run):
             land_alone = stages.statement_bytes(files) > LAND_ALONE_BYTES
             if land_alone:
-                _extract_in_child(settings, record, files)
+                in_child("extract", record, stages.extract, settings, record, files)
             loaded = False
             with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
                 if not land_alone:
-                    _extract_in_child(settings, record, files)
+                    in_child("extract", record, stages.extract, settings, record, files)
                 in_child("snapshot", record, stages.snapshot, settings, record)
                 # A dry run posts nothing, so no drift refresh follows: build it now.
                 dbt.call("transform", record, partial(
@@ -113,13 +112,6 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     return 0
 
 
-def _extract_in_child(settings: Settings, record: RunRecord, files: list[Path]) -> None:
-    """The landing, in a child with more malloc arenas than the other stages'
-    (flexsync/core/heap.py: its parse and insert thread contend for two)."""
-    in_child("extract", record, stages.extract, settings, record, files,
-             malloc_arenas=LANDING_MALLOC_ARENAS)
-
-
 def _to_post(record: RunRecord) -> int:
     return int(record.counts.get("transform_to_post", 0))
 
@@ -128,7 +120,7 @@ def extract(settings: Settings, files: list[Path]) -> int:
     """Land the statement(s), then snapshot Wealthfolio (when configured)."""
     with recorded(settings, "extract") as record:
         stages.require_extract(settings, files)
-        _extract_in_child(settings, record, files)
+        in_child("extract", record, stages.extract, settings, record, files)
         in_child("snapshot", record, stages.snapshot, settings, record)
     return 0
 

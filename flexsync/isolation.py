@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 from flexsync.core.errors import ExitCode, FlexsyncError, TerminatedError
-from flexsync.core.heap import STAGE_MALLOC_ARENAS, limit_malloc_arenas, malloc_trim
+from flexsync.core.heap import malloc_trim
 from flexsync.runs import RunRecord
 
 log = logging.getLogger("flexsync")
@@ -59,15 +59,12 @@ class StageKilledError(FlexsyncError):
     """A stage's child process was killed by a signal (unexpected, exit 1)."""
 
 
-def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any,
-             malloc_arenas: int = STAGE_MALLOC_ARENAS) -> T:
-    """`fn(*args)` in a forked child; its result, record changes and exception come back.
-    The child may have `malloc_arenas` glibc arenas (flexsync/core/heap.py)."""
+def in_child(stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a forked child; its result, record changes and exception come back."""
     _flush_streams()
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main,
-                            args=(writer, os.getpid(), record, fn, args, malloc_arenas),
+    child = context.Process(target=_child_main, args=(writer, os.getpid(), record, fn, args),
                             name=f"flexsync-{stage}", daemon=False)
     try:
         try:
@@ -239,8 +236,7 @@ def _died(stage: str, exitcode: int | None) -> FlexsyncError:
 
 
 def _child_main(writer: Connection, parent_pid: int, record: RunRecord,
-                fn: Callable[..., Any], args: tuple[Any, ...], malloc_arenas: int) -> None:
-    limit_malloc_arenas(malloc_arenas)  # before any thread of the child needs an arena
+                fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     _die_with_parent(parent_pid)
     parent_modules = set(sys.modules)
     output = _capture_in_memory_streams()
@@ -250,7 +246,6 @@ def _child_main(writer: Connection, parent_pid: int, record: RunRecord,
 
 def _worker_main(conn: Connection, parent_pid: int, prepare: Callable[..., Any],
                  prepare_args: tuple[Any, ...]) -> None:
-    limit_malloc_arenas(STAGE_MALLOC_ARENAS)  # before dbt's and DuckDB's threads start
     _die_with_parent(parent_pid)
     parent_modules = set(sys.modules)
     output = _capture_in_memory_streams()

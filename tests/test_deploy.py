@@ -194,8 +194,7 @@ def test_cronjob_volumes(pod_spec: dict[str, Any], container: dict[str, Any]) ->
     for name in ("DBT_TARGET_PATH", "DBT_LOG_PATH", "TMPDIR"):
         assert env[name].startswith(POD_TMP), name
     assert env["DO_NOT_TRACK"] == "1"
-    # flexsync sets glibc's arena limit per stage (flexsync/core/heap.py); the env var
-    # would fix it for every process.
+    # The flexsync command sets glibc's arena limit itself (flexsync/core/heap.py).
     assert "MALLOC_ARENA_MAX" not in env
 
 
@@ -472,8 +471,7 @@ def test_dockerfile_environment() -> None:
         "PATH=/opt/venv/bin:",
     ):
         assert setting in runtime_env, setting
-    # It would fix glibc's arena limit for the whole process tree: flexsync sets it per
-    # stage's child (flexsync/core/heap.py).
+    # The flexsync command sets glibc's arena limit itself (flexsync/core/heap.py).
     assert "MALLOC_ARENA_MAX" not in runtime_env
 
 

@@ -26,6 +26,7 @@ from flexsync.core.errors import (
     IBKRAccountMismatchError,
     WealthfolioError,
 )
+from flexsync.core.heap import PROCESS_MALLOC_ARENAS
 from flexsync.isolation import StageKilledError, in_child, stage_worker
 from flexsync.loaders.wealthfolio_loader import LoadAborted, LoadResult
 from flexsync.runs import RunRecord
@@ -396,14 +397,26 @@ def test_a_killed_parent_leaves_no_orphan_worker(tmp_path: Path) -> None:
 
 _COUNT_ARENAS = textwrap.dedent("""
     import ctypes, json, os, sys, tempfile, threading
-    from flexsync.core.heap import LANDING_MALLOC_ARENAS
-    from flexsync.isolation import in_child, stage_worker
+    import duckdb
+    import flexsync.cli
+    from flexsync.isolation import in_child
     from flexsync.runs import RunRecord
 
-    def arenas_with_threads(count=6):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.fopen.restype = ctypes.c_void_p
-        libc.malloc.restype = ctypes.c_void_p
+    libc = ctypes.CDLL("libc.so.6")
+    libc.fopen.restype = ctypes.c_void_p
+    libc.malloc.restype = ctypes.c_void_p
+
+    def arenas() -> int:
+        path = tempfile.mktemp()
+        stream = libc.fopen(path.encode(), b"w")
+        libc.malloc_info(0, ctypes.c_void_p(stream))
+        libc.fclose(ctypes.c_void_p(stream))
+        with open(path) as info:
+            heaps = info.read().count("<heap nr=")
+        os.unlink(path)
+        return heaps
+
+    def arenas_with_threads(count=8):
         ready = threading.Barrier(count + 1)
         done = threading.Event()
         def allocate():
@@ -415,37 +428,41 @@ _COUNT_ARENAS = textwrap.dedent("""
         for thread in threads:
             thread.start()
         ready.wait()
-        path = tempfile.mktemp()
-        stream = libc.fopen(path.encode(), b"w")
-        libc.malloc_info(0, ctypes.c_void_p(stream))
-        libc.fclose(ctypes.c_void_p(stream))
+        heaps = arenas()
         done.set()
         for thread in threads:
             thread.join()
-        with open(path) as info:
-            heaps = info.read().count("<heap nr=")
-        os.unlink(path)
         return heaps
 
-    record = RunRecord("run-1", "sync")
-    counts = {"stage": in_child("probe", record, arenas_with_threads),
-              "landing": in_child("extract", record, arenas_with_threads,
-                                  malloc_arenas=LANDING_MALLOC_ARENAS)}
-    with stage_worker("dbt", print, "prepared") as worker:
-        counts["worker"] = worker.call("probe", record, arenas_with_threads)
-    print(json.dumps(counts), file=sys.stderr)
+    def run():  # as a run: DuckDB's threads in the run's process, then a stage's child
+        with duckdb.connect() as con:
+            con.execute("select sum(range) from range(1000000)").fetchall()
+        counts = {"run": arenas_with_threads(), "stage": in_child(
+            "probe", RunRecord("run-1", "sync"), arenas_with_threads)}
+        print(json.dumps(counts), file=sys.stderr)
+
+    if sys.argv[1] == "entrypoint":
+        flexsync.cli.app = lambda prog_name: run()
+        flexsync.cli.entrypoint()
+    run()
 """)
 
 
-def test_each_stage_s_child_sets_its_own_malloc_arena_limit() -> None:
-    # glibc fixes the limit once a thread needs a new arena, and a child inherits it: the
-    # run sets none, dbt's worker and the stages take two, the landing up to one per
-    # thread (its parse and insert thread contended for two: flexsync/core/heap.py).
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    result = subprocess.run([sys.executable, "-c", _COUNT_ARENAS], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+@pytest.mark.parametrize("how", ["entrypoint", "without"])
+def test_the_flexsync_command_bounds_the_malloc_arenas_of_its_process_tree(how: str) -> None:
+    # glibc gives each new thread an arena of its own, up to 8 per core of the node (not
+    # of the pod), and fixes the limit the first time a thread needs one: the command
+    # sets it before anything starts a thread (flexsync/core/heap.py), and a stage's
+    # child inherits it. Without it (the control), the same threads take an arena each.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    result = subprocess.run([sys.executable, "-c", _COUNT_ARENAS, how], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stderr.strip().splitlines()[-1])
-    assert counts["stage"] <= 2, counts
-    assert counts["worker"] <= 2, counts
-    assert counts["landing"] >= 7, counts  # six threads and the main one: an arena each
+    if how == "entrypoint":
+        assert counts == {"run": PROCESS_MALLOC_ARENAS, "stage": PROCESS_MALLOC_ARENAS}
+    else:
+        assert counts["run"] > PROCESS_MALLOC_ARENAS, counts
+        assert counts["stage"] > PROCESS_MALLOC_ARENAS, counts

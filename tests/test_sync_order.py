@@ -14,19 +14,15 @@ import pytest
 from fakes.wealthfolio import FakeWealthfolio
 from flexsync import commands, stages
 from flexsync.core.config import load_settings
-from flexsync.core.heap import LANDING_MALLOC_ARENAS, STAGE_MALLOC_ARENAS
 from flexsync.runs import RunRecord
 from tests.helpers import DEMO_STATEMENT, query
 
 PASSWORD = "order-Wf-Pa55word"
-# The landing's child may have more malloc arenas than the others (flexsync/core/heap.py).
-LANDING = f"extract ({LANDING_MALLOC_ARENAS} arenas)"
 
 
 def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list[str]:
     """Replace the sync's process starts with fakes that note what started, in order (a
-    stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>",
-    with its malloc arenas when they are not the stages' usual);
+    stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>");
     the faked transform reports `to_post` activities to post."""
     events: list[str] = []
 
@@ -43,10 +39,8 @@ def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list
         yield Worker()
         events.append("worker ends")
 
-    def in_child(stage: str, record: RunRecord, fn: Callable[..., Any], *args: Any,
-                 malloc_arenas: int = STAGE_MALLOC_ARENAS) -> None:
-        extra = "" if malloc_arenas == STAGE_MALLOC_ARENAS else f" ({malloc_arenas} arenas)"
-        events.append(stage + extra)
+    def in_child(stage: str, record: RunRecord, fn: Callable[..., Any], *args: Any) -> None:
+        events.append(stage)
 
     monkeypatch.setattr(commands, "stage_worker", stage_worker)
     monkeypatch.setattr(commands, "in_child", in_child)
@@ -54,8 +48,8 @@ def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list
 
 
 @pytest.mark.parametrize(("land_alone_bytes", "expected"), [
-    (1_000, ["worker starts", LANDING, "snapshot", "worker: transform", "worker ends"]),
-    (10, [LANDING, "worker starts", "snapshot", "worker: transform", "worker ends"]),
+    (1_000, ["worker starts", "extract", "snapshot", "worker: transform", "worker ends"]),
+    (10, ["extract", "worker starts", "snapshot", "worker: transform", "worker ends"]),
 ])
 def test_a_large_statement_lands_before_dbt_s_worker_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, land_alone_bytes: int,
@@ -76,10 +70,10 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
 
 @pytest.mark.parametrize(("to_post", "expected"), [
     (commands.KEEP_DBT_WORKER_MAX_POSTS,
-     ["worker starts", LANDING, "snapshot", "worker: transform", "load", "worker: drift",
+     ["worker starts", "extract", "snapshot", "worker: transform", "load", "worker: drift",
       "worker ends", "publish"]),
     (commands.KEEP_DBT_WORKER_MAX_POSTS + 1,
-     ["worker starts", LANDING, "snapshot", "worker: transform", "worker ends", "load",
+     ["worker starts", "extract", "snapshot", "worker: transform", "worker ends", "load",
       "drift", "publish"]),
 ])
 def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(

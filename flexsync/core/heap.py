@@ -5,14 +5,13 @@ and a forked child shares (then copies) pages that hold nothing. The run trims b
 each fork (flexsync/isolation.py) and dbt's child after each node of a big build
 (flexsync/transform.py).
 
-Arenas: glibc gives threads arenas of their own (up to 8 per core), and each holds its
-own free pages. Two arenas keep dbt's and DuckDB's threads in less memory; the landing's
-parse and its insert thread run faster with one each (they contended for two: ≈0.3 s of
-the 10-year backfill, benchmarks/README.md, session 14). glibc fixes the limit the first
-time a thread needs a new arena, and a forked child inherits it fixed. So the run's
-process sets none (nor may MALLOC_ARENA_MAX in the environment: that fixes it for the
-whole process tree) and every stage's child sets its own before its threads start
-(flexsync/isolation.py).
+Arenas: glibc gives threads arenas of their own (up to 8 per core of the machine, not of
+the pod), and each holds its own free pages. `MALLOC_ARENA_MAX=2` in the image kept
+dbt's and DuckDB's threads in less memory, but the landing's parse and its insert thread
+then waited on each other's arena lock (≈0.3 s of the 10-year backfill's extract;
+benchmarks/README.md, session 14). glibc fixes the limit the first time a thread needs
+a new arena, for the process and every child it forks, so one limit holds for the whole
+run: four, set by the `flexsync` command before any thread starts (flexsync/cli.py).
 """
 
 from __future__ import annotations
@@ -21,11 +20,9 @@ import ctypes
 from collections.abc import Callable
 
 M_ARENA_MAX = -8  # <malloc.h>
-# Every stage's child: two arenas (dbt's build, the snapshot, the load) ...
-STAGE_MALLOC_ARENAS = 2
-# ... but the landing's: glibc's own limit for two cores (it uses three: the parse, the
-# insert thread, the archive's gzip).
-LANDING_MALLOC_ARENAS = 16
+# The run's process tree: the landing's threads (the parse, the inserts, DuckDB's own)
+# each keep an arena of their own; a many-core node does not multiply them.
+PROCESS_MALLOC_ARENAS = 4
 
 
 def _libc_function(name: str) -> Callable[..., int] | None:
@@ -42,9 +39,9 @@ def malloc_trim() -> Callable[[int], int] | None:
 
 
 def limit_malloc_arenas(count: int) -> bool:
-    """`mallopt(M_ARENA_MAX, count)`; False off glibc. It only counts if no thread of
-    this process (nor of its parent, before the fork) has needed a new arena under a
-    limit yet: call it before the process starts threads."""
+    """`mallopt(M_ARENA_MAX, count)`; False off glibc. Call it before the process starts
+    threads: it only counts until a thread has needed a new arena (glibc then fixes the
+    limit, for this process and every child it forks)."""
     mallopt = _libc_function("mallopt")
     if mallopt is None:  # pragma: no cover - not glibc
         return False
