@@ -41,7 +41,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 # dbt writes target/ and logs/ on every run: both live on the writable /tmp (an emptyDir
 # in Kubernetes); docker-entrypoint.sh copies the baked partial_parse.msgpack there.
 # No MALLOC_ARENA_MAX: the flexsync command sets glibc's arena limit itself, before any
-# thread starts (four: flexsync/core/heap.py says why).
+# thread starts (sixteen: flexsync/core/heap.py says why).
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \

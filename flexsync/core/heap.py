@@ -11,7 +11,7 @@ dbt's and DuckDB's threads in less memory, but the landing's parse and its inser
 then waited on each other's arena lock (≈0.3 s of the 10-year backfill's extract;
 benchmarks/README.md, session 14). glibc fixes the limit the first time a thread needs
 a new arena, for the process and every child it forks, so one limit holds for the whole
-run: four, set by the `flexsync` command before any thread starts (flexsync/cli.py).
+run: sixteen, set by the `flexsync` command before any thread starts (flexsync/cli.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import ctypes
 from collections.abc import Callable
 
 M_ARENA_MAX = -8  # <malloc.h>
-# The run's process tree: the landing's threads (the parse, the inserts, DuckDB's own)
-# each keep an arena of their own; a many-core node does not multiply them.
-PROCESS_MALLOC_ARENAS = 4
+# The run's process tree: glibc's own limit on two cores, so that the landing's threads
+# (the parse, the inserts, DuckDB's own, beside those a forked child inherits) each keep
+# an arena; on a many-core node glibc would allow 8 per core.
+PROCESS_MALLOC_ARENAS = 16
 
 
 def _libc_function(name: str) -> Callable[..., int] | None:
