@@ -492,9 +492,9 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                          _verdict(ratio >= TARGETS["ibflex_ratio"],
                                   f"{ratio / TARGETS['ibflex_ratio']:.2f} of the target"),
                          floor + "Why: two cores and one GIL: the parse (expat ≈0.85 s, "
-                         "benchmarks/"
-                         "parse_floor.py) holds the GIL that DuckDB's Python client takes at "
-                         "every step of an insert, so the inserts take ≈1.5 s beside it "
+                         "benchmarks/parse_floor.py) holds the GIL that DuckDB's Python "
+                         "client takes at every step of an insert, so the inserts take ≈1.5 s "
+                         "beside it "
                          "(1.1 s alone); start-up (≈0.4 s) and the commit (≈0.5 s) are "
                          "serial. A two-process landing measured ≈0.2–0.4 s less, DuckDB "
                          "splitting the lines with expat's check in a process of its own "
