@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from flexsync.extract.flex_writer import attribute_column
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLEXSYNC = [sys.executable, "-m", "flexsync"]
@@ -49,3 +52,16 @@ def table_names(data_dir: Path, schema: str) -> set[str]:
     rows = query(data_dir, "select table_name from information_schema.tables "
                  "where table_schema = ?", [schema])
     return {r[0] for r in rows}
+
+
+_RENAMED = re.compile(r"^(?P<name>.+)__(?P<tag>[0-9a-f]{8})$")
+
+
+def attribute_of(column: str) -> str:
+    """The attribute a raw column holds: its own name, or the one the landing renamed
+    (`flex_writer.attribute_column`: a name differing only in case from another's, or
+    named like a lineage column)."""
+    match = _RENAMED.match(column)
+    if match and attribute_column(match["name"]) == column:
+        return match["name"]
+    return column

@@ -11,7 +11,6 @@ sections holding tag-like text, attribute sets that vary from row to row).
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from flexsync.core.warehouse import LINEAGE_COLUMNS
 from flexsync.extract.flex_reader import section_table_name
 from flexsync.extract.flex_writer import attribute_column
 from flexsync.stages import land_flex_files
+from tests.helpers import attribute_of
 
 Row = tuple[int | None, str, dict[str, str]]  # statement index, row tag, attributes
 SYSTEM_TABLES = {"extracts", "statements", "flex_validation"}
@@ -44,17 +44,6 @@ def _first_spelling(attrib: dict[str, str]) -> dict[str, str]:
     """Every attribute under its exact name: nothing is dropped (names differing only in
     case, or named like a lineage column, land in their own columns)."""
     return dict(attrib)
-
-
-_RENAMED = re.compile(r"^(?P<name>.+)__(?P<tag>[0-9a-f]{8})$")
-
-
-def attribute_of(column: str) -> str:
-    """The attribute a column holds: its own name, or the one `attribute_column` renamed."""
-    match = _RENAMED.match(column)
-    if match and attribute_column(match["name"]) == column:
-        return match["name"]
-    return column
 
 
 def expected_rows(xml: bytes) -> dict[str, list[Row]]:

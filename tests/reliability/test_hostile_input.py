@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from benchmarks import generate_flex
 from flexsync.core.config import Settings
 from flexsync.core.errors import FlexsyncError, IBKRAccountMismatchError, InputFileError
+from flexsync.core.warehouse import LINEAGE_COLUMNS
 from flexsync.stages import land_flex_files
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, attribute_of
 from tests.reliability import flexgen
 from tests.reliability.conftest import Recorder
 from tests.reliability.flexgen import ALLOWED_ACCOUNTS, FOREIGN_ACCOUNT, Document
@@ -75,13 +76,15 @@ def _nothing_landed(data_dir: Path) -> None:
 
 def _landed_rows(data_dir: Path, table: str) -> Counter[frozenset[tuple[str, str]]]:
     """Each landed row as its non-null attributes (names lower-cased: DuckDB columns are
-    case-insensitive), lineage columns left out."""
+    case-insensitive; a column the landing renamed — `b` beside `B` — by its attribute's
+    name), lineage columns left out."""
     with readonly(data_dir / "warehouse.duckdb") as con:
         cursor = con.execute(f'select * from raw_ibkr."{table}"')
         names = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
-    return Counter(frozenset((n.lower(), v) for n, v in zip(names, row, strict=True)
-                             if v is not None and not n.startswith("_")) for row in rows)
+    attributes = [None if n in LINEAGE_COLUMNS else attribute_of(n).lower() for n in names]
+    return Counter(frozenset((a, v) for a, v in zip(attributes, row, strict=True)
+                             if v is not None and a is not None) for row in rows)
 
 
 def _generated_rows(doc: Document, section: str) -> Counter[frozenset[tuple[str, str]]]:
