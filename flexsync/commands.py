@@ -71,9 +71,10 @@ KEEP_DBT_WORKER_MAX_POSTS = 2_000
 def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     """The nightly job: extract → snapshot → transform → load → drift → publish, push last.
 
-    dbt's worker process starts first: it imports dbt and parses the project while the
-    extract child lands the statement and a snapshot child then fetches Wealthfolio's
-    activities (both on the other core: at 5 years of history the snapshot of 15,600
+    dbt's worker process starts first, before the run's row is written: it imports dbt
+    and parses the project while the row is written, the extract child lands the
+    statement and a snapshot child then fetches Wealthfolio's activities (both on the
+    other core: at 5 years of history the snapshot of 15,600
     activities took ≈1.3 s of the night on the worker's path; beside its import the pod
     peaked at 229-243 MiB, also with the parsed worker waiting 4 s on a slow snapshot —
     benchmarks/README.md, session 12). Then the worker builds. While the load child
@@ -81,15 +82,16 @@ def sync(settings: Settings, files: list[Path], dry_run: bool) -> int:
     marts. When there is more to post than KEEP_DBT_WORKER_MAX_POSTS, the worker goes
     before the load and the drift refresh imports dbt again in a child of its own.
     Statement files of more than LAND_ALONE_BYTES land before the worker starts."""
-    with recorded(settings, "sync") as record:
+    land_alone = stages.statement_bytes(files) > LAND_ALONE_BYTES
+    dbt = stage_worker("dbt", stages.prepare_dbt, settings)
+    with recorded(settings, "sync", first=None if land_alone else dbt) as record:
         stages.require_extract(settings, files)
         stages.require_load(settings, dry_run)
         with stages.pushed_last(settings, record, dry_run):
-            land_alone = stages.statement_bytes(files) > LAND_ALONE_BYTES
             if land_alone:
                 in_child("extract", record, stages.extract, settings, record, files)
             loaded = False
-            with stage_worker("dbt", stages.prepare_dbt, settings) as dbt:
+            with dbt:  # started here after a large statement landed, else with the record
                 if not land_alone:
                     in_child("extract", record, stages.extract, settings, record, files)
                 in_child("snapshot", record, stages.snapshot, settings, record)

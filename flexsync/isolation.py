@@ -13,11 +13,11 @@ FlexsyncError ancestor that can, or a FlexsyncError with exit 1). A child killed
 signal (the OOM killer's SIGKILL) is a FlexsyncError naming the stage and the signal.
 
 `stage_worker(name, prepare, *args)` is a child that stays up for several stages:
-it runs `prepare(*args)` at once (dbt's import and parse, while the parent's other
-children land the statement and snapshot Wealthfolio), then `worker.call(stage, record,
-fn, *args)` runs each stage in it, one at a time, with the same answers as `in_child`
-(the arguments and the record cross the pipe pickled). A sync's two dbt builds share one
-import and one parse this way.
+entered, it forks and runs `prepare(*args)` at once (dbt's import and parse, while the
+parent writes the run's row and its other children land the statement and snapshot
+Wealthfolio), then `worker.call(stage, record, fn, *args)` runs each stage in it, one at
+a time, with the same answers as `in_child` (the arguments and the record cross the pipe
+pickled). A sync's two dbt builds share one import and one parse this way.
 
 The child shares the run lock's file with the parent and must never outlive it: it asks
 the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and a SIGTERM or Ctrl-C
@@ -39,6 +39,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
+from types import TracebackType
 from typing import Any, TypeVar
 
 from flexsync.core.errors import ExitCode, FlexsyncError, TerminatedError
@@ -127,13 +128,30 @@ def _shared_with_child() -> Iterator[None]:
 
 
 class StageWorker:
-    """The parent's handle on a child that runs several stages (see the module's doc)."""
+    """The parent's handle on a child that runs several stages (see the module's doc).
+
+    As a context manager it forks the worker when entered (entering one that runs already
+    changes nothing: a sync enters it where the run starts and again around its stages)
+    and, when the block ends, releases it — or stops it at once (SIGTERM passed on,
+    waited for) when the block failed."""
 
     def __init__(self, name: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.name = name
         self._prepare = (prepare, args)
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
+
+    def __enter__(self) -> StageWorker:
+        if self._process is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc is None:
+            self.release()
+        else:  # SIGTERM, Ctrl-C, a failed stage: the worker goes too
+            self.stop(announce=isinstance(exc, TerminatedError | KeyboardInterrupt))
 
     def start(self) -> None:
         """Fork the worker; it runs `prepare` at once."""
@@ -190,19 +208,11 @@ class StageWorker:
         self._process = self._conn = None
 
 
-@contextmanager
-def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[StageWorker]:
-    """A forked worker that runs `prepare(*args)` now and stages later; it is stopped
-    (SIGTERM passed on, waited for) when the block ends, however it ends. An error in
-    `prepare` is the answer to the worker's first call."""
-    worker = StageWorker(name, prepare, args)
-    worker.start()
-    try:
-        yield worker
-    except BaseException as exc:  # SIGTERM, Ctrl-C, a failed stage: the worker goes too
-        worker.stop(announce=isinstance(exc, TerminatedError | KeyboardInterrupt))
-        raise
-    worker.release()
+def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> StageWorker:
+    """A worker that forks and runs `prepare(*args)` when its block is entered, and stages
+    later; it is stopped (SIGTERM passed on, waited for) when the block ends, however it
+    ends. An error in `prepare` is the answer to the worker's first call."""
+    return StageWorker(name, prepare, args)
 
 
 def _stop(child: multiprocessing.process.BaseProcess, stage: str,

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from types import FrameType
@@ -91,19 +91,31 @@ def new_run_id() -> str:
 
 
 @contextmanager
-def recorded(settings: Settings, command: str) -> Iterator[RunRecord]:
+def recorded(settings: Settings, command: str,
+             first: AbstractContextManager[object] | None = None) -> Iterator[RunRecord]:
     """The command's row in sync.runs: 'running', then its outcome and exit code (a
-    FlexsyncError's, 1 for anything else), written before the error goes on up."""
+    FlexsyncError's, 1 for anything else), written before the error goes on up.
+
+    `first` (a sync's dbt worker) is entered before the row is written and exited before
+    the outcome is: the worker starts importing dbt while the row is written (≈0.1 s of
+    the night), and a worker stopped mid-build has let go of the warehouse by the time
+    the outcome is written."""
     record = RunRecord(new_run_id(), command)
     with _sigterm_raises():
-        _record_start(settings, record)
+        started = False
         try:
-            yield record
+            with first if first is not None else nullcontext():
+                _record_start(settings, record)
+                started = True
+                yield record
         except FlexsyncError as exc:
-            _record_end(settings, record, int(exc.exit_code), str(exc))
+            if started:
+                _record_end(settings, record, int(exc.exit_code), str(exc))
             raise
         except BaseException as exc:
-            _record_end(settings, record, ExitCode.UNEXPECTED, f"{type(exc).__name__}: {exc}")
+            if started:
+                _record_end(settings, record, ExitCode.UNEXPECTED,
+                            f"{type(exc).__name__}: {exc}")
             raise
         _record_end(settings, record, ExitCode.OK, "ok")
 

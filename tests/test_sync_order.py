@@ -3,59 +3,91 @@ and end to end where the order changes what runs where."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fakes.wealthfolio import FakeWealthfolio
-from flexsync import commands, stages
+from flexsync import commands, runs, stages
 from flexsync.core.config import load_settings
+from flexsync.core.errors import DbtError, ExitCode, FlexsyncError
 from flexsync.runs import RunRecord
 from tests.helpers import DEMO_STATEMENT, query
 
 PASSWORD = "order-Wf-Pa55word"
 
 
-def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0) -> list[str]:
+def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0,
+                      failing_stage: str | None = None) -> list[str]:
     """Replace the sync's process starts with fakes that note what started, in order (a
-    stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>");
-    the faked transform reports `to_post` activities to post."""
+    stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>"),
+    and note when the run's row and its outcome are written; the faked transform reports
+    `to_post` activities to post, and `failing_stage` raises a DbtError."""
     events: list[str] = []
 
+    def stage_ran(stage: str) -> None:
+        events.append(stage)
+        if stage.removeprefix("worker: ") == failing_stage:
+            raise DbtError(f"{stage} failed")
+
     class Worker:
+        """Entered where the run starts and again around the stages, as StageWorker."""
+
+        running = False
+
+        def __enter__(self) -> Worker:
+            if not self.running:
+                self.running = True
+                events.append("worker starts")
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            if self.running:
+                self.running = False
+                events.append("worker ends")
+
         def call(self, stage: str, record: RunRecord, fn: Callable[..., Any],
                  *args: Any) -> None:
-            events.append(f"worker: {stage}")
             if stage == "transform":
                 record.counts["transform_to_post"] = to_post
+            stage_ran(f"worker: {stage}")
 
-    @contextmanager
-    def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Iterator[Worker]:
-        events.append("worker starts")
-        yield Worker()
-        events.append("worker ends")
+    def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> Worker:
+        return Worker()
 
     def in_child(stage: str, record: RunRecord, fn: Callable[..., Any], *args: Any) -> None:
-        events.append(stage)
+        stage_ran(stage)
+
+    def noting(event: str, write: Callable[..., None]) -> Callable[..., None]:
+        def note_and_write(*args: Any) -> None:
+            events.append(event)
+            write(*args)
+        return note_and_write
 
     monkeypatch.setattr(commands, "stage_worker", stage_worker)
     monkeypatch.setattr(commands, "in_child", in_child)
+    monkeypatch.setattr(runs, "_record_start", noting("run's row", runs._record_start))
+    monkeypatch.setattr(runs, "_record_end", noting("run's outcome", runs._record_end))
     return events
 
 
 @pytest.mark.parametrize(("land_alone_bytes", "expected"), [
-    (1_000, ["worker starts", "extract", "snapshot", "worker: transform", "worker ends"]),
-    (10, ["extract", "worker starts", "snapshot", "worker: transform", "worker ends"]),
+    (1_000, ["worker starts", "run's row", "extract", "snapshot", "worker: transform",
+             "worker ends", "run's outcome"]),
+    (10, ["run's row", "extract", "worker starts", "snapshot", "worker: transform",
+          "worker ends", "run's outcome"]),
 ])
 def test_a_large_statement_lands_before_dbt_s_worker_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, land_alone_bytes: int,
         expected: list[str]) -> None:
-    """dbt's worker imports dbt while a small statement lands (≈2 s off the night); a large
-    one lands alone first — its landing beside dbt's import did not fit the pod."""
+    """dbt's worker imports dbt while the run's row is written and a small statement
+    lands (≈2 s off the night); a large one lands alone first — its landing beside dbt's
+    import did not fit the pod."""
     events = _record_processes(monkeypatch)
     monkeypatch.setattr(commands, "LAND_ALONE_BYTES", land_alone_bytes)
     monkeypatch.setattr(stages, "show_plan", lambda settings: None)
@@ -70,11 +102,11 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
 
 @pytest.mark.parametrize(("to_post", "expected"), [
     (commands.KEEP_DBT_WORKER_MAX_POSTS,
-     ["worker starts", "extract", "snapshot", "worker: transform", "load", "worker: drift",
-      "worker ends", "publish"]),
+     ["worker starts", "run's row", "extract", "snapshot", "worker: transform", "load",
+      "worker: drift", "worker ends", "publish", "run's outcome"]),
     (commands.KEEP_DBT_WORKER_MAX_POSTS + 1,
-     ["worker starts", "extract", "snapshot", "worker: transform", "worker ends", "load",
-      "drift", "publish"]),
+     ["worker starts", "run's row", "extract", "snapshot", "worker: transform",
+      "worker ends", "load", "drift", "publish", "run's outcome"]),
 ])
 def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_post: int,
@@ -93,6 +125,65 @@ def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
     (tmp_path / "data").mkdir()
     assert commands.sync(settings, [statement], dry_run=False) == 0
     assert events == expected
+
+
+@pytest.mark.parametrize(("failing_stage", "expected"), [
+    ("extract", ["worker starts", "run's row", "extract", "worker ends", "run's outcome"]),
+    ("transform", ["worker starts", "run's row", "extract", "snapshot", "worker: transform",
+                   "worker ends", "run's outcome"]),
+])
+def test_dbt_s_worker_is_stopped_before_a_failed_run_s_outcome_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_stage: str,
+        expected: list[str]) -> None:
+    """A worker stopped mid-build must have let go of the warehouse before the run's
+    outcome is written there — the worker starts before the run's row, so it could
+    otherwise still be running when the outcome is."""
+    events = _record_processes(monkeypatch, failing_stage=failing_stage)
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DbtError):
+        commands.sync(settings, [statement], dry_run=True)
+    assert events == expected
+    assert query(tmp_path / "data", "select outcome, exit_code from sync.runs") == [
+        ("failed", int(ExitCode.DBT))]
+
+
+def test_a_run_whose_row_cannot_be_written_stops_dbt_s_worker_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dbt's worker is already importing when the run's row is written: a warehouse that
+    cannot be opened ends the run with its error, and the worker with it, at once."""
+    pid_file = tmp_path / "worker.pid"
+
+    def prepare_slowly(settings: Any) -> None:  # in the forked worker
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    monkeypatch.setattr(stages, "prepare_dbt", prepare_slowly)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "warehouse.duckdb").write_bytes(b"not a duckdb file" * 1000)
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(data_dir),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
+    started = time.monotonic()
+    with pytest.raises(FlexsyncError, match="warehouse"):
+        commands.sync(settings, [statement], dry_run=True)
+    assert time.monotonic() - started < 10
+    assert not multiprocessing.active_children(), "dbt's worker outlived the run"
+    if pid_file.exists() and pid_file.read_text():  # it had begun to prepare
+        assert not _alive(int(pid_file.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _sync_demo(tmp_path: Path, keep_max: int, monkeypatch: pytest.MonkeyPatch
