@@ -406,7 +406,8 @@ _COUNT_ARENAS = textwrap.dedent("""
     libc.malloc.restype = ctypes.c_void_p
 
     def arenas() -> int:
-        path = tempfile.mktemp()
+        handle, path = tempfile.mkstemp()
+        os.close(handle)
         stream = libc.fopen(path.encode(), b"w")
         libc.malloc_info(0, ctypes.c_void_p(stream))
         libc.fclose(ctypes.c_void_p(stream))

@@ -12,6 +12,8 @@ then waited on each other's arena lock (≈0.3 s of the 10-year backfill's extra
 benchmarks/README.md, session 14). glibc fixes the limit the first time a thread needs
 a new arena, for the process and every child it forks, so one limit holds for the whole
 run: sixteen, set by the `flexsync` command before any thread starts (flexsync/cli.py).
+It replaces a `MALLOC_ARENA_MAX` (or `GLIBC_TUNABLES` arena limit) given in the
+environment, which glibc read at the process' start.
 """
 
 from __future__ import annotations
