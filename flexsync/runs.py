@@ -165,10 +165,10 @@ def _record_start(settings: Settings, record: RunRecord) -> None:
 
 
 def _record_end(settings: Settings, record: RunRecord, code: int, message: str) -> None:
-    """Write the run's outcome; never let bookkeeping hide the run's own error."""
+    """Write the run's outcome; never let bookkeeping hide the run's own error. The row
+    exists (`_record_start` made the schema and wrote it), so no schema pass (≈45 ms)."""
     try:
         with connect(settings.warehouse_path) as con:
-            ensure_schema(con)
             outcome = "success" if code == ExitCode.OK else "failed"
             con.execute(
                 "insert or replace into sync.runs values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
