@@ -22,8 +22,9 @@ pickled). A sync's two dbt builds share one import and one parse this way.
 The child shares the run lock's file with the parent and must never outlive it: it asks
 the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and a SIGTERM or Ctrl-C
 in the parent is passed on to the child and waited for before the parent goes on to
-record the run. The parent must hold no warehouse connection while a child runs (DuckDB
-locks the file): every stage opens and closes its own.
+record the run. The parent must hold no warehouse connection while a child that uses
+the warehouse runs (DuckDB locks the file): every stage opens and closes its own (dbt's
+worker touches none while it prepares, so the parent writes the run's row meanwhile).
 """
 
 from __future__ import annotations
@@ -130,10 +131,13 @@ def _shared_with_child() -> Iterator[None]:
 class StageWorker:
     """The parent's handle on a child that runs several stages (see the module's doc).
 
-    As a context manager it forks the worker when entered (entering one that runs already
-    changes nothing: a sync enters it where the run starts and again around its stages)
-    and, when the block ends, releases it — or stops it at once (SIGTERM passed on,
-    waited for) when the block failed."""
+    As a context manager it forks the worker when entered and, when the block ends,
+    releases it — or stops it at once (SIGTERM passed on, waited for) when the block
+    failed. Entering one that runs already changes nothing, and the innermost block's end
+    releases it: a sync enters it where the run starts and again around its stages."""
+
+    def __str__(self) -> str:
+        return f"the {self.name} worker"
 
     def __init__(self, name: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.name = name
@@ -143,7 +147,11 @@ class StageWorker:
 
     def __enter__(self) -> StageWorker:
         if self._process is None:
-            self.start()
+            try:
+                self.start()
+            except BaseException:  # a SIGTERM just after the fork: no orphan either
+                self.stop(announce=False)
+                raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -162,8 +170,15 @@ class StageWorker:
         self._process = context.Process(target=_worker_main,
                                         args=(child_end, os.getpid(), prepare, args),
                                         name=f"flexsync-{self.name}", daemon=False)
-        with _shared_with_child():
-            self._process.start()
+        # A SIGTERM between the fork and the worker's own handler would raise inside
+        # multiprocessing's bootstrap and print its traceback: the worker starts with
+        # SIGTERM blocked and unblocks it once its handler is in place.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with _shared_with_child():
+                self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child_end.close()
 
     def call(self, stage: str, record: RunRecord, fn: Callable[..., T], *args: Any) -> T:
@@ -210,8 +225,8 @@ class StageWorker:
 
 def stage_worker(name: str, prepare: Callable[..., Any], *args: Any) -> StageWorker:
     """A worker that forks and runs `prepare(*args)` when its block is entered, and stages
-    later; it is stopped (SIGTERM passed on, waited for) when the block ends, however it
-    ends. An error in `prepare` is the answer to the worker's first call."""
+    later; when the block ends it is released, or stopped (SIGTERM passed on, waited for)
+    if the block failed. An error in `prepare` is the answer to the worker's first call."""
     return StageWorker(name, prepare, args)
 
 
@@ -265,6 +280,7 @@ def _worker_main(conn: Connection, parent_pid: int, prepare: Callable[..., Any],
     # a traceback, and the worker lingered until killed 15 s later: while preparing, a
     # SIGTERM (the parent stopping: a failed extract, an eviction) ends it at once.
     previous = signal.signal(signal.SIGTERM, _exit_at_once)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked for the fork
     try:
         prepare(*prepare_args)
     except TerminatedError:  # the parent passed a SIGTERM on: it is stopping

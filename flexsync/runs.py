@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from types import FrameType
@@ -96,15 +96,19 @@ def recorded(settings: Settings, command: str,
     """The command's row in sync.runs: 'running', then its outcome and exit code (a
     FlexsyncError's, 1 for anything else), written before the error goes on up.
 
-    `first` (a sync's dbt worker) is entered before the row is written and exited before
-    the outcome is: the worker starts importing dbt while the row is written (≈0.1 s of
-    the night), and a worker stopped mid-build has let go of the warehouse by the time
-    the outcome is written."""
+    `first` (a sync's dbt worker) is entered before the row is written, so that dbt's
+    import runs beside the row's write (≈0.1 s of the night), and exited before the
+    outcome is written: a run that fails before its stages (a missing setting, a
+    warehouse that cannot be opened) stops the worker there. A fork that fails (no memory,
+    the pids limit) is logged and left to the command, which enters `first` again where
+    its stages start, inside the recorded run."""
     record = RunRecord(new_run_id(), command)
     with _sigterm_raises():
         started = False
         try:
-            with first if first is not None else nullcontext():
+            with ExitStack() as beside:
+                if first is not None:
+                    _enter_early(beside, first)
                 _record_start(settings, record)
                 started = True
                 yield record
@@ -118,6 +122,14 @@ def recorded(settings: Settings, command: str,
                             f"{type(exc).__name__}: {exc}")
             raise
         _record_end(settings, record, ExitCode.OK, "ok")
+
+
+def _enter_early(stack: ExitStack, first: AbstractContextManager[object]) -> None:
+    try:
+        stack.enter_context(first)
+    except OSError as exc:
+        log.warning("could not start %s before the run's record (%s): it starts with the "
+                    "stages", first, exc)
 
 
 @contextmanager

@@ -344,6 +344,57 @@ def _wait_for_file(path: Path) -> None:
         time.sleep(0.05)
 
 
+_SIGTERM_AT_THE_FORK = textwrap.dedent("""
+    import os, signal, sys, time
+    from flexsync.isolation import stage_worker
+    from flexsync.runs import _sigterm_raises
+
+    def prepare():
+        time.sleep(60)
+
+    with _sigterm_raises():
+        codes = []
+        for _ in range(int(sys.argv[1])):
+            worker = stage_worker("dbt", prepare)
+            worker.start()
+            os.kill(worker._process.pid, signal.SIGTERM)  # before the worker is under way
+            worker._process.join(10)
+            codes.append(worker._process.exitcode)
+            worker.stop(announce=False)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        print("EXIT", sorted(set(codes)), "PARENT BLOCKS SIGTERM", signal.SIGTERM in mask)
+""")
+
+
+def test_a_sigterm_at_the_worker_s_fork_ends_it_quietly() -> None:
+    """The parent passes a SIGTERM on to a worker it has just forked (a failed start of the
+    run): the worker must end at once and quietly. Before its own handler is in place it
+    would run the parent's, which raises inside multiprocessing's bootstrap and prints a
+    traceback; the worker starts with SIGTERM blocked and unblocks it once the handler
+    is in place, and the parent's mask is as it was."""
+    result = subprocess.run([sys.executable, "-c", _SIGTERM_AT_THE_FORK, "20"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"EXIT [{128 + signal.SIGTERM}] PARENT BLOCKS SIGTERM False" in result.stdout
+
+
+def _worker_mask(marker: Path) -> None:
+    with open("/proc/self/status") as status:
+        blocked = next(line for line in status if line.startswith("SigBlk:")).split()[1]
+    marker.write_text(blocked)
+
+
+def test_a_worker_prepares_with_sigterm_deliverable(tmp_path: Path) -> None:
+    """The worker unblocks SIGTERM once its handler is in place: a SIGTERM while it
+    prepares must reach it."""
+    marker = tmp_path / "mask"
+    with stage_worker("dbt", _worker_mask, marker):
+        _wait_for_file(marker)
+    assert not int(marker.read_text(), 16) & (1 << (signal.SIGTERM - 1))
+
+
 _WORKER_PARENT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path

@@ -15,7 +15,7 @@ import pytest
 from fakes.wealthfolio import FakeWealthfolio
 from flexsync import commands, runs, stages
 from flexsync.core.config import load_settings
-from flexsync.core.errors import DbtError, ExitCode, FlexsyncError
+from flexsync.core.errors import ConfigurationError, DbtError, ExitCode, FlexsyncError
 from flexsync.runs import RunRecord
 from tests.helpers import DEMO_STATEMENT, query
 
@@ -23,11 +23,13 @@ PASSWORD = "order-Wf-Pa55word"
 
 
 def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0,
-                      failing_stage: str | None = None) -> list[str]:
+                      failing_stage: str | None = None, forks_failing: int = 0) -> list[str]:
     """Replace the sync's process starts with fakes that note what started, in order (a
     stage in dbt's worker as "worker: <stage>", one in a child of its own as "<stage>"),
     and note when the run's row and its outcome are written; the faked transform reports
-    `to_post` activities to post, and `failing_stage` raises a DbtError."""
+    `to_post` activities to post, `failing_stage` raises a DbtError, and the worker's
+    first `forks_failing` forks fail (OSError)."""
+    forks_to_fail = [forks_failing]
     events: list[str] = []
 
     def stage_ran(stage: str) -> None:
@@ -41,6 +43,10 @@ def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0,
         running = False
 
         def __enter__(self) -> Worker:
+            if not self.running and forks_to_fail[0]:
+                forks_to_fail[0] -= 1
+                events.append("worker's fork fails")
+                raise OSError(11, "Resource temporarily unavailable")
             if not self.running:
                 self.running = True
                 events.append("worker starts")
@@ -149,6 +155,48 @@ def test_dbt_s_worker_is_stopped_before_a_failed_run_s_outcome_is_written(
     assert events == expected
     assert query(tmp_path / "data", "select outcome, exit_code from sync.runs") == [
         ("failed", int(ExitCode.DBT))]
+
+
+def test_a_run_that_fails_before_its_stages_stops_dbt_s_worker_before_its_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker started with the run: a setting missing for the load stops it there,
+    before the outcome is written."""
+    events = _record_processes(monkeypatch)
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})  # no WF_BASE_URL
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigurationError):
+        commands.sync(settings, [statement], dry_run=False)
+    assert events == ["worker starts", "run's row", "worker ends", "run's outcome"]
+    assert query(tmp_path / "data", "select outcome, exit_code from sync.runs") == [
+        ("failed", int(ExitCode.CONFIGURATION))]
+
+
+def test_a_worker_that_cannot_fork_with_the_run_starts_with_the_stages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork that fails where the run starts (no memory for a moment, the pids limit) is
+    not the run's failure: the worker starts where the stages do, inside the recorded
+    run — and a fork that fails there too is recorded as the run's error."""
+    events = _record_processes(monkeypatch, forks_failing=1)
+    monkeypatch.setattr(stages, "show_plan", lambda settings: None)
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
+    (tmp_path / "data").mkdir()
+    assert commands.sync(settings, [statement], dry_run=True) == 0
+    assert events == ["worker's fork fails", "run's row", "worker starts", "extract",
+                      "snapshot", "worker: transform", "worker ends", "run's outcome"]
+    events = _record_processes(monkeypatch, forks_failing=2)
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        commands.sync(settings, [statement], dry_run=True)
+    assert events == ["worker's fork fails", "run's row", "worker's fork fails",
+                      "run's outcome"]
+    assert query(tmp_path / "data", "select outcome, exit_code from sync.runs "
+                                    "order by started_at") == [
+        ("success", 0), ("failed", int(ExitCode.UNEXPECTED))]
 
 
 def test_a_run_whose_row_cannot_be_written_stops_dbt_s_worker_at_once(
