@@ -136,14 +136,14 @@ class StageWorker:
     failed. Entering one that runs already changes nothing, and the innermost block's end
     releases it: a sync enters it where the run starts and again around its stages."""
 
-    def __str__(self) -> str:
-        return f"the {self.name} worker"
-
     def __init__(self, name: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.name = name
         self._prepare = (prepare, args)
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
+
+    def __str__(self) -> str:
+        return f"the {self.name} worker"
 
     def __enter__(self) -> StageWorker:
         if self._process is None:

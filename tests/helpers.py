@@ -65,3 +65,14 @@ def attribute_of(column: str) -> str:
     if match and attribute_column(match["name"]) == column:
         return match["name"]
     return column
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie (not yet reaped) counts as gone — it runs
+    nothing and holds no lock."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -29,7 +29,7 @@ from flexsync.core.errors import (
 from flexsync.isolation import StageKilledError, in_child, stage_worker
 from flexsync.loaders.wealthfolio_loader import LoadAborted, LoadResult
 from flexsync.runs import RunRecord
-from tests.helpers import DEMO_STATEMENT, REPO_ROOT, cli_env
+from tests.helpers import DEMO_STATEMENT, REPO_ROOT, cli_env, process_alive
 
 PASSWORD = "iso-Wf-Pa55word"
 
@@ -38,20 +38,10 @@ def _record() -> RunRecord:
     return RunRecord("run-1", "sync")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (not yet reaped) counts as gone: it runs nothing and holds no lock.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -111,7 +101,7 @@ def test_a_child_killed_by_sigkill_is_a_clear_error_and_exit_1(tmp_path: Path) -
     assert raised.value.exit_code == ExitCode.UNEXPECTED
     assert "snapshot" in str(raised.value)
     assert "killed (SIGKILL) — out of memory?" in str(raised.value)
-    assert not _alive(int(pid_file.read_text()))
+    assert not process_alive(int(pid_file.read_text()))
 
 
 _PARENT = textwrap.dedent("""
@@ -156,7 +146,7 @@ def test_sigterm_is_passed_on_to_the_child_and_waited_for(tmp_path: Path) -> Non
     parent.send_signal(signal.SIGTERM)
     out, _ = parent.communicate(timeout=30)
     assert "TERMINATED 1" in out
-    assert not _alive(child)
+    assert not process_alive(child)
 
 
 _SYNC_THEN_LIST_MODULES = textwrap.dedent("""

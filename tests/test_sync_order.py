@@ -14,10 +14,10 @@ import pytest
 
 from fakes.wealthfolio import FakeWealthfolio
 from flexsync import commands, runs, stages
-from flexsync.core.config import load_settings
+from flexsync.core.config import Settings, load_settings
 from flexsync.core.errors import ConfigurationError, DbtError, ExitCode, FlexsyncError
 from flexsync.runs import RunRecord
-from tests.helpers import DEMO_STATEMENT, query
+from tests.helpers import DEMO_STATEMENT, process_alive, query
 
 PASSWORD = "order-Wf-Pa55word"
 
@@ -82,6 +82,16 @@ def _record_processes(monkeypatch: pytest.MonkeyPatch, to_post: int = 0,
     return events
 
 
+def _small_statement_settings(tmp_path: Path, **env: str) -> tuple[Path, Settings]:
+    """A tiny statement file and settings for a data directory that exists (with `env`)."""
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(b"x" * 100)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
+                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567", **env})
+    return statement, settings
+
+
 @pytest.mark.parametrize(("land_alone_bytes", "expected"), [
     (1_000, ["worker starts", "run's row", "extract", "snapshot", "worker: transform",
              "worker ends", "run's outcome"]),
@@ -97,11 +107,7 @@ def test_a_large_statement_lands_before_dbt_s_worker_starts(
     events = _record_processes(monkeypatch)
     monkeypatch.setattr(commands, "LAND_ALONE_BYTES", land_alone_bytes)
     monkeypatch.setattr(stages, "show_plan", lambda settings: None)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
-    (tmp_path / "data").mkdir()
+    statement, settings = _small_statement_settings(tmp_path)
     assert commands.sync(settings, [statement], dry_run=True) == 0
     assert events == expected
 
@@ -122,13 +128,9 @@ def test_dbt_s_worker_waits_through_a_small_load_and_goes_before_a_big_one(
     events = _record_processes(monkeypatch, to_post)
     monkeypatch.setattr(stages, "publish", lambda settings, record: events.append("publish"))
     monkeypatch.setattr(stages, "push", lambda *args, **kwargs: None)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567",
-                              "WF_BASE_URL": "http://127.0.0.1:9", "WF_PASSWORD": PASSWORD,
-                              "IBKR_ACCOUNT_ID": "acc-1"})
-    (tmp_path / "data").mkdir()
+    statement, settings = _small_statement_settings(
+        tmp_path, WF_BASE_URL="http://127.0.0.1:9", WF_PASSWORD=PASSWORD,
+        IBKR_ACCOUNT_ID="acc-1")
     assert commands.sync(settings, [statement], dry_run=False) == 0
     assert events == expected
 
@@ -145,11 +147,7 @@ def test_dbt_s_worker_is_stopped_before_a_failed_run_s_outcome_is_written(
     outcome is written there — the worker starts before the run's row, so it could
     otherwise still be running when the outcome is."""
     events = _record_processes(monkeypatch, failing_stage=failing_stage)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
-    (tmp_path / "data").mkdir()
+    statement, settings = _small_statement_settings(tmp_path)
     with pytest.raises(DbtError):
         commands.sync(settings, [statement], dry_run=True)
     assert events == expected
@@ -162,11 +160,7 @@ def test_a_run_that_fails_before_its_stages_stops_dbt_s_worker_before_its_outcom
     """The worker started with the run: a setting missing for the load stops it there,
     before the outcome is written."""
     events = _record_processes(monkeypatch)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})  # no WF_BASE_URL
-    (tmp_path / "data").mkdir()
+    statement, settings = _small_statement_settings(tmp_path)  # no WF_BASE_URL
     with pytest.raises(ConfigurationError):
         commands.sync(settings, [statement], dry_run=False)
     assert events == ["worker starts", "run's row", "worker ends", "run's outcome"]
@@ -181,11 +175,7 @@ def test_a_worker_that_cannot_fork_with_the_run_starts_with_the_stages(
     run — and a fork that fails there too is recorded as the run's error."""
     events = _record_processes(monkeypatch, forks_failing=1)
     monkeypatch.setattr(stages, "show_plan", lambda settings: None)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(tmp_path / "data"),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
-    (tmp_path / "data").mkdir()
+    statement, settings = _small_statement_settings(tmp_path)
     assert commands.sync(settings, [statement], dry_run=True) == 0
     assert events == ["worker's fork fails", "run's row", "worker starts", "extract",
                       "snapshot", "worker: transform", "worker ends", "run's outcome"]
@@ -210,28 +200,15 @@ def test_a_run_whose_row_cannot_be_written_stops_dbt_s_worker_at_once(
         time.sleep(60)
 
     monkeypatch.setattr(stages, "prepare_dbt", prepare_slowly)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "warehouse.duckdb").write_bytes(b"not a duckdb file" * 1000)
-    statement = tmp_path / "statement.xml"
-    statement.write_bytes(b"x" * 100)
-    settings = load_settings({"BROKER_SYNC_DATA_DIR": str(data_dir),
-                              "IBKR_ACCOUNT_ID_UPSTREAM": "U1234567"})
+    statement, settings = _small_statement_settings(tmp_path)
+    (settings.data_dir / "warehouse.duckdb").write_bytes(b"not a duckdb file" * 1000)
     started = time.monotonic()
     with pytest.raises(FlexsyncError, match="warehouse"):
         commands.sync(settings, [statement], dry_run=True)
     assert time.monotonic() - started < 10
     assert not multiprocessing.active_children(), "dbt's worker outlived the run"
     if pid_file.exists() and pid_file.read_text():  # it had begun to prepare
-        assert not _alive(int(pid_file.read_text()))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        assert not process_alive(int(pid_file.read_text()))
 
 
 def _sync_demo(tmp_path: Path, keep_max: int, monkeypatch: pytest.MonkeyPatch
