@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from flexsync import dbt_compile_cache
 from flexsync.core.config import Settings
 from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
 from flexsync.core.heap import malloc_trim
@@ -224,8 +225,16 @@ def _invoke_dbt(args: list[str], manifest: Any = None, trim: bool = False) -> An
         return dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
     finally:
         _close_dbt_connections()
+        dbt_compile_cache.save()
         if heap_trim is not None:
             heap_trim(0)  # what the build freed goes back before the process goes on
+
+
+def dbt_target_dir(project_dir: Path) -> Path:
+    """Where dbt writes its target/: DBT_TARGET_PATH, relative to the project as dbt
+    takes it, else the project's target/."""
+    path = Path(os.environ.get("DBT_TARGET_PATH", "").strip() or "target")
+    return path if path.is_absolute() else project_dir / path
 
 
 # The parsed project, per (project, dbt target path): a sync's drift rebuild after posting
@@ -237,6 +246,8 @@ def parsed_manifest(project_dir: Path, log_format: str) -> Any:
     """dbt's parsed project (from the partial-parse state when nothing changed)."""
     key = (str(project_dir), os.environ.get("DBT_TARGET_PATH", ""))
     if key not in _manifests:
+        _use_fork_locks()  # before anything imports dbt's manifest module
+        dbt_compile_cache.installed(dbt_target_dir(project_dir))
         outcome = _invoke_dbt(["parse", *global_args(project_dir, log_format)])
         if not outcome.success or outcome.result is None:
             text = str(outcome.exception or "see the dbt output above").strip()

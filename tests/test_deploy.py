@@ -584,6 +584,10 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
     # The dbt project is there, parsed, without the Python test suite.
     assert (app / "dbt_project.yml").exists()
     assert (app / "target" / "partial_parse.msgpack").exists()
+    # And the templates a first night compiles (flexsync/dbt_compile_cache.py), readable
+    # by the pod's user.
+    baked_templates = app / "target" / "flexsync_compiled.marshal"
+    assert baked_templates.stat().st_mode & 0o777 == 0o644
     assert not list(app.rglob("*.py"))
 
     # The entrypoint seeds the writable target path; dbt then reuses the baked parse.
@@ -615,6 +619,8 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
     assert (tmp_path / "args").read_text().strip() == "sync"
     perf = json.loads((runtime_tmp / "dbt" / "target" / "perf_info.json").read_text())
     assert perf["parsed_path_count"] == 0, "dbt re-parsed: the baked partial parse was not reused"
+    seeded = runtime_tmp / "dbt" / "target" / "flexsync_compiled.marshal"
+    assert seeded.read_bytes() == baked_templates.read_bytes()
 
 
 # --- Terraform (deploy/terraform: the broker-sync stack's twin of cronjob.yaml) ---------

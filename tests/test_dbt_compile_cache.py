@@ -1,0 +1,155 @@
+"""What dbt compiles the same way every run is kept between runs (flexsync/dbt_compile_cache.py):
+Jinja templates and config schemas, in dbt's target path. Each case runs in fresh Python
+processes, as the nightly runs do: the cache replaces two methods for a whole process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flexsync import dbt_compile_cache
+from flexsync.cli import drop_scripts_directory
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Renders the same text in dbt's text and native environments (their code differs: one
+# makes a string, the other a Python value), checks a config schema, and says what the
+# process compiled and reused.
+PROCESS = r"""
+import json, sys
+from pathlib import Path
+from flexsync import dbt_compile_cache
+from flexsync.transform import _use_fork_locks
+if len(sys.argv) > 2:
+    dbt_compile_cache.FORMAT = int(sys.argv[2])
+_use_fork_locks()
+cache = dbt_compile_cache.installed(Path(sys.argv[1]))
+loaded_schema = "dbt.contracts.project.ProjectFlags" in cache.schemas
+from dbt.clients.jinja import get_rendered
+from dbt_common.dataclass_schema import ValidationError
+from dbt.contracts.project import ProjectFlags
+source = "{% for i in range(3) %}{{ i * 2 }},{% endfor %}{{ 1 + 1 }}"
+text = get_rendered(source, {})
+native = get_rendered("{{ (1 + 1) | as_number }}", {}, native=True)
+again = get_rendered("{{ (1 + 1) | as_number }}", {})
+ProjectFlags.validate({"partial_parse": True})
+try:
+    ProjectFlags.validate({"partial_parse": "sometimes"})
+    rejected = False
+except ValidationError:
+    rejected = True
+dbt_compile_cache.save()
+print(json.dumps({"text": text, "native": repr(native), "again": repr(again),
+                  "rejected": rejected, "loaded_schema": loaded_schema,
+                  "hits": cache.hits, "misses": cache.misses}))
+"""
+
+
+def _process(target: Path, *extra: str) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-c", PROCESS, str(target), *extra],
+                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                            env={**os.environ, "DO_NOT_TRACK": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+EXPECTED = {"text": "0,2,4,2", "native": "2", "again": "'2'", "rejected": True}
+
+
+def test_a_second_process_reuses_what_the_first_compiled(tmp_path: Path) -> None:
+    first = _process(tmp_path)
+    assert {key: first[key] for key in EXPECTED} == EXPECTED
+    assert first["misses"] == 3 and first["hits"] == 0
+    assert not first["loaded_schema"]
+    assert (tmp_path / dbt_compile_cache.FILE_NAME).is_file()
+
+    second = _process(tmp_path)
+    # Same results, the native template still a number and the text one a string: the
+    # same text in two environments is two entries, never one reused for the other.
+    assert {key: second[key] for key in EXPECTED} == EXPECTED
+    assert second["misses"] == 0 and second["hits"] == 3
+    assert second["loaded_schema"]  # and it still rejects what dbt's own schema rejects
+
+
+def test_a_file_written_by_other_versions_is_not_used(tmp_path: Path) -> None:
+    _process(tmp_path)
+    other = _process(tmp_path, "999")  # another format: as another dbt or Jinja would be
+    assert {key: other[key] for key in EXPECTED} == EXPECTED
+    assert other["misses"] == 3 and other["hits"] == 0 and not other["loaded_schema"]
+    # It rewrote the file for its own versions.
+    assert _process(tmp_path, "999")["misses"] == 0
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_damaged_file_is_ignored(tmp_path: Path, damage: str) -> None:
+    _process(tmp_path)
+    path = tmp_path / dbt_compile_cache.FILE_NAME
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    elif damage == "truncate":
+        del data[len(data) // 3:]
+    else:
+        data = bytearray(b"not a cache at all")
+    path.write_bytes(bytes(data))
+    outcome = _process(tmp_path)
+    assert {key: outcome[key] for key in EXPECTED} == EXPECTED
+    assert outcome["misses"] == 3 and outcome["hits"] == 0
+
+
+def test_a_target_path_that_cannot_be_written_costs_only_the_compiling(
+        tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    outcome = _process(blocker / "target")  # its parent is a file: nothing can be written
+    assert {key: outcome[key] for key in EXPECTED} == EXPECTED
+    assert not (blocker / "target").exists()
+
+
+def test_the_file_is_readable_by_another_user(tmp_path: Path) -> None:
+    """The image bakes it as root and the pod reads it as user 10001."""
+    _process(tmp_path)
+    assert (tmp_path / dbt_compile_cache.FILE_NAME).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_first_night_compiles_nothing_the_one_before_did_not(tmp_path: Path) -> None:
+    """What the image bakes (scripts/install-image.sh): `flexsync transform` on an empty
+    warehouse, once to parse from scratch, once as a first night. A third, alike, reuses
+    every template: nothing in a template's key differs between processes. Real dbt."""
+    env = {**os.environ, "BROKER_SYNC_DATA_DIR": str(tmp_path / "data"), "DO_NOT_TRACK": "1",
+           "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
+    lines = []
+    for run in range(3):
+        subprocess.run(["rm", "-rf", str(tmp_path / "data")], check=True)
+        if run < 2:  # the bake keeps only what its first night compiled
+            (tmp_path / "target" / dbt_compile_cache.FILE_NAME).unlink(missing_ok=True)
+        result = subprocess.run([sys.executable, "-m", "flexsync", "-v", "transform"],
+                                env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        lines.append([line for line in (result.stdout + result.stderr).splitlines()
+                      if "dbt's templates:" in line][-1])
+    assert " 0 compiled" not in lines[1], lines
+    assert " 0 compiled, " in lines[2], lines
+
+
+def test_the_console_script_imports_nothing_from_its_own_directory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv's bin/ holds daff.py, a copy of a package dbt imports: found first, it was
+    compiled from source every run."""
+    import sysconfig
+
+    scripts = sysconfig.get_path("scripts")
+    monkeypatch.setattr(sys, "path", [scripts, "/somewhere/else"])
+    drop_scripts_directory()
+    assert sys.path == ["/somewhere/else"]
+    monkeypatch.setattr(sys, "path", ["", scripts])  # `python -m flexsync`: the cwd first
+    drop_scripts_directory()
+    assert sys.path == ["", scripts]
