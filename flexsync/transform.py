@@ -30,7 +30,7 @@ from typing import Any
 
 import duckdb
 
-from flexsync import dbt_compile_cache
+from flexsync.core import dbt_compile_cache
 from flexsync.core.config import Settings
 from flexsync.core.errors import ConfigurationError, DbtError, WarehouseLockedError
 from flexsync.core.heap import malloc_trim

@@ -1,6 +1,7 @@
-"""What dbt compiles the same way every run is kept between runs (flexsync/dbt_compile_cache.py):
-Jinja templates and config schemas, in dbt's target path. Each case runs in fresh Python
-processes, as the nightly runs do: the cache replaces two methods for a whole process."""
+"""What dbt compiles the same way every run is kept between runs
+(flexsync/core/dbt_compile_cache.py): Jinja templates and config schemas, in dbt's target
+path. Each case runs in fresh Python processes, as the nightly runs do: the cache replaces
+two methods for a whole process."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from flexsync import dbt_compile_cache
 from flexsync.cli import drop_scripts_directory
+from flexsync.core import dbt_compile_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROCESS = r"""
 import json, sys
 from pathlib import Path
-from flexsync import dbt_compile_cache
+from flexsync.core import dbt_compile_cache
 from flexsync.transform import _use_fork_locks
 if len(sys.argv) > 2:
     dbt_compile_cache.FORMAT = int(sys.argv[2])
@@ -104,13 +105,39 @@ def test_a_damaged_file_is_ignored(tmp_path: Path, damage: str) -> None:
     assert outcome["misses"] == 3 and outcome["hits"] == 0
 
 
+def test_a_file_with_a_right_checksum_but_wrong_contents_is_not_used(
+        tmp_path: Path) -> None:
+    """What is in the file is checked too, not only its checksum and versions."""
+    import hashlib
+    import marshal
+
+    _process(tmp_path)
+    path = tmp_path / dbt_compile_cache.FILE_NAME
+    content = marshal.loads(path.read_bytes()[32:])  # noqa: S302 - our own file
+    for broken in ({key: b"not code" for key in content["templates"]},  # no code object
+                   {key: "a str" for key in content["templates"]}):  # not bytes at all
+        payload = marshal.dumps({**content, "templates": broken})
+        path.write_bytes(hashlib.sha256(payload).digest() + payload)
+        outcome = _process(tmp_path)
+        assert {key: outcome[key] for key in EXPECTED} == EXPECTED
+        assert outcome["misses"] == 3 and outcome["hits"] == 0
+
+
+def test_the_file_s_versions_are_those_of_what_compiles() -> None:
+    tag = dbt_compile_cache.version_tag()
+    for package in ("jinja2", "dbt_core", "dbt_common", "dbt_adapters", "dbt_duckdb",
+                    "mashumaro"):
+        assert f"'{package}-" in tag.lower(), (package, tag)
+    assert sys.version in tag
+
+
 def test_a_target_path_that_cannot_be_written_costs_only_the_compiling(
         tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     outcome = _process(blocker / "target")  # its parent is a file: nothing can be written
     assert {key: outcome[key] for key in EXPECTED} == EXPECTED
-    assert not (blocker / "target").exists()
+    assert outcome["misses"] == 3
 
 
 def test_the_file_is_readable_by_another_user(tmp_path: Path) -> None:
@@ -119,16 +146,18 @@ def test_the_file_is_readable_by_another_user(tmp_path: Path) -> None:
     assert (tmp_path / dbt_compile_cache.FILE_NAME).stat().st_mode & 0o777 == 0o644
 
 
-def test_a_first_night_compiles_nothing_the_one_before_did_not(tmp_path: Path) -> None:
-    """What the image bakes (scripts/install-image.sh): `flexsync transform` on an empty
-    warehouse, once to parse from scratch, once as a first night. A third, alike, reuses
-    every template: nothing in a template's key differs between processes. Real dbt."""
+def test_the_nights_after_the_bake_compile_nothing(tmp_path: Path) -> None:
+    """What the image bakes (scripts/install-image.sh): `flexsync transform` on a scratch
+    warehouse, once to parse from scratch (dropped), once as a first night, once as an
+    ordinary night on it. Then a first night and an ordinary one, alike, reuse every
+    template: nothing in a template's key differs between processes. Real dbt."""
     env = {**os.environ, "BROKER_SYNC_DATA_DIR": str(tmp_path / "data"), "DO_NOT_TRACK": "1",
            "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
     lines = []
-    for run in range(3):
-        subprocess.run(["rm", "-rf", str(tmp_path / "data")], check=True)
-        if run < 2:  # the bake keeps only what its first night compiled
+    for run in ("parse", "first-night", "next-night", "first-night", "next-night"):
+        if run != "next-night":
+            subprocess.run(["rm", "-rf", str(tmp_path / "data")], check=True)
+        if len(lines) < 2:  # the bake drops what its parse from scratch compiled
             (tmp_path / "target" / dbt_compile_cache.FILE_NAME).unlink(missing_ok=True)
         result = subprocess.run([sys.executable, "-m", "flexsync", "-v", "transform"],
                                 env=env, cwd=REPO_ROOT, capture_output=True, text=True,
@@ -136,8 +165,10 @@ def test_a_first_night_compiles_nothing_the_one_before_did_not(tmp_path: Path) -
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         lines.append([line for line in (result.stdout + result.stderr).splitlines()
                       if "dbt's templates:" in line][-1])
-    assert " 0 compiled" not in lines[1], lines
-    assert " 0 compiled, " in lines[2], lines
+    assert " 0 compiled" not in lines[1], lines  # a first night compiles
+    assert " 0 compiled" not in lines[2], lines  # an ordinary night compiles more
+    assert " 0 compiled, " in lines[3], lines
+    assert " 0 compiled, " in lines[4], lines
 
 
 def test_the_console_script_imports_nothing_from_its_own_directory(

@@ -584,10 +584,17 @@ def test_install_image_script_builds_a_working_image_tree(tmp_path: Path) -> Non
     # The dbt project is there, parsed, without the Python test suite.
     assert (app / "dbt_project.yml").exists()
     assert (app / "target" / "partial_parse.msgpack").exists()
-    # And the templates a first night compiles (flexsync/dbt_compile_cache.py), readable
+    # And the templates a first night compiles (flexsync/core/dbt_compile_cache.py), readable
     # by the pod's user.
     baked_templates = app / "target" / "flexsync_compiled.marshal"
     assert baked_templates.stat().st_mode & 0o777 == 0o644
+    loaded = subprocess.run([str(python), "-c", (
+        "import sys; from pathlib import Path; from flexsync.core import dbt_compile_cache as c; "
+        "cache = c.CompileCache(Path(sys.argv[1]), c.version_tag()); cache.load(); "
+        "print(len(cache.templates), len(cache.schemas))"), str(baked_templates)],
+        capture_output=True, text=True, timeout=120)
+    templates, schemas = map(int, loaded.stdout.split())
+    assert templates > 300 and schemas > 0, loaded.stderr  # the image's own versions
     assert not list(app.rglob("*.py"))
 
     # The entrypoint seeds the writable target path; dbt then reuses the baked parse.

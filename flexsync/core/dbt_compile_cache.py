@@ -17,7 +17,7 @@ name, filename and of every setting of its environment that Jinja's lexer, parse
 code generator read; the file is used only when it was written by the same Python and the
 same versions of Jinja, dbt, dbt-common, dbt-adapters, dbt-duckdb and mashumaro, and when
 its checksum matches (a torn or foreign file is ignored). Should either method be renamed
-upstream, the replacement is inert and dbt compiles as before.
+upstream, nothing is replaced and dbt compiles as before.
 
 The file holds code, read with marshal: it is trusted as dbt trusts the target path it
 lies in, whose partial_parse.msgpack holds the macros and SQL dbt runs. Only the run's own
@@ -33,12 +33,17 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 log = logging.getLogger("flexsync.transform")
 
 FILE_NAME = "flexsync_compiled.marshal"
 FORMAT = 1
+# Where the target path outlives the process (a developer's target/), edited templates
+# would pile up: past this many, a save keeps only what its process used. A night uses
+# ≈400, a parse from scratch ≈1,200.
+MAX_TEMPLATES = 2500
 # Whose versions decide what Jinja and dbt compile (dist-info names, normalised).
 _PACKAGES = ("jinja2", "dbt_core", "dbt_common", "dbt_adapters", "dbt_duckdb", "mashumaro")
 # What Jinja's lexer, parser and code generator read from the environment.
@@ -58,6 +63,7 @@ class CompileCache:
         self.tag = tag
         self.templates: dict[bytes, bytes] = {}
         self.schemas: dict[str, Any] = {}
+        self.used: set[bytes] = set()
         self.hits = 0
         self.misses = 0
         self.changed = False
@@ -78,8 +84,13 @@ class CompileCache:
         if not isinstance(content, dict) or content.get("tag") != self.tag:
             log.debug("ignoring %s: written by other versions", self.path)
             return
-        self.templates = dict(content.get("templates") or {})
-        self.schemas = dict(content.get("schemas") or {})
+        templates, schemas = content.get("templates"), content.get("schemas")
+        if not (isinstance(templates, dict) and isinstance(schemas, dict)
+                and all(type(k) is bytes and type(v) is bytes for k, v in templates.items())
+                and all(type(k) is str and type(v) is dict for k, v in schemas.items())):
+            log.debug("ignoring %s: not what flexsync writes", self.path)
+            return
+        self.templates, self.schemas = templates, schemas
 
     def save(self) -> None:
         """Write the file again if the process compiled anything new (atomically: a
@@ -87,6 +98,9 @@ class CompileCache:
         only costs the next run the compiling."""
         if not self.changed:
             return
+        if len(self.templates) > MAX_TEMPLATES:
+            self.templates = {key: code for key, code in self.templates.items()
+                              if key in self.used}
         try:
             payload = marshal.dumps({"tag": self.tag, "templates": self.templates,
                                      "schemas": self.schemas})
@@ -133,7 +147,10 @@ def installed(target_dir: Path) -> CompileCache:
     if _cache is None:
         _cache = CompileCache(path, version_tag())
         _cache.load()
-        _replace_methods(_cache)
+        try:
+            _replace_methods(_cache)
+        except (AttributeError, KeyError, ImportError) as exc:  # renamed upstream
+            log.debug("dbt's compiled templates are not kept: %r", exc)
     elif _cache.path != path:
         _cache.path = path
         _cache.changed = bool(_cache.templates or _cache.schemas)
@@ -161,31 +178,41 @@ def _environment_key(environment: Any) -> tuple[Any, ...]:
         tuple(getattr(environment, setting) for setting in _ENVIRONMENT_SETTINGS),
         autoescape if isinstance(autoescape, bool) else name_of(autoescape),
         None if environment.finalize is None else name_of(environment.finalize),
-        # The code generator checks each filter and test, and how it is called.
-        sorted((name, repr(getattr(f, "jinja_pass_arg", None)))
+        # The code generator looks up each filter and test (it may even call one on
+        # constants), and how it is called.
+        sorted((name, name_of(f), repr(getattr(f, "jinja_pass_arg", None)))
                for name, f in environment.filters.items()),
-        sorted((name, repr(getattr(f, "jinja_pass_arg", None)))
+        sorted((name, name_of(f), repr(getattr(f, "jinja_pass_arg", None)))
                for name, f in environment.tests.items()),
     )
 
 
 def _replace_methods(cache: CompileCache) -> None:
     import jinja2
+    from dbt_common.clients import jinja as dbt_jinja
     from dbt_common.dataclass_schema import dbtClassMixin
 
     compile_template: Any = jinja2.Environment.compile
+    generated = dbtClassMixin.__dict__["json_schema"].__func__
 
     def compile(self: Any, source: Any, name: str | None = None,
                 filename: str | None = None, raw: bool = False,
                 defer_init: bool = False) -> Any:
-        if raw or not isinstance(source, str):
+        # dbt's macro debugging puts each compiled template's source in linecache.
+        if raw or not isinstance(source, str) or getattr(dbt_jinja, "MACRO_DEBUGGING", False):
             return compile_template(self, source, name, filename, raw, defer_init)
         key = hashlib.sha256(repr((_environment_key(self), source, name, filename,
                                    defer_init)).encode()).digest()
+        cache.used.add(key)
         code = cache.templates.get(key)
         if code is not None:
-            cache.hits += 1
-            return marshal.loads(code)  # noqa: S302 - the module doc says why
+            try:
+                compiled = marshal.loads(code)  # noqa: S302 - the module doc says why
+            except (EOFError, ValueError, TypeError):
+                compiled = None
+            if isinstance(compiled, CodeType):
+                cache.hits += 1
+                return compiled
         compiled = compile_template(self, source, name, filename, raw, defer_init)
         cache.templates[key] = marshal.dumps(compiled)
         cache.misses += 1
@@ -193,8 +220,6 @@ def _replace_methods(cache: CompileCache) -> None:
         return compiled
 
     jinja2.Environment.compile = compile  # type: ignore[method-assign,assignment]
-
-    generated = dbtClassMixin.__dict__["json_schema"].__func__
 
     def json_schema(cls: type) -> Any:
         key = f"{cls.__module__}.{cls.__qualname__}"
