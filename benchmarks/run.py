@@ -450,19 +450,25 @@ def report(results: dict[str, Any], info: dict[str, str], reps: int, load: tuple
                 f"{_stage_text(runs) if not stopped else 'stopped at the night timeout'} "
                 f"({len(runs)} night(s)) |")
         lines.append("")
-        # Issue 17 sets the ratio at 2 years of history; 5 years is the same check further
-        # on, our own (its row says so).
-        for label in ("2 years", "5 years"):
-            ratio = _med(growth[label], lambda r: r.wall) / base
-            own = " (our own check: issue 17's is at 2 years)" if label == "5 years" else ""
-            verdicts.append((f"daily with {label} of history ≤ 1.25× 1 night{own}",
-                             f"{ratio:.2f}×",
-                             _verdict(ratio <= TARGETS["growth_ratio"],
-                                      f"{ratio / TARGETS['growth_ratio']:.2f}× the allowance"),
-                             "what grows with the history: the Wealthfolio snapshot before "
-                             "posting (every activity), the intermediate tables rebuilt "
-                             "from every staged row (one dbt thread above 1,000,000 raw "
-                             "rows), the analytics copy; see the growth table's stages"))
+        growing = ("what grows with the history: the Wealthfolio snapshot before posting "
+                   "(every activity), the intermediate tables rebuilt from every staged row "
+                   "(one dbt thread above 1,000,000 raw rows), the analytics copy; see the "
+                   "growth table's stages")
+        # Issue 17 sets the ratio at 2 years of history, and in its title the nightly sync
+        # in 8 s with 5 years: our own check (its row says so). A ratio at 5 years would
+        # grow as the 1-night base gets faster, whatever 5 years cost.
+        ratio = _med(growth["2 years"], lambda r: r.wall) / base
+        verdicts.append(("daily with 2 years of history ≤ 1.25× 1 night", f"{ratio:.2f}×",
+                         _verdict(ratio <= TARGETS["growth_ratio"],
+                                  f"{ratio / TARGETS['growth_ratio']:.2f}× the allowance"),
+                         growing))
+        wall5 = _med(growth["5 years"], lambda r: r.wall)
+        verdicts.append((f"daily with 5 years of history ≤ {TARGETS['daily_wall']:.0f} s "
+                         "(our own check, from issue 17's title)",
+                         f"{wall5:.2f} s ({wall5 / base:.2f}× 1 night)",
+                         _verdict(wall5 <= TARGETS["daily_wall"],
+                                  f"{wall5 / TARGETS['daily_wall']:.2f}× the budget"),
+                         growing))
         runs5 = [r for r in growth["5 years"] if not r.extra.get("aborted")]
         if runs5:
             rss = mib(max(_pod_memory(r) for r in runs5))
