@@ -132,21 +132,14 @@ _baked_templates: list[Path] = []
 
 def baked_templates(env: dict[str, str]) -> Path:
     """What the image bakes beside the parse (scripts/install-image.sh): the templates dbt
-    compiles, from `flexsync transform` on a scratch warehouse, three times (the first
-    parses from scratch and is dropped, the second is a first night, the third an
-    ordinary night). Once per bench: they depend on the code, not on the data."""
+    compiles in a first and an ordinary night (scripts/bake-compiled-templates.sh). Once
+    per bench: they depend on the code, not on the data."""
     if not _baked_templates:
-        scratch = WORK / "runs" / "bake-templates"
-        shutil.rmtree(scratch, ignore_errors=True)
-        for run in ("parse", "first-night", "next-night"):
-            if run != "next-night":
-                shutil.rmtree(scratch / "data", ignore_errors=True)
-                (scratch / "target" / COMPILED_TEMPLATES).unlink(missing_ok=True)
-            measure.run([FLEXSYNC, "transform"],
-                        {**env, "BROKER_SYNC_DATA_DIR": str(scratch / "data"),
-                         "DBT_TARGET_PATH": str(scratch / "target"),
-                         "DBT_LOG_PATH": str(scratch / "logs")}, cwd=REPO).check()
-        _baked_templates.append(scratch / "target" / COMPILED_TEMPLATES)
+        out = WORK / "runs" / "bake-templates"
+        shutil.rmtree(out, ignore_errors=True)
+        measure.run(["sh", str(REPO / "scripts" / "bake-compiled-templates.sh"), FLEXSYNC,
+                     str(REPO), str(out)], env, cwd=REPO).check()
+        _baked_templates.append(out / COMPILED_TEMPLATES)
     return _baked_templates[0]
 
 

@@ -246,7 +246,6 @@ def parsed_manifest(project_dir: Path, log_format: str) -> Any:
     """dbt's parsed project (from the partial-parse state when nothing changed)."""
     key = (str(project_dir), os.environ.get("DBT_TARGET_PATH", ""))
     if key not in _manifests:
-        _use_fork_locks()  # before anything imports dbt's manifest module
         dbt_compile_cache.installed(dbt_target_dir(project_dir))
         outcome = _invoke_dbt(["parse", *global_args(project_dir, log_format)])
         if not outcome.success or outcome.result is None:

@@ -29,9 +29,10 @@
 # run time DBT_TARGET_PATH/DBT_LOG_PATH point at the /tmp emptyDir and
 # docker-entrypoint.sh seeds the baked msgpack there before starting flexsync.
 #
-# flexsync transform on a scratch warehouse: dbt compiles every template a first and an
-# ordinary night render, and flexsync keeps them in target/flexsync_compiled.marshal
-# (flexsync/core/dbt_compile_cache.py), seeded at run time like the msgpack (≈0.5 s a night).
+# scripts/bake-compiled-templates.sh: flexsync transform on a scratch warehouse, so that
+# dbt compiles every template a first and an ordinary night render, kept in
+# target/flexsync_compiled.marshal (flexsync/core/dbt_compile_cache.py) and seeded at run
+# time like the msgpack (≈0.5 s a night).
 set -eu
 
 step="${1:-all}"
@@ -144,24 +145,8 @@ install_project() {
         say "dbt parse left no target/partial_parse.msgpack"; exit 1; }
 
     say "flexsync transform on a scratch warehouse, three times (baked compiled templates)"
-    scratch="$(mktemp -d)"
-    trap 'rm -rf "$build_dir" "$scratch"' EXIT
-    # The first parses from scratch (dbt then compiles every macro file it reads) and
-    # what it compiled is dropped; the second is a pod's first night (a partial parse, a
-    # build from an empty warehouse), the third an ordinary night on that warehouse (the
-    # incremental models' other path). The templates of those two are baked.
-    for pass in parse first-night next-night; do
-        case "$pass" in
-            next-night) ;;
-            *) rm -rf "$scratch/data" "$scratch/target/flexsync_compiled.marshal" ;;
-        esac
-        (cd "$APP_DIR" && FLEXSYNC_PROJECT_DIR="$APP_DIR" \
-            BROKER_SYNC_DATA_DIR="$scratch/data" \
-            DBT_TARGET_PATH="$scratch/target" DBT_LOG_PATH="$scratch/logs" \
-            "$VENV/bin/flexsync" transform) || { say "flexsync transform ($pass) failed"; exit 1; }
-    done
-    cp "$scratch/target/flexsync_compiled.marshal" "$APP_DIR/target/" || {
-        say "flexsync transform left no flexsync_compiled.marshal"; exit 1; }
+    sh "$SRC_DIR/scripts/bake-compiled-templates.sh" "$VENV/bin/flexsync" "$APP_DIR" \
+        "$APP_DIR/target" || { say "baking the compiled templates failed"; exit 1; }
 }
 
 case "$step" in

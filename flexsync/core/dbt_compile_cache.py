@@ -8,7 +8,7 @@ dbt_project.yml and profiles.yml are generated from dataclasses before every par
 (≈0.2 s). Neither depends on the data: the same text in the same Jinja environment, with
 the same versions, compiles to the same code. So both are kept in one file beside dbt's
 own partial-parse state in its target path, and the image bakes that file as it bakes
-the parse (scripts/install-image.sh runs a build on an empty warehouse for it).
+the parse (scripts/bake-compiled-templates.sh: a first and an ordinary night's builds).
 
 Design note (private API): dbt has no hook for either, so two methods are replaced for
 the process: `jinja2.Environment.compile` (public, "mainly used internally"), and
