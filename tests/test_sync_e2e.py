@@ -17,6 +17,7 @@ import pytest
 
 from fakes.flex import FakeFlexService
 from fakes.wealthfolio import FakeWealthfolio
+from flexsync.transform import dbt_target_dir
 from tests.helpers import DEMO_STATEMENT, FLEXSYNC, REPO_ROOT, cli_env, query, run_cli
 from tests.plugins.pushgateway import RunningPushgateway
 
@@ -163,6 +164,13 @@ def test_download_sync_posts_exactly_the_expected_activities(
     haystacks += _all_warehouse_text(data_dir / "analytics.duckdb")
     for secret in secrets:
         assert not any(secret in text for text in haystacks)
+    # Nor in dbt's target path: its compiled SQL and manifest, and the templates flexsync
+    # keeps there between runs (flexsync/core/dbt_compile_cache.py).
+    target_files = [p for p in dbt_target_dir(REPO_ROOT).rglob("*") if p.is_file()]
+    assert any(p.name == "flexsync_compiled.marshal" for p in target_files)
+    for path in target_files:
+        content = path.read_bytes()
+        assert not any(secret.encode() in content for secret in secrets), path
     session = data_dir / "wf-session.json"
     assert session.stat().st_mode & 0o777 == 0o600
     assert PASSWORD not in session.read_text()
